@@ -1,0 +1,69 @@
+"""A DataLoader whose position Lightning saves in checkpoints, so a resumed run sees exactly the
+batches an uninterrupted run would have seen (Lightning resumes any loader that implements
+``state_dict`` / ``load_state_dict``)."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Shuffles with a generator seeded by (seed, epoch); can skip the first ``start`` indices."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.epoch, self.start = 0, 0
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(range(self.n))
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        return iter(order[self.start:])
+
+    def __len__(self) -> int:
+        return self.n - self.start
+
+
+class ResumableLoader(DataLoader):
+    """DataLoader over an ``EpochShuffleSampler`` that knows its (epoch, batches served).
+
+    Each ``iter()`` starts the next epoch (Lightning stops iterating at ``len`` without exhausting
+    the loader, so the epoch cannot advance on exhaustion), except right after
+    ``load_state_dict``, which continues the saved epoch where it stopped.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, shuffle: bool = True, **kwargs: Any) -> None:
+        self.sampler_ = EpochShuffleSampler(len(dataset), seed, shuffle)  # type: ignore[arg-type]
+        super().__init__(dataset, batch_size=batch_size, sampler=self.sampler_, **kwargs)
+        self.full_len = super().__len__()
+        self.served = 0
+        self._started = False
+        self._resume: dict[str, int] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._resume is not None:
+            epoch, served = self._resume["epoch"], self._resume["served"]
+            if served >= self.full_len:
+                epoch, served = epoch + 1, 0
+            self._resume = None
+        else:
+            epoch, served = (self.sampler_.epoch + 1 if self._started else 0), 0
+        self._started = True
+        self.sampler_.epoch, self.served = epoch, served
+        self.sampler_.start = served * self.batch_size  # type: ignore[operator]
+        for batch in super().__iter__():
+            self.served += 1
+            yield batch
+
+    def __len__(self) -> int:
+        return self.full_len
+
+    def state_dict(self) -> dict[str, int]:
+        # Lightning does not prefetch from sized loaders, so every batch served has been trained on.
+        return {"epoch": self.sampler_.epoch, "served": self.served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state)

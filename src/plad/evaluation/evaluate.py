@@ -1,0 +1,191 @@
+"""Final evaluation on the test split: task metrics, judged win rates, calibration, plots.
+
+Every system (teacher, initial student, distilled student, ...) generates on the same test prompts;
+baseline runs are compared through the outputs they saved (their ``samples.jsonl``), so comparing
+against a finished run never regenerates or needs its weights. Everything lands in ``out_dir``:
+``metrics.json`` (what ``plad.report`` aggregates), ``samples.jsonl`` and PNG plots.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from plad.evaluation import plots
+from plad.evaluation.calibration import calibration_diagnostics
+from plad.evaluation.judges import win_rate
+from plad.generation import generate
+
+log = logging.getLogger(__name__)
+MAX_PLOTTED_METRICS = 6
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+
+
+def _jsonable(obj: Any) -> Any:
+    """Strict JSON: NaN/inf become null, numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _examples(test: Any, max_examples: int | None) -> list[dict[str, Any]]:
+    n = len(test) if max_examples is None else min(int(max_examples), len(test))
+    if n == 0:
+        raise ValueError("eval.max_examples: expected at least one test example, got an empty selection")
+    rows = test.select(range(n)) if hasattr(test, "select") else test[:n]
+    return [dict(r) for r in rows]
+
+
+def read_outputs(path: str | Path, prompts: Sequence[str], system: str | None = None) -> list[str]:
+    """Outputs another run saved for these prompts (its main system unless ``system`` is given).
+
+    ``path`` is that run's ``samples.jsonl`` or the folder holding it. Rows are matched by prompt
+    (repeated prompts in order), so the two runs may have evaluated in different orders.
+    """
+    path = Path(path)
+    path = path / "samples.jsonl" if path.is_dir() else path
+    if not path.is_file():
+        raise ValueError(f"baseline_outputs: expected a samples.jsonl file or a folder holding one, got {path}")
+    by_prompt: dict[str, deque[str]] = defaultdict(deque)
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                by_prompt[row["prompt"]].append(row["outputs"][system or row["main_system"]])
+    missing = sum(1 for p in prompts if not by_prompt.get(p))
+    if missing:
+        raise ValueError(f"baseline_outputs: expected outputs for every test prompt in {path}, "
+                         f"got {missing} of {len(prompts)} missing")
+    return [by_prompt[p].popleft() for p in prompts]
+
+
+def _plotted_metrics(cfg: dict[str, Any], task_metric_names: list[str]) -> list[str]:
+    chosen = cfg.get("plot_metrics") or ["quality", *task_metric_names]
+    return list(dict.fromkeys(chosen))[:MAX_PLOTTED_METRICS]
+
+
+def _generate_all(systems: dict[str, tuple[Any, Any]], prompts: list[str], cfg: dict[str, Any],
+                  progress: bool) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
+    outputs, stats = {}, {}
+    for name, (model, tokenizer) in systems.items():
+        g = generate(model, tokenizer, prompts, num_return_sequences=1, batch_size=int(cfg.get("batch_size", 16)),
+                     desc=f"generate[{name}]", progress=progress, **(cfg.get("generation") or {}))
+        outputs[name] = [texts[0] for texts in g.texts]
+        stats[name] = {"gen_tokens": float(np.mean([n[0] for n in g.n_tokens])), "gen_seconds": float(g.seconds)}
+    return outputs, stats
+
+
+def _judge_all(judge: Any, task: Any, main: str, outputs: dict[str, list[str]], examples: list[dict[str, Any]],
+               boot: dict[str, Any], progress: bool) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
+    """Per-prompt judge scores of ``main`` against every other system, and their win rates."""
+    prompts = [ex["prompt"] for ex in examples]
+    scores, rates = {}, {}
+    others = [o for o in outputs if o != main]
+    for other in tqdm(others, desc=f"judge[{getattr(judge, 'name', 'judge')}]", disable=not progress, leave=False):
+        scores[other] = [float(s) for s in judge.bind(task).compare(prompts, outputs[main], outputs[other], examples)]
+        rates[f"{main}_vs_{other}"] = win_rate(scores[other], n_boot=int(boot.get("n", 1000)),
+                                               seed=int(boot.get("seed", 0)))
+    return scores, rates
+
+
+def _calibrate_all(systems: dict[str, tuple[Any, Any]], task: Any, examples: list[dict[str, Any]],
+                   cfg: dict[str, Any], progress: bool) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Calibration summary and raw (score, quality) points for each configured system with a model."""
+    cal, gen = dict(cfg.get("calibration") or {}), dict(cfg.get("generation") or {})
+    summaries, points = {}, {}
+    if not cal.get("enabled", False):
+        return summaries, points
+    for name in cal.get("systems") or []:
+        if name not in systems:
+            log.warning("calibration: no model for system %r, skipped", name)
+            continue
+        model, tokenizer = systems[name]
+        res = calibration_diagnostics(
+            model, tokenizer, task, examples[: int(cal.get("n_prompts", len(examples)))], k=int(cal.get("k", 8)),
+            temperature=float(cal.get("temperature", 1.0)), top_p=float(cal.get("top_p", 1.0)),
+            top_k=int(cal.get("top_k", 0)),
+            max_new_tokens=int(cal.get("max_new_tokens") or gen.get("max_new_tokens", 64)),
+            batch_size=int(cfg.get("batch_size", 16)), seed=int(cal.get("seed", gen.get("seed", 0))),
+            max_prompt_tokens=int(gen.get("max_prompt_tokens", 256)), progress=progress, name=name)
+        points[name] = res.pop("points")
+        summaries[name] = res
+    return summaries, points
+
+
+def evaluate(systems: dict[str, tuple[Any, Any]], task: Any, test: Any, cfg: Any, judge: Any,
+             out_dir: str | Path, main_system: str = "student",
+             baseline_outputs: dict[str, str | Path] | None = None) -> dict[str, Any]:
+    """Evaluate every system on the test split and write metrics.json, samples.jsonl and plots.
+
+    Returns the content of metrics.json: task, main_system, main_metric, higher_is_better, judge,
+    n_examples, systems {name: {metric: value}}, win_rate {"<main>_vs_<other>": {rate, low, high,
+    n}}, calibration {name: {spearman, n_used, n_prompts, rank_acc, n_pairs, mean_quality}} and
+    plots (PNG file names in ``out_dir``).
+    """
+    cfg = _plain(cfg)
+    progress = bool(cfg.get("progress", True))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    examples = _examples(test, cfg.get("max_examples"))
+    prompts = [ex["prompt"] for ex in examples]
+
+    outputs, gen_stats = _generate_all(systems, prompts, cfg, progress)
+    for name, path in (baseline_outputs or {}).items():
+        if name in outputs:
+            raise ValueError(f"baseline_outputs: expected names different from the systems, got {name!r} twice")
+        outputs[name] = read_outputs(path, prompts)
+    if main_system not in outputs:
+        raise ValueError(f"main_system: expected one of {sorted(outputs)}, got {main_system!r}")
+
+    quality = {name: [float(task.quality(o, ex)) for o, ex in zip(outs, examples)] for name, outs in outputs.items()}
+    system_metrics: dict[str, dict[str, float]] = {}
+    task_metric_names: list[str] = []
+    for name, outs in outputs.items():
+        task_metrics = {k: float(v) for k, v in task.metrics(outs, examples).items()}
+        task_metric_names = list(dict.fromkeys([*task_metric_names, *task_metrics]))
+        system_metrics[name] = {**task_metrics, "quality": float(np.mean(quality[name])), **gen_stats.get(name, {})}
+
+    judge_scores, win_rates = ({}, {}) if judge is None else _judge_all(
+        judge, task, main_system, outputs, examples, cfg.get("bootstrap") or {}, progress)
+    calibration, points = _calibrate_all(systems, task, examples, cfg, progress)
+
+    metrics = _jsonable({
+        "task": getattr(task, "name", type(task).__name__), "main_system": main_system,
+        "main_metric": task.main_metric, "higher_is_better": bool(task.higher_is_better),
+        "judge": getattr(judge, "name", None), "n_examples": len(examples),
+        "systems": system_metrics, "win_rate": win_rates, "calibration": calibration,
+    })
+    with open(out_dir / "samples.jsonl", "w") as f:
+        for i, ex in enumerate(examples):
+            f.write(json.dumps(_jsonable({
+                "id": i, "prompt": ex["prompt"], "reference": ex["reference"], "main_system": main_system,
+                "outputs": {n: outputs[n][i] for n in outputs}, "quality": {n: quality[n][i] for n in outputs},
+                "judge": {f"{main_system}_vs_{o}": s[i] for o, s in judge_scores.items()},
+            })) + "\n")
+
+    pngs = [plots.metric_bars(system_metrics, _plotted_metrics(cfg, task_metric_names),
+                              out_dir / "metrics.png", main_metric=task.main_metric)]
+    if win_rates:
+        pngs.append(plots.win_rate_bars(win_rates, out_dir / "win_rate.png"))
+    if points:
+        pngs.append(plots.calibration_scatter(points, calibration, out_dir / "calibration.png"))
+    metrics["plots"] = [p.name for p in pngs]
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("evaluation: %s", json.dumps({n: m.get(task.main_metric) for n, m in system_metrics.items()}))
+    return metrics

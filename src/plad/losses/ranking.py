@@ -1,0 +1,33 @@
+"""PLaD's ranking calibration loss: the teacher's output must out-score the student's by a margin.
+
+    L = max(0, beta - s(y+|x) + s(y-|x)),   s = mean (default) or summed token log-likelihood
+
+Equivalence with TRL's hinge (CPO/DPO ``loss_type="hinge"``, ``relu(1 - b * (s+ - s-))`` on summed
+log-likelihoods): hinge_b = b * ranking(beta=1/b, score="sum"); with b = 1 they are identical.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
+
+
+class RankingLoss(CalibrationLoss):
+    inputs = ("chosen", "rejected")
+
+    def __init__(self, beta: float = 1.0, score: str = "mean", reg_weight: float = 0.0) -> None:
+        super().__init__(reg_weight)
+        if beta < 0:
+            raise ValueError(f"loss.beta: expected a margin >= 0, got {beta}")
+        self.beta = float(beta)
+        self.score = check_score_mode(score)
+
+    def compute(self, s: SequenceScores) -> tuple[Tensor, dict[str, Tensor]]:
+        chosen, rejected = s.pair(self.score)
+        per_example = torch.relu(self.beta - chosen + rejected)
+        return per_example.mean(), {
+            "hinge_active": (per_example > 0).float().mean(),
+            "chosen_score": chosen.detach().mean(),
+            "rejected_score": rejected.detach().mean(),
+        }

@@ -1,0 +1,156 @@
+"""Model families: build from config, load pretrained (hub, local dir, GGUF), save and reload.
+
+A family YAML (``configs/model/*.yaml``) holds ``tokenizer``, ``teacher`` and ``student`` specs.
+A spec either names real weights (``pretrained`` [+ ``gguf_file``]) or carries a transformers
+config (``config`` with ``_target_``) to build a randomly initialised model. Every model this
+module returns is a plain float model that ``save_pretrained`` can write and the matching
+``AutoModelFor*.from_pretrained`` can read back, so the pipeline caches all of them the same way.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
+                          PretrainedConfig, PreTrainedModel)
+from transformers.initialization import no_init_weights
+
+from plad.models.tokenizer import (MIN_VOCAB, ensure_pad, load_tokenizer, obtain_tokenizer,  # noqa: F401
+                                   resolve_pretrained, train_tokenizer)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "org/name"
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _looks_local(p: str) -> bool:
+    """True when ``p`` can only mean a path on disk (hub names look like "org/name")."""
+    if p.startswith(("/", "./", "../", "~")) or os.path.isabs(p):
+        return True
+    return os.sep in p and not HUB_NAME.match(p)
+
+
+def _check_pretrained(spec: DictConfig, field: str) -> None:
+    pretrained, gguf_file = spec.get("pretrained"), spec.get("gguf_file")
+    if gguf_file and not pretrained:
+        raise ValueError(f"{field}.gguf_file: expected `pretrained` (a dir or hub repo holding it), got pretrained=null")
+    if not pretrained:
+        return
+    path = resolve_pretrained(str(pretrained), field=f"{field}.pretrained")
+    is_local = str(pretrained).startswith("pkg://") or _looks_local(str(pretrained))
+    if is_local and not os.path.exists(path):
+        raise ValueError(f"{field}.pretrained: path does not exist: {pretrained}")
+    if gguf_file and os.path.isdir(path) and not os.path.isfile(os.path.join(path, gguf_file)):
+        raise ValueError(f"{field}.gguf_file: file does not exist in {pretrained}: {gguf_file}")
+
+
+def _check_number(value: Any, field: str, minimum: float, strict: bool, integer: bool) -> None:
+    kind = "integer" if integer else "number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or (value <= minimum if strict else value < minimum):
+        what = f"a positive {kind}" if strict else f"a non-negative {kind}"
+        raise ValueError(f"{field}: expected {what}, got {value!r}")
+
+
+def validate_model_spec(spec: DictConfig, field: str) -> None:
+    """Fail fast, naming the field, before any data loading or training (``field`` e.g. "model.teacher")."""
+    _check_pretrained(spec, field)
+    if not spec.get("pretrained") and not (spec.get("config") and spec.config.get("_target_")):
+        raise ValueError(f"{field}.config: expected a transformers config with _target_ when pretrained is null, "
+                         f"got {spec.get('config')!r}")
+    dtype = spec.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ValueError(f"{field}.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+    sft = spec.get("sft") or {}
+    for key, minimum, strict, integer in [("max_steps", 0, False, True), ("batch_size", 0, True, True),
+                                          ("lr", 0, True, False), ("warmup_steps", 0, False, True),
+                                          ("weight_decay", 0, False, False)]:
+        if key in sft:
+            _check_number(sft[key], f"{field}.sft.{key}", minimum, strict, integer)
+
+
+def validate_tokenizer_spec(spec: DictConfig, field: str = "model.tokenizer") -> None:
+    _check_pretrained(spec, field)
+    vocab_size = spec.get("vocab_size")
+    if not spec.get("pretrained") and (not isinstance(vocab_size, int) or isinstance(vocab_size, bool)
+                                       or vocab_size < MIN_VOCAB):
+        raise ValueError(f"{field}.vocab_size: expected an integer >= {MIN_VOCAB} when pretrained is null, "
+                         f"got {vocab_size!r}")
+
+
+def validate_family(cfg_model: DictConfig, field: str = "model") -> None:
+    """Validate a whole family YAML: tokenizer, teacher and student."""
+    validate_tokenizer_spec(cfg_model.tokenizer, f"{field}.tokenizer")
+    for role in ("teacher", "student"):
+        validate_model_spec(cfg_model[role], f"{field}.{role}")
+
+
+# ----------------------------------------------------------------------------- building / loading
+
+def _auto_class(config: PretrainedConfig) -> type:
+    return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_model(spec: DictConfig, tokenizer: Any, seed: int) -> PreTrainedModel:
+    """A randomly initialised model from ``spec.config``, sized to ``tokenizer``; same seed, same weights."""
+    config = instantiate(spec.config, _convert_="all", vocab_size=len(tokenizer),
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    if config.is_encoder_decoder:
+        config.decoder_start_token_id = tokenizer.pad_token_id  # T5 convention: decoding starts at pad
+    with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's RNG stream
+        torch.manual_seed(seed)
+        model = _auto_class(config).from_config(config, dtype=DTYPES[spec.get("dtype", "float32")])
+    return model
+
+
+def _dequantized_copy(model: PreTrainedModel) -> PreTrainedModel:
+    """The same weights in a plain model: a GGUF-loaded model keeps its quantizer, which refuses to save."""
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    with no_init_weights():  # weights are overwritten right away; random init of 100M+ params is slow
+        plain = type(model)(config)
+    plain.load_state_dict(model.state_dict())
+    plain.tie_weights()
+    plain.generation_config = copy.deepcopy(model.generation_config)
+    return plain.to(model.dtype).eval()
+
+
+def load_pretrained(spec: DictConfig) -> tuple[PreTrainedModel, Any]:
+    """Real weights from a hub name, a local dir or ``pkg://...``, optionally a GGUF file in it."""
+    path = resolve_pretrained(str(spec.pretrained))
+    gguf_file = spec.get("gguf_file")
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    dtype = DTYPES[spec.get("dtype", "float32")]
+    # GGUF checkpoints are decoder-only in practice; skipping AutoConfig avoids a second ~5 s parse.
+    auto = AutoModelForCausalLM if gguf_file else _auto_class(AutoConfig.from_pretrained(path))
+    model = auto.from_pretrained(path, dtype=dtype, **kwargs)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model = _dequantized_copy(model)
+    return model, load_tokenizer(str(spec.pretrained), gguf_file)
+
+
+def save_model(model: PreTrainedModel, tokenizer: Any, path: str | os.PathLike) -> None:
+    """safetensors weights + config + tokenizer, readable by ``load_saved`` and plain transformers."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+
+
+def load_saved(path: str | os.PathLike) -> tuple[PreTrainedModel, Any]:
+    config = AutoConfig.from_pretrained(str(path))
+    model = _auto_class(config).from_pretrained(str(path))
+    return model, ensure_pad(AutoTokenizer.from_pretrained(str(path)))

@@ -1,0 +1,95 @@
+"""Tokenizers: a byte-level BPE trained on the task's own text, or a pretrained one.
+
+Models built from config get a tokenizer trained on the task's train split, so a 1M-parameter
+student does not spend most of its weights on a 50k-token embedding. Byte-level BPE makes
+``decode(encode(x)) == x`` for every string, so ROUGE and PII matching see exactly what the model
+wrote. Trained (and GGUF-converted) tokenizers are cached, content-addressed, like every stage.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from omegaconf import DictConfig
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from plad.cache import atomic_dir, entry_dir, fingerprint, is_complete
+
+VERSION = "tokenizer-v1"  # bump when training or conversion changes what gets cached
+PKG_PREFIX = "pkg://"
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+MIN_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte plus the special tokens
+
+
+def resolve_pretrained(name: str | None, field: str = "pretrained") -> str | None:
+    """``pkg://<python package>[/sub/dir]`` -> that installed package's directory; anything else as is.
+
+    Lets a config point at weights shipped inside a pip package without naming a machine path.
+    The package is located without importing it (its own imports may be missing).
+    """
+    if name is None or not str(name).startswith(PKG_PREFIX):
+        return None if name is None else os.path.expanduser(str(name))
+    package, _, sub = str(name)[len(PKG_PREFIX):].partition("/")
+    spec = importlib.util.find_spec(package) if package else None
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"{field}: expected an installed Python package after {PKG_PREFIX}, got {name!r}")
+    return str(Path(list(spec.submodule_search_locations)[0]) / sub)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with <pad>, <s>, </s>, <unk> (ids 0-3); pad != eos so padding is never scored."""
+    if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB:
+        raise ValueError(f"tokenizer.vocab_size: expected an integer >= {MIN_VOCAB} "
+                         f"(256 bytes + 4 special tokens), got {vocab_size!r}")
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte, even unseen ones
+        show_progress=True,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False, **SPECIAL_TOKENS)
+
+
+def ensure_pad(tokenizer: Any) -> Any:
+    """Give a tokenizer a pad token (its EOS when it has none); the collator's labels keep EOS scored."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer: expected an eos_token, got none in {type(tokenizer).__name__}")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(pretrained: str, gguf_file: str | None = None) -> Any:
+    """A hub name, a local dir, ``pkg://...``, or a GGUF file inside one of those."""
+    path = resolve_pretrained(pretrained)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    return ensure_pad(AutoTokenizer.from_pretrained(path, **kwargs))
+
+
+def obtain_tokenizer(spec_tokenizer: DictConfig, texts: Callable[[], Iterable[str]], data_fp: str,
+                     cache_root: str | os.PathLike) -> Any:
+    """The family's tokenizer: ``pretrained`` if set, else BPE trained on ``texts()`` and cached.
+
+    ``texts`` is a thunk so a cache hit never touches the data. Converting a GGUF vocabulary takes
+    seconds, so that result is cached too (keyed by the config strings, not the machine path).
+    """
+    pretrained, gguf_file = spec_tokenizer.get("pretrained"), spec_tokenizer.get("gguf_file")
+    if pretrained and not gguf_file:
+        return load_tokenizer(pretrained)
+    if pretrained:
+        fp = fingerprint("gguf", str(pretrained), gguf_file, VERSION)
+    else:
+        fp = fingerprint(spec_tokenizer.get("vocab_size"), data_fp, VERSION)
+    final = entry_dir(cache_root, "tokenizers", fp)
+    if not is_complete(final):
+        tok = load_tokenizer(pretrained, gguf_file) if pretrained else train_tokenizer(texts(), spec_tokenizer.get("vocab_size"))
+        with atomic_dir(final) as tmp:
+            tok.save_pretrained(tmp)
+    return ensure_pad(AutoTokenizer.from_pretrained(str(final)))

@@ -1,0 +1,147 @@
+"""LightningModules: ``SFTModule`` (cross-entropy on references) and ``DistillModule`` (the student
+trained with a calibration loss on pseudo-preference pairs).
+
+Both push every sequence of a batch through ``sequence_logprobs`` in ONE forward pass: for pairs
+the collator concatenates chosen and rejected (or the K candidates) example-major into [B*K, T].
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from plad.losses.base import CalibrationLoss, SequenceScores
+from plad.models.logprobs import sequence_logprobs
+
+
+def warmup_decay(warmup_steps: int, max_steps: int, min_ratio: float = 0.1):
+    """Linear warmup, then cosine decay to ``min_ratio`` of the peak learning rate."""
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(warmup_steps, 1)
+        progress = min((step - warmup_steps) / max(max_steps - warmup_steps, 1), 1.0)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return f
+
+
+def adamw_with_schedule(module: L.LightningModule, lr: float, weight_decay: float,
+                        warmup_steps: int, max_steps: int) -> dict[str, Any]:
+    params = [p for p in module.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(warmup_steps, max_steps))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class SFTModule(L.LightningModule):
+    """Token-averaged cross-entropy on (prompt, reference); the model is saved with save_pretrained."""
+
+    def __init__(self, model: torch.nn.Module, lr: float, max_steps: int, warmup_steps: int = 0,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__()
+        self.model = model
+        self.save_hyperparameters(ignore=["model"])
+
+    def _nll(self, batch: dict[str, Tensor]) -> Tensor:
+        out = sequence_logprobs(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        return -out.sum_logp.sum() / out.n_tokens.sum().clamp(min=1)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self._nll(batch)
+        self.log("sft/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.log("sft/val_loss", self._nll(batch), prog_bar=True, batch_size=batch["input_ids"].shape[0])
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        h = self.hparams
+        return adamw_with_schedule(self, h.lr, h.weight_decay, h.warmup_steps, h.max_steps)
+
+
+class DistillModule(L.LightningModule):
+    """Holds only the student (and, for white-box KD, a frozen teacher kept out of checkpoints).
+
+    Built from paths + configs, so ``DistillModule.load_from_checkpoint(ckpt)`` rebuilds it.
+    """
+
+    def __init__(self, student_path: str, loss: dict | DictConfig, lr: float, max_steps: int,
+                 warmup_steps: int = 0, weight_decay: float = 0.0, score: str = "mean",
+                 teacher_path: str | None = None, max_nonfinite: int = 10) -> None:
+        super().__init__()
+        from plad.models.build import load_saved
+
+        loss = OmegaConf.to_container(loss, resolve=True) if isinstance(loss, DictConfig) else dict(loss)
+        self.save_hyperparameters({"student_path": student_path, "loss": loss, "lr": lr,
+                                   "max_steps": max_steps, "warmup_steps": warmup_steps,
+                                   "weight_decay": weight_decay, "score": score,
+                                   "teacher_path": teacher_path, "max_nonfinite": max_nonfinite})
+        self.student, self.tokenizer = load_saved(student_path)
+        self.student.train()  # from_pretrained returns eval mode
+        self.loss_fn: CalibrationLoss = instantiate(loss)
+        self._teacher: list[torch.nn.Module] = []  # a list keeps it out of state_dict and .parameters()
+        if self.loss_fn.needs_teacher:
+            if teacher_path is None:
+                raise ValueError("loss: this loss needs the teacher's logits, but no teacher_path was given")
+            teacher, teacher_tok = load_saved(teacher_path)
+            if hasattr(self.loss_fn, "check_compatible"):
+                self.loss_fn.check_compatible(teacher_tok, self.tokenizer)
+            self._teacher.append(teacher.eval().requires_grad_(False))
+        self.nonfinite_in_row = 0
+        self.register_buffer("nonfinite_total", torch.zeros((), dtype=torch.long))
+
+    def scores(self, batch: dict[str, Tensor]) -> SequenceScores:
+        """One forward over all B*K sequences of the batch, reshaped to [B, K]."""
+        B, K = batch["mask"].shape
+        white_box = bool(self._teacher)
+        out = sequence_logprobs(self.student, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                return_logits=white_box)
+        teacher_logits = None
+        if white_box:
+            teacher = self._teacher[0].to(self.device)
+            with torch.no_grad():
+                teacher_logits = sequence_logprobs(teacher, batch["input_ids"], batch["attention_mask"],
+                                                   batch["labels"], return_logits=True).logits
+        return SequenceScores(
+            logp=out.sum_logp.view(B, K), n_tokens=out.n_tokens.view(B, K),
+            ref_logp=batch.get("ref_logp"), quality=batch.get("quality"), mask=batch["mask"],
+            n_teacher=batch.get("n_teacher"), logits=out.logits, teacher_logits=teacher_logits,
+            labels=out.labels,
+        )
+
+    def _log_metrics(self, prefix: str, loss: Tensor, metrics: dict[str, Tensor], batch_size: int) -> None:
+        self.log(f"{prefix}/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=prefix == "val")
+        for k, v in metrics.items():
+            self.log(f"{prefix}/{k}", v, prog_bar=k == "rank_acc", batch_size=batch_size,
+                     sync_dist=prefix == "val")
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        loss, metrics = self.loss_fn(self.scores(batch))
+        if not torch.isfinite(loss):
+            # Returning None makes Lightning skip backward and the optimizer step.
+            self.nonfinite_in_row += 1
+            self.nonfinite_total += 1
+            self.log("train/nonfinite_steps", self.nonfinite_total.float())
+            if self.nonfinite_in_row >= self.hparams.max_nonfinite:
+                raise RuntimeError(
+                    f"distill: {self.nonfinite_in_row} non-finite losses in a row "
+                    f"(distill.max_nonfinite={self.hparams.max_nonfinite}); lower distill.lr or check the pairs")
+            return None
+        self.nonfinite_in_row = 0
+        self._log_metrics("train", loss, metrics, batch["mask"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss, metrics = self.loss_fn(self.scores(batch))
+        self._log_metrics("val", loss, metrics, batch["mask"].shape[0])
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        h = self.hparams
+        return adamw_with_schedule(self, h.lr, h.weight_decay, h.warmup_steps, h.max_steps)

@@ -1,0 +1,282 @@
+"""Pseudo-preference pairs: teacher samples (y+) vs initial-student samples (y-) on unlabeled prompts.
+
+The pair set is a content-addressed cache entry (``<cache>/pairs/<fingerprint>``). It is built in
+shards of ``shard_size`` prompts in two phases so only one model is in memory at a time: (1) the
+teacher's samples per shard, (2) the student's samples, scores, pairs and reference
+log-likelihoods per shard. Every shard is written atomically, so a killed run resumes where it
+stopped; sampling noise depends only on (seed, role, prompt), so results do not depend on
+interruptions, batch size or process count. Under torchrun / Lightning DDP (RANK, WORLD_SIZE)
+rank r builds shards k with k % world == r, rank 0 merges, and the others wait for the entry.
+Models are loaded through callables, only when a shard actually needs them: a warm cache or a
+black-box teacher never loads the teacher.
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from datasets import Dataset, concatenate_datasets
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from plad.cache import entry_dir, file_hash, fingerprint, is_complete
+from plad.pairs import store
+
+log = logging.getLogger(__name__)
+PAIRS_VERSION = "pairs-v1"
+# Keys that change how a run proceeds but not what it produces (never part of the cache key).
+RUN_KEYS = ("rebuild", "fail_after_shards", "batch_size", "wait_timeout_s", "poll_s", "teacher_outputs", "scorer")
+SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k")
+Loader = Callable[[], tuple[Any, Any]]
+
+
+@dataclass
+class PairSet:
+    path: Path
+    fingerprint: str
+    stats: dict[str, Any]
+    pairwise: Dataset
+    listwise: Dataset | None
+
+
+def _check_cfg(cfg: DictConfig) -> None:
+    for key in ("n_teacher", "n_student", "shard_size", "batch_size"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f"pairs.{key}: expected an int >= 1, got {cfg[key]!r}")
+    for role in ("teacher", "student"):
+        extra = set(cfg[role]) - set(SAMPLING_KEYS)
+        if extra:
+            raise ValueError(f"pairs.{role}: expected keys among {list(SAMPLING_KEYS)}, got {sorted(extra)}")
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) from the torchrun / Lightning environment variables."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK/WORLD_SIZE: expected 0 <= RANK < WORLD_SIZE, got {rank}/{world}")
+    return rank, world
+
+
+def _prompt_ids(prompts: Dataset) -> list[str]:
+    ids = [str(i) for i in prompts["id"]] if "id" in prompts.column_names else [str(i) for i in range(len(prompts))]
+    if len(set(ids)) != len(ids):
+        dup = next(i for n, i in enumerate(ids) if i in ids[:n])
+        raise ValueError(f"prompts.id: expected unique prompt ids, got duplicates (first: {dup})")
+    return ids
+
+
+def _hash_prompts(ids: list[str], texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for i, p in zip(ids, texts):
+        h.update(f"{i}\x00{p}\x00".encode())
+    return h.hexdigest()[:16]
+
+
+def _role_seed(seed: int, role: str) -> int:
+    """Teacher and student get different noise: the same model in both roles still yields pairs."""
+    return int(fingerprint(seed, role), 16) % 2**31
+
+
+def _wait(done: Callable[[], bool], timeout: float, poll: float, what: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"pairs: waited {timeout:.0f}s for {what()} (pairs.wait_timeout_s)")
+        time.sleep(poll)
+
+
+def _load(entry: Path, fp: str) -> PairSet:
+    tables, stats = store.load_entry(entry)
+    return PairSet(path=entry, fingerprint=fp, stats=stats, pairwise=tables["pairwise"], listwise=tables["listwise"])
+
+
+def _try_load(entry: Path, fp: str, newer_than: float = 0.0, warn: bool = True) -> PairSet | None:
+    """The cached pair set, or None when absent, older than ``newer_than`` or damaged."""
+    try:
+        if not is_complete(entry) or (entry / "COMPLETE").stat().st_mtime < newer_than:
+            return None
+        return _load(entry, fp)
+    except (store.CorruptEntry, FileNotFoundError) as e:  # FileNotFoundError: removed while we looked
+        if warn:
+            log.warning("pairs: cached entry is damaged, rebuilding it (%s)", e)
+        return None
+
+
+def _wait_for_entry(entry: Path, fp: str, timeout: float, poll: float, why: str, newer_than: float = 0.0) -> PairSet:
+    found: list[PairSet] = []
+
+    def ready() -> bool:
+        ps = _try_load(entry, fp, newer_than, warn=False)
+        found.extend([ps] if ps else [])
+        return ps is not None
+
+    _wait(ready, timeout, poll, lambda: why)
+    return found[0]
+
+
+def _free_memory() -> None:
+    """Called once the last reference to a model is dropped, so the next model fits."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _add(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """Sum nested numeric stats of shards."""
+    for k, v in part.items():
+        total[k] = _add(total.get(k, {}), v) if isinstance(v, dict) else total.get(k, 0) + v
+    return total
+
+
+def _concat(parts: list[Dataset]) -> Dataset:
+    """Shards in order; empty shards are skipped (Arrow cannot concatenate a table with no blocks)."""
+    nonempty = [p for p in parts if len(p)]
+    return concatenate_datasets(nonempty) if nonempty else parts[0]
+
+
+def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, load_teacher: Loader, load_student: Loader,
+                 teacher_fp: str, student_fp: str, cache_root: Path, max_prompt_tokens: int,
+                 max_new_tokens: int, seed: int) -> PairSet:
+    """The pair set for these prompts and models: from the cache when it is complete and intact."""
+    started = time.time()
+    _check_cfg(cfg)
+    rank, world = dist_info()
+    if len(prompts) == 0:
+        raise ValueError("prompts: expected at least one unlabeled prompt, got an empty split")
+    ids, texts = _prompt_ids(prompts), list(prompts["prompt"])
+    scorer = None
+    if cfg.get("scorer") is not None:
+        from hydra.utils import instantiate
+
+        scorer = instantiate(cfg.scorer)
+    black_box = cfg.get("teacher_outputs")
+    teacher_key = {"file": file_hash(black_box)} if black_box else {"model": teacher_fp}
+    generation_cfg = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RUN_KEYS}
+    fp = fingerprint(PAIRS_VERSION, teacher_key, student_fp, _hash_prompts(ids, texts), generation_cfg,
+                     scorer.fingerprint(task) if scorer else None, max_prompt_tokens, max_new_tokens, seed)
+    entry = entry_dir(cache_root, "pairs", fp)
+    timeout, poll = float(cfg.get("wait_timeout_s", 86400)), float(cfg.get("poll_s", 2.0))
+
+    if cfg.rebuild and rank == 0:
+        store.remove(entry)
+        store.remove(store.partial_dir(entry))
+    elif cfg.rebuild:  # only rank 0 rebuilds; wait for an entry newer than this run
+        return _wait_for_entry(entry, fp, timeout, poll, f"rank 0 to rebuild {entry}", newer_than=started)
+    elif (cached := _try_load(entry, fp)) is not None:
+        if world == 1:
+            store.remove(store.partial_dir(entry))  # left behind if a run died right after merging
+        log.info("pairs: %d cached pairwise rows from %s", len(cached.pairwise), entry)
+        return cached
+    elif rank == 0 and is_complete(entry):
+        store.remove(entry)
+
+    n_shards = max(1, -(-len(ids) // cfg.shard_size))
+    mine = [k for k in range(n_shards) if k % world == rank]
+    resumed = sum(store.shard_done(entry, "shards", k) for k in range(n_shards))
+    examples = [{**row, "id": i} for i, row in zip(ids, prompts)]
+    teacher_outputs = None
+    if black_box:
+        from plad.pairs.teacher_file import read_teacher_outputs
+
+        teacher_outputs = read_teacher_outputs(black_box, ids, texts)
+    listwise = (max(map(len, teacher_outputs)) if teacher_outputs else cfg.n_teacher) + cfg.n_student > 2
+    has_reference = "reference" in prompts.column_names and all(isinstance(r, str) for r in prompts["reference"])
+    _build_shards(cfg, entry, mine, examples, teacher_outputs, task, scorer, load_teacher, load_student,
+                  listwise=listwise, has_reference=has_reference, max_prompt_tokens=max_prompt_tokens,
+                  max_new_tokens=max_new_tokens, seed=seed)
+
+    if rank != 0:
+        return _wait_for_entry(entry, fp, timeout, poll, f"rank 0 to merge {entry}")
+    missing = lambda: [k for k in range(n_shards) if not store.shard_done(entry, "shards", k)]  # noqa: E731
+    _wait(lambda: not missing(), timeout, poll, lambda: f"shards {missing()[:5]} from other ranks")
+    shards = [store.read_shard(entry, "shards", k) for k in range(n_shards)]
+    stats: dict[str, Any] = {}
+    for _, meta in shards:
+        _add(stats, meta)
+    tables = {name: _concat([t[name] for t, _ in shards]) if listwise or name == "pairwise" else None
+              for name in store.TABLES}
+    stats = {"fingerprint": fp, "version": PAIRS_VERSION, "n_prompts": len(ids), "n_shards": n_shards,
+             "resumed_shards": resumed, "world_size": world, "teacher_source": "file" if black_box else "model",
+             "ref_lengths": {"max_prompt_tokens": max_prompt_tokens, "max_completion_tokens": max_new_tokens},
+             "rows": {name: len(t) if t is not None else 0 for name, t in tables.items()}, **stats}
+    store.write_entry(entry, tables, stats)
+    store.remove(store.partial_dir(entry))
+    log.info("pairs: %d pairwise rows in %s", stats["rows"]["pairwise"], entry)
+    return _load(entry, fp)
+
+
+def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[dict[str, Any]],
+                  teacher_outputs: list[list[str]] | None, task: Any, scorer: Any, load_teacher: Loader,
+                  load_student: Loader, *, listwise: bool, has_reference: bool, max_prompt_tokens: int,
+                  max_new_tokens: int, seed: int) -> None:
+    """Phase 1: teacher samples per shard; phase 2: student samples + pair rows per shard."""
+    from plad.generation import generate
+    from plad.pairs.rows import build_rows, completion_logps
+
+    size, writes = cfg.shard_size, 0
+
+    def rows_of(k: int) -> list[dict[str, Any]]:
+        return examples[k * size:(k + 1) * size]
+
+    def written() -> None:
+        nonlocal writes
+        writes += 1
+        if cfg.get("fail_after_shards") is not None and writes >= cfg.fail_after_shards:
+            raise RuntimeError(f"pairs.fail_after_shards: injected failure after {writes} shard writes")
+
+    def sample(model: Any, tok: Any, k: int, role: str, n: int) -> Any:
+        return generate(model, tok, [r["prompt"] for r in rows_of(k)], num_return_sequences=n,
+                        max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                        batch_size=cfg.batch_size, seed=_role_seed(seed, role), desc=f"{role} shard {k}",
+                        **OmegaConf.to_container(cfg[role], resolve=True))
+
+    todo = [] if teacher_outputs is not None else [
+        k for k in mine if not store.shard_done(entry, "shards", k) and not store.shard_done(entry, "teacher", k)]
+    if todo:
+        model, tok = load_teacher()
+        for k in tqdm(todo, desc="teacher shards", disable=len(todo) < 2):
+            out = sample(model, tok, k, "teacher", cfg.n_teacher)
+            meta = {"samples": len(out.texts) * cfg.n_teacher, "tokens": out.total_tokens, "seconds": out.seconds}
+            store.write_shard(entry, "teacher", k, {"outputs": Dataset.from_dict({"texts": out.texts})}, meta)
+            written()
+        model = tok = None
+        _free_memory()
+
+    todo = [k for k in mine if not store.shard_done(entry, "shards", k)]
+    if not todo:
+        return
+    model, tok = load_student()
+    score_fn = (lambda outs, exs: scorer(outs, exs, task)) if scorer is not None else None
+    logp_fn = lambda ps, cs: completion_logps(  # noqa: E731
+        model, tok, ps, cs, max_prompt_tokens=max_prompt_tokens, max_completion_tokens=max_new_tokens,
+        batch_size=cfg.batch_size)
+    for k in tqdm(todo, desc="pair shards", disable=len(todo) < 2):
+        if teacher_outputs is not None:
+            t_texts = teacher_outputs[k * size:(k + 1) * size]
+            t_meta = {"samples": sum(map(len, t_texts)), "tokens": 0, "seconds": 0.0}
+        else:
+            t_tables, t_meta = store.read_shard(entry, "teacher", k)
+            t_texts = t_tables["outputs"]["texts"]
+        out = sample(model, tok, k, "student", cfg.n_student)
+        t0 = time.perf_counter()
+        tables, stats = build_rows(rows_of(k), t_texts, out.texts, listwise=listwise, has_reference=has_reference,
+                                   filter_by_score=bool(cfg.filter_by_score), score_fn=score_fn,
+                                   logp_fn=logp_fn)
+        stats |= {"teacher": {**t_meta, "empty": sum(not t.strip() for ts in t_texts for t in ts)},
+                  "student": {"samples": len(out.texts) * cfg.n_student, "tokens": out.total_tokens,
+                              "seconds": out.seconds, "empty": sum(not t.strip() for ts in out.texts for t in ts)},
+                  "rows_seconds": time.perf_counter() - t0}
+        store.write_shard(entry, "shards", k, tables, stats)
+        written()
+    if scorer is not None:
+        scorer.close()
+    model = tok = None
+    _free_memory()

@@ -1,0 +1,116 @@
+"""On-disk layout of a pair set: resumable shards, then one verified, immutable entry.
+
+``<entry>.partial/teacher/<k>`` and ``<entry>.partial/shards/<k>`` hold per-shard results, each
+written atomically (temp dir + rename + COMPLETE marker), so a killed run resumes from finished
+shards. The merged entry ``<entry>/`` holds Arrow datasets, ``stats.json`` and ``manifest.json``
+(row counts + a checksum of every file); loading re-checks the manifest so a truncated or
+garbled entry is rebuilt instead of silently used.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import datasets
+from datasets import Dataset, load_from_disk
+
+from plad.cache import atomic_dir, file_hash, is_complete
+
+TABLES = ("pairwise", "listwise")
+
+
+class CorruptEntry(Exception):
+    """A cache entry whose files disagree with its manifest."""
+
+
+@contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """Hide datasets' per-save progress bars (one per shard table would drown the real ones)."""
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
+def save(ds: Dataset, path: Path) -> None:
+    """save_to_disk that also round-trips an empty table (it needs one explicit shard)."""
+    ds.save_to_disk(str(path), num_shards=1 if len(ds) == 0 else None)
+
+
+def partial_dir(entry: Path) -> Path:
+    return entry.with_name(entry.name + ".partial")
+
+
+def shard_dir(entry: Path, kind: str, k: int) -> Path:
+    return partial_dir(entry) / kind / f"{k:05d}"
+
+
+def shard_done(entry: Path, kind: str, k: int) -> bool:
+    return is_complete(shard_dir(entry, kind, k))
+
+
+def write_shard(entry: Path, kind: str, k: int, tables: dict[str, Dataset], meta: dict[str, Any]) -> None:
+    with atomic_dir(shard_dir(entry, kind, k)) as tmp, quiet_datasets():
+        for name, ds in tables.items():
+            save(ds, tmp / name)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def read_shard(entry: Path, kind: str, k: int) -> tuple[dict[str, Dataset], dict[str, Any]]:
+    d = shard_dir(entry, kind, k)
+    tables = {p.name: load_from_disk(str(p)) for p in sorted(d.iterdir()) if p.is_dir()}
+    return tables, json.loads((d / "meta.json").read_text())
+
+
+def _table_files(table_dir: Path, root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): file_hash(p) for p in sorted(table_dir.rglob("*")) if p.is_file()}
+
+
+def write_entry(entry: Path, tables: dict[str, Dataset | None], stats: dict[str, Any]) -> None:
+    """Save the merged tables with a manifest; the entry appears only once it is whole."""
+    with atomic_dir(entry) as tmp, quiet_datasets():
+        manifest: dict[str, Any] = {"tables": {}}
+        for name, ds in tables.items():
+            if ds is None:
+                continue
+            save(ds, tmp / name)
+            manifest["tables"][name] = {"rows": len(ds), "files": _table_files(tmp / name, tmp)}
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def load_entry(entry: Path) -> tuple[dict[str, Dataset | None], dict[str, Any]]:
+    """Tables and stats of a complete entry; raises ``CorruptEntry`` naming the first problem."""
+    if not is_complete(entry):
+        raise CorruptEntry(f"{entry}: no COMPLETE marker")
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text())
+        stats = json.loads((entry / "stats.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CorruptEntry(f"{entry}: unreadable manifest/stats ({e})") from e
+    tables: dict[str, Dataset | None] = dict.fromkeys(TABLES)
+    for name, info in manifest["tables"].items():
+        for rel, digest in info["files"].items():
+            path = entry / rel
+            if not path.is_file():
+                raise CorruptEntry(f"{entry}: {rel} is missing")
+            if file_hash(path) != digest:
+                raise CorruptEntry(f"{entry}: {rel} does not match its checksum")
+        try:
+            ds = load_from_disk(str(entry / name))
+        except Exception as e:  # noqa: BLE001 - any load failure means a damaged entry
+            raise CorruptEntry(f"{entry}: {name} does not load ({e})") from e
+        if len(ds) != info["rows"]:
+            raise CorruptEntry(f"{entry}: {name} has {len(ds)} rows, manifest says {info['rows']}")
+        tables[name] = ds
+    return tables, stats
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,48 @@
+"""Entry point: ``python train.py [overrides]`` or ``plad-train [overrides]``."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+
+
+def _wandb_offline() -> bool:
+    """Offline unless the environment asks for online syncing or carries credentials."""
+    mode = os.environ.get("WANDB_MODE", "")
+    return mode in ("offline", "disabled") or (mode != "online" and "WANDB_API_KEY" not in os.environ)
+
+
+OmegaConf.register_new_resolver("wandb_offline", _wandb_offline, replace=True)
+
+
+def _config_error(exc: BaseException) -> ValueError | None:
+    """The ValueError behind an exception, also when ``instantiate`` wrapped it."""
+    while exc is not None:
+        if isinstance(exc, ValueError):
+            return exc
+        exc = exc.__cause__ if isinstance(exc, InstantiationException) else None
+    return None
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    from plad.pipeline import run
+
+    try:
+        run(cfg)
+    except (ValueError, InstantiationException) as e:  # config and input errors: one line, exit 2
+        error = _config_error(e)
+        if error is None or os.environ.get("PLAD_TRACEBACK"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Calibration diagnostics on constructed rankings, and likelihood scoring against a slow reference."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from plad.evaluation.calibration import mean_logprobs, pairwise_rank_accuracy, spearman_per_prompt
+from plad.models.tokenizer import train_tokenizer
+
+
+def test_perfect_and_reversed_calibration():
+    quality = [[0.1, 0.5, 0.9, 0.3], [1.0, 0.0, 0.5]]
+    aligned = [[-3.0, -2.0, -0.5, -2.5], [-0.1, -9.0, -1.0]]   # same order as quality
+    reversed_ = [[-s for s in p] for p in aligned]
+    assert spearman_per_prompt(aligned, quality) == {"spearman": pytest.approx(1.0), "n_used": 2, "n_prompts": 2}
+    assert spearman_per_prompt(reversed_, quality)["spearman"] == pytest.approx(-1.0)
+    assert pairwise_rank_accuracy(aligned, quality) == {"rank_acc": 1.0, "n_pairs": 6 + 3}
+    assert pairwise_rank_accuracy(reversed_, quality) == {"rank_acc": 0.0, "n_pairs": 9}
+
+
+def test_constant_prompts_skipped_and_hand_computed_mixture():
+    scores = [[-1.0, -2.0, -3.0],   # quality constant -> no correlation, no pairs
+              [-1.0, -1.0, -1.0],   # score constant -> skipped by Spearman, pairs tie (0.5 each)
+              [-1.0, -3.0, -2.0]]   # quality order 0 > 1 > 2: ranks (3,1,2) vs (3,2,1)
+    quality = [[0.5, 0.5, 0.5], [0.0, 1.0, 0.5], [1.0, 0.5, 0.0]]
+    sp = spearman_per_prompt(scores, quality)
+    # Spearman of ranks (3,1,2) and (3,2,1): 1 - 6 * (0 + 1 + 1) / (3 * 8) = 0.5
+    assert sp == {"spearman": pytest.approx(0.5), "n_used": 1, "n_prompts": 3}
+    ra = pairwise_rank_accuracy(scores, quality)
+    # prompt 2: three ties -> 1.5; prompt 3: (0,1) right, (0,2) right, (1,2) wrong -> 2
+    assert ra == {"rank_acc": pytest.approx(3.5 / 6), "n_pairs": 6}
+    empty = spearman_per_prompt([[0.0, 0.0]], [[1.0, 0.0]])
+    assert math.isnan(empty["spearman"]) and empty["n_used"] == 0
+
+
+def test_mismatched_lengths_raise():
+    with pytest.raises(ValueError):
+        spearman_per_prompt([[1.0, 2.0]], [[1.0, 2.0], [0.0, 1.0]])
+
+
+def test_mean_logprobs_matches_token_by_token_reference():
+    prompts = ["name: Ann", "city: Paris, France and more", "x"]
+    completions = ["hello there", "", "a longer completion about Paris"]
+    tok = train_tokenizer(prompts + completions, vocab_size=280)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(LlamaConfig(
+        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).eval()
+    got = mean_logprobs(model, tok, prompts, completions, batch_size=2, progress=False)
+    for p, c, g in zip(prompts, completions, got):
+        prompt_ids = [tok.bos_token_id] + tok.encode(p, add_special_tokens=False)
+        target = tok.encode(c, add_special_tokens=False) + [tok.eos_token_id]
+        ids = torch.tensor([prompt_ids + target])
+        with torch.no_grad():
+            logp = F.log_softmax(model(ids).logits[0].float(), -1)
+        ref = sum(logp[len(prompt_ids) - 1 + t, y].item() for t, y in enumerate(target)) / len(target)
+        assert g == pytest.approx(ref, abs=1e-4)

@@ -1,0 +1,87 @@
+"""Hydra composition of every task x family, the CLI's help and errors, and config checks."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from plad.config_checks import check_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = str(ROOT / "configs")
+TASKS = ["anonymization", "summarization"]
+MODELS = ["llama", "t5", "gpt_neo"]
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_task_and_family_composes(task, model):
+    cfg = _compose(f"task={task}", f"model={model}")
+    assert cfg.task._target_.split(".")[-2] == task
+    assert cfg.model.family == model
+    assert cfg.model.teacher.config._target_ == cfg.model.student.config._target_
+    check_config(cfg)
+
+
+def test_default_run_is_anonymization_llama_ranking():
+    cfg = _compose()
+    assert cfg.task._target_.endswith("AnonymizationTask")
+    assert cfg.model.family == "llama" and cfg.loss._target_.endswith("RankingLoss")
+
+
+def test_debug_fast_shrinks_every_stage():
+    base, fast = _compose(), _compose("debug=fast")
+    assert fast.task.n_train < base.task.n_train
+    assert fast.model.teacher.sft.max_steps < base.model.teacher.sft.max_steps
+    assert fast.distill.max_steps < base.distill.max_steps
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("distill.lr", 0, "distill.lr: expected a positive number"),
+    ("distill.batch_size", -4, "distill.batch_size: expected a positive integer"),
+    ("task.max_new_tokens", 0, "task.max_new_tokens: expected a positive integer"),
+])
+def test_check_config_names_the_field(key, value, expected):
+    cfg = _compose()
+    OmegaConf.update(cfg, key, value)
+    with pytest.raises(ValueError, match=expected):
+        check_config(cfg)
+
+
+def test_cli_help_lists_the_groups():
+    out = _cli("--help").stdout
+    for group in ["task", "model", "loss", "pairs", "trainer", "logger", "callbacks", "experiment", "debug"]:
+        assert f"{group}:" in out
+
+
+def test_cli_unknown_option_names_the_choices():
+    res = _cli("loss=nonexistent")
+    assert res.returncode != 0
+    assert "nonexistent" in res.stderr and "ranking" in res.stderr and "margin" in res.stderr
+
+
+@pytest.mark.parametrize("override,field", [
+    ("distill.lr=-1", "distill.lr"),
+    ("task.n_train=0", "task.n_train"),
+    ("model.teacher.pretrained=./no/such/model", "model.teacher.pretrained"),
+    ("model.student.sft.batch_size=0", "model.student.sft.batch_size"),
+    ("task.source=./missing.jsonl", "task.source"),
+])
+def test_cli_bad_values_fail_fast_with_one_line(tmp_path, override, field):
+    res = _cli(override, f"paths.log_dir={tmp_path}")
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and field in lines[0], res.stderr[-2000:]
+    assert not (tmp_path / "cache").exists()  # failed before any expensive work

@@ -1,0 +1,117 @@
+"""DistillModule: non-finite guard, checkpoint rebuild, resume equivalence, one forward per batch."""
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import Tensor
+
+from pairs_testlib import FakeTask, load_tiny, pairs_cfg, prompt_dataset, save_tiny
+from plad.data.pairs import PairDataModule
+from plad.losses.base import CalibrationLoss, SequenceScores
+from plad.module import DistillModule
+from plad.pairs.build import obtain_pairs
+
+RANKING = {"_target_": "plad.losses.ranking.RankingLoss", "beta": 1.0, "reg_weight": 0.1}
+
+
+class NaNLoss(CalibrationLoss):
+    """Finite on the first ``finite_steps`` calls, NaN afterwards."""
+
+    def __init__(self, finite_steps: int = 0) -> None:
+        super().__init__()
+        self.finite_steps, self.calls = finite_steps, 0
+
+    def compute(self, s: SequenceScores) -> tuple[Tensor, dict[str, Tensor]]:
+        self.calls += 1
+        loss = -s.score().mean()
+        return (loss if self.calls <= self.finite_steps else loss * float("nan")), {}
+
+
+@pytest.fixture(scope="module")
+def setup_(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    student = save_tiny(root / "student", seed=0)
+    teacher = save_tiny(root / "teacher", seed=1)
+    ps = obtain_pairs(pairs_cfg(), prompt_dataset(24), FakeTask(), lambda: load_tiny(teacher),
+                      lambda: load_tiny(student), "t", "s", root / "cache", 32, 8, seed=0)
+    return root, student, ps.path
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAt(L.Callback):
+    """Simulates a killed job: it dies before step ``step + 1``, once last.ckpt holds step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            raise Killed
+
+
+def _fit(root: Path, student: Path, pairs: Path, loss: dict, max_steps: int, ckpt_path=None, name="run",
+         kill_at: int | None = None):
+    L.seed_everything(0, verbose=False)
+    module = DistillModule(str(student), loss, lr=1e-2, max_steps=max_steps, warmup_steps=1, max_nonfinite=3)
+    dm = PairDataModule(pairs, module.tokenizer, False, inputs=module.loss_fn.inputs, batch_size=4,
+                        max_prompt_tokens=32, max_completion_tokens=8, val_size=4, seed=0)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=root / name, save_last=True, every_n_train_steps=1)
+    callbacks = [ckpt] + ([KillAt(kill_at)] if kill_at else [])
+    trainer = L.Trainer(max_steps=max_steps, logger=False, callbacks=callbacks, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", val_check_interval=2,
+                        check_val_every_n_epoch=None, num_sanity_val_steps=0)
+    trainer.fit(module, dm, ckpt_path=ckpt_path)
+    return module, trainer
+
+
+def test_one_forward_per_batch_over_both_sequences(setup_):
+    root, student, pairs = setup_
+    module = DistillModule(str(student), RANKING, lr=1e-3, max_steps=1)
+    calls = []
+    module.student.register_forward_hook(lambda m, a, kw_out=None: calls.append(1))
+    dm = PairDataModule(pairs, module.tokenizer, False, batch_size=4, max_prompt_tokens=32,
+                        max_completion_tokens=8, val_size=0)
+    dm.prepare_data(), dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    scores = module.scores(batch)
+    assert len(calls) == 1 and batch["input_ids"].shape[0] == 2 * scores.logp.shape[0]
+    assert scores.ref_logp is not None and scores.logp.shape == scores.ref_logp.shape
+
+
+def test_nonfinite_losses_skip_the_step_then_stop_the_run(setup_):
+    root, student, pairs = setup_
+    loss = {"_target_": "test_distill.NaNLoss", "finite_steps": 2}
+    initial = load_tiny(student)[0].state_dict()
+    with pytest.raises(RuntimeError, match="3 non-finite losses in a row"):
+        _fit(root, student, pairs, loss, max_steps=20, name="nan")
+    # Two finite steps changed the weights; the NaN steps after them were skipped, not applied.
+    module = DistillModule.load_from_checkpoint(root / "nan" / "last.ckpt")
+    assert all(torch.isfinite(p).all() for p in module.student.parameters())
+    assert any(not torch.equal(p, initial[k]) for k, p in module.student.state_dict().items())
+
+
+def test_load_from_checkpoint_rebuilds_the_trained_student(setup_):
+    root, student, pairs = setup_
+    module, _ = _fit(root, student, pairs, RANKING, max_steps=3, name="ckpt")
+    rebuilt = DistillModule.load_from_checkpoint(root / "ckpt" / "last.ckpt")
+    assert rebuilt.hparams.loss == RANKING
+    for (k, p), q in zip(module.student.state_dict().items(), rebuilt.student.state_dict().values()):
+        assert torch.equal(p, q), k
+
+
+def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(setup_):
+    root, student, pairs = setup_
+    full, t_full = _fit(root, student, pairs, RANKING, max_steps=8, name="full")
+    with pytest.raises(Killed):
+        _fit(root, student, pairs, RANKING, max_steps=8, name="cut", kill_at=3)
+    assert torch.load(root / "cut" / "last.ckpt", weights_only=False)["global_step"] == 3
+    resumed, t_res = _fit(root, student, pairs, RANKING, max_steps=8, name="cut",
+                          ckpt_path=str(root / "cut" / "last.ckpt"))
+    for p, q in zip(full.student.parameters(), resumed.student.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+    for key in ("val/loss", "val/rank_acc"):
+        assert torch.allclose(t_full.callback_metrics[key], t_res.callback_metrics[key], atol=1e-6)

@@ -1,0 +1,252 @@
+"""Pair building: resumable shards, cache integrity, black-box teachers, filters, multi-process."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from pairs_testlib import FakeTask, load_tiny, pairs_cfg, prompt_dataset, save_tiny, spy, train_tokenizer
+
+import plad.generation as generation
+from plad.data.collate import encode_example, pad_batch
+from plad.generation import GenerationOutput
+from plad.models.logprobs import sequence_logprobs
+from plad.pairs import store
+from plad.pairs.build import obtain_pairs
+from plad.pairs.scorers import RewardModelScorer
+
+N = 6  # prompts -> 3 shards of 2
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    teacher, student = save_tiny(root / "teacher", seed=1), save_tiny(root / "student", seed=2)
+    return {"teacher": teacher, "student": student, "T": load_tiny(teacher), "S": load_tiny(student)}
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    recorded: list = []
+    monkeypatch.setattr(generation, "generate", spy(generation.generate, recorded))
+    return recorded
+
+
+def run(models, root, *, prompts=None, load_teacher=None, seed=0, **cfg):
+    return obtain_pairs(pairs_cfg(**cfg), prompts if prompts is not None else prompt_dataset(N), FakeTask(),
+                        load_teacher or (lambda: models["T"]), lambda: models["S"], "teacher", "student",
+                        Path(root), 64, 6, seed)
+
+
+@pytest.fixture(scope="module")
+def reference(models, tmp_path_factory):
+    """An uninterrupted single-process run everything else must reproduce."""
+    return run(models, tmp_path_factory.mktemp("ref")).pairwise.to_list()
+
+
+def generated(calls, role):
+    return [p for r, ps in calls if r == role for p in ps]
+
+
+def test_fail_mid_run_resumes_from_finished_shards(models, reference, tmp_path, calls):
+    prompts = prompt_dataset(N)["prompt"]
+    with pytest.raises(RuntimeError, match="fail_after_shards"):
+        run(models, tmp_path, fail_after_shards=1)  # dies after teacher shard 0
+    assert generated(calls, "teacher") == prompts[:2] and not generated(calls, "student")
+    calls.clear()
+    with pytest.raises(RuntimeError, match="fail_after_shards"):
+        run(models, tmp_path, fail_after_shards=3)  # teacher shards 1, 2 then pair shard 0
+    assert generated(calls, "teacher") == prompts[2:] and generated(calls, "student") == prompts[:2]
+    calls.clear()
+    ps = run(models, tmp_path, load_teacher=lambda: pytest.fail("teacher reloaded"))
+    assert generated(calls, "student") == prompts[2:] and not generated(calls, "teacher")
+    assert ps.stats["resumed_shards"] == 1 and not store.partial_dir(ps.path).exists()
+    assert ps.pairwise.to_list() == reference
+
+
+def test_sigkill_then_resume(models, reference, tmp_path, calls):
+    spec = {"cfg": {}, "n": N, "teacher": str(models["teacher"]), "student": str(models["student"]),
+            "root": str(tmp_path), "out": str(tmp_path / "out.json"), "sleep": 60.0}
+    code = f"import sys; sys.path.insert(0, {str(TESTS)!r}); import pairs_testlib as t; t.worker(sys.argv[1])"
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while not list(tmp_path.glob("pairs/*.partial/shards/00000/COMPLETE")):
+            assert proc.poll() is None and time.monotonic() < deadline, "worker ended before the first shard"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    ps = run(models, tmp_path, load_teacher=lambda: pytest.fail("teacher reloaded"))
+    assert generated(calls, "student") == prompt_dataset(N)["prompt"][2:]
+    assert ps.pairwise.to_list() == reference
+
+
+def test_two_processes_equal_one_process(models, reference, tmp_path):
+    code = f"import sys; sys.path.insert(0, {str(TESTS)!r}); import pairs_testlib as t; t.worker(sys.argv[1])"
+    procs = []
+    for rank in (0, 1):
+        spec = {"cfg": {}, "n": N, "teacher": str(models["teacher"]), "student": str(models["student"]),
+                "root": str(tmp_path), "out": str(tmp_path / f"out{rank}.json")}
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)}
+        procs.append(subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], env=env,
+                                      stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err[-2000:]
+    outs = [json.loads((tmp_path / f"out{r}.json").read_text()) for r in (0, 1)]
+    prompts = prompt_dataset(N)["prompt"]
+    for out, shards in zip(outs, ([0, 2], [1])):
+        assert out["pairwise"] == reference
+        mine = [p for k in shards for p in prompts[2 * k:2 * k + 2]]
+        assert [p for role, ps in out["calls"] if role == "student" for p in ps] == mine
+
+
+@pytest.mark.parametrize("damage", ["garble", "delete"])
+def test_damaged_entry_is_rebuilt_and_rebuild_flag_regenerates(models, reference, tmp_path, calls, damage):
+    ps = run(models, tmp_path)
+    arrow = next((ps.path / "pairwise").glob("*.arrow"))
+    if damage == "delete":
+        arrow.unlink()
+    else:
+        data = bytearray(arrow.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        arrow.write_bytes(bytes(data))
+    with pytest.raises(store.CorruptEntry):
+        store.load_entry(ps.path)
+    calls.clear()
+    again = run(models, tmp_path)
+    assert generated(calls, "teacher") and again.path == ps.path and again.pairwise.to_list() == reference
+    calls.clear()
+    assert run(models, tmp_path).pairwise.to_list() == reference and not calls  # warm: nothing generated
+    run(models, tmp_path, rebuild=True)
+    assert len(generated(calls, "student")) == N
+
+
+def test_cache_key_covers_results_but_not_batch_size(models, tmp_path, calls):
+    base = run(models, tmp_path)
+    calls.clear()
+    assert run(models, tmp_path, batch_size=1).path == base.path and not calls
+    assert run(models, tmp_path, seed=1).path != base.path
+    assert run(models, tmp_path, n_student=2).path != base.path
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return str(path)
+
+
+def test_black_box_teacher_file(models, tmp_path, calls):
+    ds = prompt_dataset(4)
+    rows = [{"prompt": ds[0]["prompt"], "output": "first answer"},
+            {"id": "p1", "outputs": ["second a", "second b"]},
+            {"id": "p2", "output": "third"}, {"prompt": ds[3]["prompt"], "outputs": ["fourth"]},
+            {"id": "p2", "output": "third bis"}]
+    path = write_jsonl(tmp_path / "teacher.jsonl", rows)
+    never = lambda: pytest.fail("load_teacher called")  # noqa: E731
+    ps = run(models, tmp_path, prompts=ds, load_teacher=never, teacher_outputs=path, n_student=1)
+    assert not generated(calls, "teacher") and ps.stats["teacher_source"] == "file"
+    chosen = {(r["id"], r["chosen"]) for r in ps.pairwise}
+    assert chosen == {("p0", "first answer"), ("p1", "second a"), ("p1", "second b"), ("p2", "third"),
+                      ("p2", "third bis"), ("p3", "fourth")}
+    assert ps.listwise is not None and [r["n_teacher"] for r in ps.listwise] == [1, 2, 2, 1]
+    # the file's content, not its path, is in the cache key
+    rows[0]["output"] = "changed"
+    assert run(models, tmp_path, prompts=ds, load_teacher=never,
+               teacher_outputs=write_jsonl(tmp_path / "teacher.jsonl", rows)).path != ps.path
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"id": "p0", "output": "a"}, {"id": "p1", "output": "b"}, {"id": "zz", "output": "c"},
+      {"prompt": "nope", "output": "d"}], r"2 rows match no prompt \(first ids: zz, nope\)"),
+    ([{"id": "p0", "output": "a"}, {"id": "p1", "outputs": []}], r"1 prompts have no teacher output \(first ids: p1\)"),
+    ([{"id": "p0"}, {"id": "p1", "output": "b"}], r"line 1: expected an 'output' or 'outputs' field"),
+])
+def test_black_box_mismatch_stops_the_run(models, tmp_path, rows, message):
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    with pytest.raises(ValueError, match=r"pairs\.teacher_outputs: " + message):
+        run(models, tmp_path, prompts=prompt_dataset(2), teacher_outputs=path,
+            load_teacher=lambda: pytest.fail("load_teacher called"))
+
+
+def scripted(monkeypatch, script):
+    """Replace sampling by fixed outputs per (role, prompt)."""
+    def fake(model, tok, prompts, **kw):
+        texts = [script[kw["desc"].split()[0]][p] for p in prompts]
+        return GenerationOutput(texts, [[len(t) for t in ts] for ts in texts], 0.0)
+    monkeypatch.setattr(generation, "generate", fake)
+
+
+def alone_logp(model, tok, prompt, completion):
+    batch = pad_batch([encode_example(tok, prompt, completion, False, 64, 6)], tok.pad_token_id, False)
+    return sequence_logprobs(model, **batch).sum_logp.item()
+
+
+def test_filters_scores_and_drop_counts(models, tmp_path, monkeypatch):
+    ds = prompt_dataset(6)
+    p = ds["prompt"]
+    script = {"teacher": {p[0]: ["good answer"], p[1]: [""], p[2]: ["same"], p[3]: ["good one"],
+                          p[4]: ["good a"], p[5]: ["ok"]},
+              "student": {p[0]: ["bad"], p[1]: ["x"], p[2]: ["same"], p[3]: ["good too"], p[4]: ["  "],
+                          p[5]: ["good b"]}}
+    scripted(monkeypatch, script)
+    ps = run(models, tmp_path, prompts=ds, scorer={"_target_": "plad.pairs.scorers.TaskMetricScorer"},
+             filter_by_score=True)
+    assert ps.pairwise.to_list() and len(ps.pairwise) == 1 and ps.listwise is None
+    row = ps.pairwise[0]
+    assert (row["chosen"], row["rejected"], row["chosen_score"], row["rejected_score"]) == ("good answer", "bad", 1, 0)
+    st = ps.stats["pairwise"]
+    assert st["kept"] == 1 and st["candidates"] == 6
+    assert st["dropped"] == {"empty_chosen": 1, "empty_rejected": 1, "identical": 1, "filtered_by_score": 2}
+    assert ps.stats["teacher"]["empty"] == 1 and ps.stats["student"]["samples"] == 6
+    model, tok = models["S"]
+    for col, text in (("chosen", row["chosen"]), ("rejected", row["rejected"]), ("reference", row["reference"])):
+        assert row[f"ref_{col}_logp"] == pytest.approx(alone_logp(model, tok, row["prompt"], text), abs=1e-4)
+    unfiltered = run(models, tmp_path, prompts=ds, scorer={"_target_": "plad.pairs.scorers.TaskMetricScorer"})
+    assert unfiltered.stats["pairwise"]["kept"] == 3 and unfiltered.path != ps.path
+
+
+def test_listwise_rows_dedupe_and_count(models, tmp_path, monkeypatch):
+    ds = prompt_dataset(3)
+    p = ds["prompt"]
+    scripted(monkeypatch, {"teacher": {p[0]: ["A", "A"], p[1]: ["", "C"], p[2]: ["E", "F"]},
+                           "student": {p[0]: ["B", ""], p[1]: ["C", "D"], p[2]: ["E", "F"]}})
+    ps = run(models, tmp_path, prompts=ds, n_teacher=2, n_student=2)
+    assert [(r["id"], r["chosen"], r["rejected"]) for r in ps.pairwise] == [
+        ("p0", "A", "B"), ("p0", "A", "B"), ("p1", "C", "D"), ("p2", "E", "F"), ("p2", "F", "E")]
+    assert ps.stats["pairwise"]["dropped"] == {"empty_chosen": 2, "empty_rejected": 2, "identical": 3,
+                                               "filtered_by_score": 0}
+    assert [(r["id"], r["candidates"], r["n_teacher"]) for r in ps.listwise] == [
+        ("p0", ["A", "B"], 1), ("p1", ["C", "D"], 1)]
+    assert ps.stats["listwise"] == {"rows": 2, "dropped_prompts": 1, "dropped_candidates": {"empty": 2, "duplicate": 4}}
+    model, tok = models["S"]
+    r = ps.listwise[1]
+    assert r["ref_candidates_logp"] == pytest.approx([alone_logp(model, tok, r["prompt"], c) for c in r["candidates"]],
+                                                     abs=1e-4)
+
+
+@pytest.mark.parametrize("num_labels", [1, 2])
+def test_reward_model_scores_match_unbatched(tmp_path, num_labels):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    tok = train_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, num_labels=num_labels,
+                      pad_token_id=tok.pad_token_id)
+    rm = LlamaForSequenceClassification(cfg).eval()
+    rm.save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    examples = [{"prompt": p} for p in prompt_dataset(5)["prompt"]]
+    outputs = ["short", "a much longer answer than the others", "mid answer", "x", "good"]
+    scores = RewardModelScorer(str(tmp_path / "rm"), batch_size=2)(outputs, examples, None)
+    for s, o, ex in zip(scores, outputs, examples):
+        enc = tok(ex["prompt"], o, return_tensors="pt")
+        assert s == pytest.approx(rm(**enc).logits[0, num_labels - 1].item(), abs=1e-4)

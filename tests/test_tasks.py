@@ -1,0 +1,242 @@
+"""The two tasks: seeded embedded data, held-out phrasings, metrics on hand-made outputs, diff-based
+PII derivation, real-data loading through a column mapping, config errors and fingerprints."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from datasets import Dataset
+
+from plad.tasks.anonymization import (PII_TYPES, SLOT, SLOT_TYPES, TEMPLATES, AnonymizationTask, derive_pii)
+from plad.tasks.base import SPLITS
+from plad.tasks.summarization import SummarizationTask
+
+SMALL = dict(n_train=60, n_unlabeled=20, n_validation=10, n_test=30)
+TASKS = [AnonymizationTask, SummarizationTask]
+
+
+def rows(data):
+    return {split: data[split].to_list() for split in SPLITS}
+
+
+# ------------------------------------------------------------------------------ embedded data
+@pytest.mark.parametrize("cls", TASKS)
+def test_embedded_data_is_deterministic_per_seed_and_differs_across_seeds(cls):
+    a, b, c = (cls(seed=s, **SMALL).load() for s in (0, 0, 1))
+    assert rows(a) == rows(b)
+    assert list(a["train"]["prompt"]) != list(c["train"]["prompt"])
+    assert {s: len(a[s]) for s in SPLITS} == {"train": 60, "unlabeled": 20, "validation": 10, "test": 30}
+    ids = [i for s in SPLITS for i in a[s]["id"]]
+    assert len(set(ids)) == len(ids)
+    prompts = [p for s in SPLITS for p in a[s]["prompt"]]
+    assert all(p.endswith("\nOutput:") for p in prompts)
+
+
+def test_embedded_data_is_identical_in_a_fresh_process():
+    """Seeds must not depend on Python's per-process hash randomisation (cached stages reuse it)."""
+    code = ("from plad.tasks.anonymization import AnonymizationTask as T; import json; "
+            "d = T(seed=5, n_train=20, n_unlabeled=5, n_validation=5, n_test=5).load(); "
+            "print(json.dumps(list(d['train']['prompt']) + list(d['test']['pii_values'])))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": "123"}).stdout
+    d = AnonymizationTask(seed=5, n_train=20, n_unlabeled=5, n_validation=5, n_test=5).load()
+    assert json.loads(out) == list(d["train"]["prompt"]) + list(d["test"]["pii_values"])
+
+
+def test_template_inventory():
+    assert len(TEMPLATES) >= 40 and len(set(TEMPLATES)) == len(TEMPLATES)
+    assert len(PII_TYPES) >= 8
+    for template in TEMPLATES:
+        assert any(m.group(1) in SLOT_TYPES for m in SLOT.finditer(template)), template
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_heldout_templates_only_in_test(seed):
+    task = AnonymizationTask(seed=seed, n_heldout_templates=10, n_train=300, n_unlabeled=100,
+                             n_validation=50, n_test=100)
+    data = task.load()
+    assert len(set(task.heldout)) == 10
+    seen = {t for s in ("train", "unlabeled", "validation") for t in data[s]["template"]}
+    assert not seen & set(task.heldout)
+    assert set(data["test"]["template"]) <= set(task.heldout)
+    train_types = {t for types in data["train"]["pii_types"] for t in types}
+    assert train_types == set(PII_TYPES)  # holding out phrasings never removes a PII type from train
+
+
+def test_embedded_reference_is_text_with_gold_pii_replaced():
+    data = AnonymizationTask(seed=2, **SMALL).load()
+    task = AnonymizationTask()
+    for row in data["train"].to_list() + data["test"].to_list():
+        expected = row["text"]
+        for value, kind in sorted(zip(row["pii_values"], row["pii_types"]), key=lambda p: -len(p[0])):
+            expected = expected.replace(value, f"[{kind}]")
+        assert expected == row["reference"]
+        assert task.metrics([row["reference"]], [row])["leak_rate"] == 0.0
+        assert row["prompt"] == f"Anonymize: {row['text']}\nOutput:"
+
+
+def test_derive_pii_recovers_generator_gold():
+    data = AnonymizationTask(seed=4, n_train=200, n_unlabeled=5, n_validation=5, n_test=100).load()
+    for row in data["train"].to_list() + data["test"].to_list():
+        assert derive_pii(row["text"], row["reference"]) == (row["pii_values"], row["pii_types"]), row["text"]
+
+
+def test_derive_pii_on_hand_made_pairs():
+    assert derive_pii("Hi Mary Ann Smith, call me at 555-1234.", "Hi [FIRSTNAME] [LASTNAME], call me at [PHONE].") == \
+        (["Mary Ann", "Smith", "555-1234"], ["FIRSTNAME", "LASTNAME", "PHONE"])
+    assert derive_pii("Paid on May 2, 2001, Ann.", "Paid on [DATE], [NAME].") == (["May 2, 2001", "Ann"], ["DATE", "NAME"])
+    assert derive_pii("Server 10.0.0.1.", "Server [IP].") == (["10.0.0.1"], ["IP"])
+    assert derive_pii("Nothing to hide here.", "Nothing to hide here.") == ([], [])
+
+
+# ------------------------------------------------------------------------------------ metrics
+EXAMPLE = {"reference": "Call [NAME] at [PHONE].", "pii_values": ["Ann Lee", "555-123-4567"], "pii_types": ["NAME", "PHONE"]}
+
+
+def test_anonymization_metrics_on_hand_made_outputs():
+    task = AnonymizationTask()
+    perfect = task.metrics(["Call [NAME] at [PHONE]."], [EXAMPLE])
+    assert perfect["leak_rate"] == 0.0 and perfect["placeholder_f1"] == 1.0
+    assert perfect["exact_match"] == 1.0 and perfect["quality"] == pytest.approx(1.0)
+
+    leak = task.metrics(["Call Ann Lee at [PHONE]."], [EXAMPLE])
+    assert leak["leak_rate"] == 0.5
+    assert leak["placeholder_precision"] == 1.0 and leak["placeholder_recall"] == 0.5
+    assert leak["placeholder_f1"] == pytest.approx(2 / 3) and leak["placeholder_recall/NAME"] == 0.0
+    # tokens Call Ann Lee at [PHONE] . vs Call [NAME] at [PHONE] . share 4 -> ratio 8/11
+    assert leak["quality"] == pytest.approx(0.5 * 0.5 + 0.5 * 8 / 11)
+
+    wrong_type = task.metrics(["Call [NAME] at [DATE]."], [EXAMPLE])
+    assert wrong_type["leak_rate"] == 0.0
+    assert wrong_type["placeholder_precision"] == 0.5 and wrong_type["placeholder_recall"] == 0.5
+    assert wrong_type["placeholder_precision/DATE"] == 0.0 and wrong_type["placeholder_precision/NAME"] == 1.0
+    assert wrong_type["quality"] < perfect["quality"]
+
+
+def test_anonymization_metrics_are_micro_averaged_and_word_bounded():
+    task = AnonymizationTask()
+    short = {"reference": "Hi [NAME], all good.", "pii_values": ["Al"], "pii_types": ["NAME"]}
+    assert task.metrics(["Hi [NAME], All good."], [short])["leak_rate"] == 0.0  # "Al" inside "All" is no leak
+    both = task.metrics(["Hi Al, all good.", "Call Ann Lee at [PHONE]."], [short, EXAMPLE])
+    assert both["leak_rate"] == pytest.approx(2 / 3)
+    assert both["placeholder_recall"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="predictions"):
+        task.metrics(["a"], [short, EXAMPLE])
+
+
+def test_rouge_metrics_on_hand_made_strings():
+    task = SummarizationTask()
+    same = task.metrics(["Troy Bears beat Salem Hawks 3 to 1"], [{"reference": "Troy Bears beat Salem Hawks 3 to 1"}])
+    assert same["rouge1"] == same["rouge2"] == same["rougeL"] == pytest.approx(1.0)
+    disjoint = task.metrics(["red blue green"], [{"reference": "one two three"}])
+    assert disjoint["rouge1"] == disjoint["rouge2"] == disjoint["rougeL"] == 0.0
+    part = task.metrics(["the cat sat"], [{"reference": "the cat sat on the mat"}])
+    assert part["rouge1"] == pytest.approx(2 / 3) and part["rougeL"] == pytest.approx(2 / 3)
+    assert part["rouge2"] == pytest.approx(2 * 1 * 0.4 / 1.4)  # P = 2/2, R = 2/5
+    assert task.quality("the cat sat", {"reference": "the cat sat on the mat"}) == pytest.approx(2 / 3)
+
+
+def test_summaries_state_facts_from_the_document():
+    data = SummarizationTask(seed=1, **SMALL).load()
+    for row in data["train"].to_list():
+        sentences = re.split(r"(?<=[.!?]) ", row["document"])
+        assert 3 <= len(sentences) <= 5 and 5 <= len(row["reference"].split()) <= 12
+        facts = [w for w in row["reference"].split()[1:] if w[0].isupper() or w.isdigit()]
+        document_words = set(re.findall(r"\w+", row["document"]))
+        assert all(w.strip(",") in document_words for w in facts), row
+        assert row["prompt"] == f"Summarize: {row['document']}\nOutput:"
+
+
+# ---------------------------------------------------------------------------------- real data
+def _write(rows_: list[dict], path) -> None:
+    ds = Dataset.from_list(rows_)
+    {".jsonl": ds.to_json, ".csv": ds.to_csv, ".parquet": ds.to_parquet}[path.suffix](str(path))
+
+
+PII_ROWS = [{"uid": f"u{i}", "src": f"Mail Bob{i} at bob{i}@x.org today.", "masked": "Mail [NAME] at [EMAIL] today."}
+            for i in range(40)]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_anonymization_loads_local_file_with_column_mapping(tmp_path, suffix):
+    path = tmp_path / f"pii{suffix}"
+    _write(PII_ROWS, path)
+    task = AnonymizationTask(source=str(path), columns={"text": "src", "reference": "masked", "id": "uid"},
+                             n_train=20, n_unlabeled=10, n_validation=5, n_test=5)
+    data = task.load()
+    assert {s: len(data[s]) for s in SPLITS} == {"train": 20, "unlabeled": 10, "validation": 5, "test": 5}
+    ids = [i for s in SPLITS for i in data[s]["id"]]
+    assert len(set(ids)) == 40 and set(ids) == {r["uid"] for r in PII_ROWS}
+    row = data["test"][0]
+    i = row["id"][1:]
+    assert row["prompt"] == f"Anonymize: Mail Bob{i} at bob{i}@x.org today.\nOutput:"
+    assert (row["pii_values"], row["pii_types"]) == ([f"Bob{i}", f"bob{i}@x.org"], ["NAME", "EMAIL"])
+    assert rows(data) == rows(AnonymizationTask(**task.config).load())  # seeded carving
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_summarization_loads_tldr_style_split_files(tmp_path, suffix):
+    train = [{"prompt": f"POST: story {i}\nTL;DR:", "label": f" summary {i}"} for i in range(30)]
+    test = [{"prompt": f"POST: held {i}\nTL;DR:", "label": f" held summary {i}"} for i in range(8)]
+    _write(train, tmp_path / f"train{suffix}")
+    _write(test, tmp_path / f"test{suffix}")
+    task = SummarizationTask(source={"train": str(tmp_path / f"train{suffix}"), "test": str(tmp_path / f"test{suffix}")},
+                             prompt_template="{document}", n_train=12, n_unlabeled=8, n_validation=4, n_test=20)
+    data = task.load()
+    assert {s: len(data[s]) for s in SPLITS} == {"train": 12, "unlabeled": 8, "validation": 4, "test": 8}
+    assert all(p.startswith("POST: held") for p in data["test"]["prompt"])
+    assert all(r.startswith("summary") for s in ("train", "unlabeled", "validation") for r in data[s]["reference"])
+    carved = [p for s in ("train", "unlabeled", "validation") for p in data[s]["prompt"]]
+    assert len(set(carved)) == len(carved)  # carved splits never overlap
+
+
+def test_small_source_truncates_proportionally_or_fails(tmp_path):
+    path = tmp_path / "small.jsonl"
+    _write(PII_ROWS[:10], path)
+    cols = {"text": "src", "reference": "masked"}
+    data = AnonymizationTask(source=str(path), columns=cols, n_train=8, n_unlabeled=4, n_validation=2, n_test=2).load()
+    assert {s: len(data[s]) for s in SPLITS} == {"train": 5, "unlabeled": 2, "validation": 1, "test": 1}
+    _write(PII_ROWS[:3], path)
+    with pytest.raises(ValueError, match=r"task\.n_\w+: the data has only 3 rows"):
+        AnonymizationTask(source=str(path), columns=cols, **SMALL).load()
+
+
+# ------------------------------------------------------------------------------ config errors
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_train": -3}, r"task\.n_train: expected a positive integer, got -3"),
+    ({"n_test": 0}, r"task\.n_test: expected a positive integer"),
+    ({"max_new_tokens": 0}, r"task\.max_new_tokens: expected a positive integer"),
+    ({"n_heldout_templates": 100}, r"task\.n_heldout_templates: expected an integer in \[0, "),
+    ({"prompt_template": "no slot"}, r"task\.prompt_template: expected a string containing '\{text\}'"),
+    ({"columns": {"txt": "a"}}, r"task\.columns: expected keys among"),
+])
+def test_bad_config_raises_naming_the_field(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AnonymizationTask(**kwargs)
+
+
+def test_missing_file_and_missing_column_raise(tmp_path):
+    with pytest.raises(ValueError, match=r"task\.source: file not found: .*nope\.jsonl"):
+        SummarizationTask(source=str(tmp_path / "nope.jsonl")).load()
+    path = tmp_path / "d.jsonl"
+    _write([{"prompt": "a", "label": "b"}], path)
+    with pytest.raises(ValueError, match=r"task\.columns\.reference: column 'foo' not in the data \(available: prompt, label\)"):
+        SummarizationTask(source=str(path), columns={"document": "prompt", "reference": "foo"}).load()
+    with pytest.raises(ValueError, match=r"task\.split: source split 'dev' not found"):
+        SummarizationTask(source=str(path), split="dev").load()
+
+
+def test_fingerprint_follows_config_and_file_content(tmp_path):
+    base = AnonymizationTask(**SMALL).fingerprint()
+    assert AnonymizationTask(**SMALL).fingerprint() == base
+    assert AnonymizationTask(**{**SMALL, "n_train": 61}).fingerprint() != base
+    assert AnonymizationTask(seed=1, **SMALL).fingerprint() != base
+    assert SummarizationTask(**SMALL).fingerprint() != base
+    path = tmp_path / "pii.jsonl"
+    _write(PII_ROWS, path)
+    task = AnonymizationTask(source=str(path), columns={"text": "src", "reference": "masked"})
+    before = task.fingerprint()
+    _write(PII_ROWS[:-1], path)
+    assert task.fingerprint() != before

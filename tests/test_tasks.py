@@ -1,18 +1,26 @@
-"""The two tasks: seeded embedded data, held-out phrasings, metrics on hand-made outputs, diff-based
-PII derivation, real-data loading through a column mapping, config errors and fingerprints."""
+"""The two tasks: seeded embedded data, held-out phrasings, varied composed texts, token budgets,
+metrics on hand-made outputs, diff-based PII derivation, real-data loading through a column
+mapping, config errors and fingerprints."""
 import json
 import os
 import re
 import subprocess
 import sys
+from collections import Counter
+from pathlib import Path
 
 import pytest
 from datasets import Dataset
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from plad.tasks.anonymization import (PII_TYPES, SLOT, SLOT_TYPES, TEMPLATES, AnonymizationTask, derive_pii)
+from plad.models.tokenizer import train_tokenizer
+from plad.tasks.anonymization import (FILLERS, PII_TYPES, SLOT, SLOT_TYPES, TEMPLATES, AnonymizationTask,
+                                      derive_pii)
 from plad.tasks.base import SPLITS
 from plad.tasks.summarization import SummarizationTask
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMALL = dict(n_train=60, n_unlabeled=20, n_validation=10, n_test=30)
 TASKS = [AnonymizationTask, SummarizationTask]
 
@@ -49,7 +57,10 @@ def test_template_inventory():
     assert len(TEMPLATES) >= 40 and len(set(TEMPLATES)) == len(TEMPLATES)
     assert len(PII_TYPES) >= 8
     for template in TEMPLATES:
-        assert any(m.group(1) in SLOT_TYPES for m in SLOT.finditer(template)), template
+        slots = [m.group(1) for m in SLOT.finditer(template)]
+        assert any(s in SLOT_TYPES for s in slots), template  # something to anonymize
+        assert any(s in FILLERS for s in slots), template  # something drawn from a pool, to copy
+        assert set(slots) <= set(SLOT_TYPES) | set(FILLERS), template
 
 
 @pytest.mark.parametrize("seed", [0, 3])
@@ -58,11 +69,41 @@ def test_heldout_templates_only_in_test(seed):
                              n_validation=50, n_test=100)
     data = task.load()
     assert len(set(task.heldout)) == 10
-    seen = {t for s in ("train", "unlabeled", "validation") for t in data[s]["template"]}
+    seen = {t for s in ("train", "unlabeled", "validation") for ts in data[s]["templates"] for t in ts}
     assert not seen & set(task.heldout)
-    assert set(data["test"]["template"]) <= set(task.heldout)
+    assert {t for ts in data["test"]["templates"] for t in ts} <= set(task.heldout)
     train_types = {t for types in data["train"]["pii_types"] for t in types}
     assert train_types == set(PII_TYPES)  # holding out phrasings never removes a PII type from train
+
+
+def test_texts_are_composed_and_their_non_pii_words_vary():
+    """1-3 sentences per text, and the words around the PII are mostly new: a model must copy them."""
+    data = AnonymizationTask(seed=1, n_train=1000, n_unlabeled=5, n_validation=5, n_test=200).load()
+    for split in ("train", "test"):
+        counts = {len(ts) for ts in data[split]["templates"]}
+        assert counts == {1, 2, 3}, split
+        references = data[split]["reference"]
+        assert len(set(references)) > 0.95 * len(references)  # a few short one-sentence texts repeat
+    words = Counter(w for r in data["train"]["reference"] for w in re.findall(r"(?<!\[)\b[a-z]+\b", r))
+    assert len(words) > 500  # far more distinct words than the templates themselves hold
+
+
+@pytest.mark.parametrize("name", ["anonymization", "summarization"])
+def test_default_sizes_fit_the_token_budgets(name):
+    """With the default task config and BPE tokenizer (trained on train), prompts fit
+    max_prompt_tokens and reference + EOS fits max_new_tokens in every split; the anonymization
+    test split uses unseen phrasings, which tokenize into more pieces."""
+    cfg = OmegaConf.load(CONFIGS / "task" / f"{name}.yaml")
+    cfg.seed = 0
+    task = instantiate(cfg)
+    data = task.load()
+    vocab_size = OmegaConf.load(CONFIGS / "model" / "llama.yaml").tokenizer.vocab_size
+    tok = train_tokenizer(list(data["train"]["prompt"]) + list(data["train"]["reference"]), vocab_size)
+    for split in SPLITS:
+        prompts = tok(list(data[split]["prompt"]), add_special_tokens=False)["input_ids"]
+        refs = tok(list(data[split]["reference"]), add_special_tokens=False)["input_ids"]
+        assert max(map(len, prompts)) + 1 <= cfg.max_prompt_tokens, split  # + BOS
+        assert max(map(len, refs)) + 1 <= cfg.max_new_tokens, split  # + EOS
 
 
 def test_embedded_reference_is_text_with_gold_pii_replaced():
@@ -97,6 +138,7 @@ EXAMPLE = {"reference": "Call [NAME] at [PHONE].", "pii_values": ["Ann Lee", "55
 
 def test_anonymization_metrics_on_hand_made_outputs():
     task = AnonymizationTask()
+    assert task.main_metric == "quality" and task.higher_is_better
     perfect = task.metrics(["Call [NAME] at [PHONE]."], [EXAMPLE])
     assert perfect["leak_rate"] == 0.0 and perfect["placeholder_f1"] == 1.0
     assert perfect["exact_match"] == 1.0 and perfect["quality"] == pytest.approx(1.0)
@@ -113,6 +155,12 @@ def test_anonymization_metrics_on_hand_made_outputs():
     assert wrong_type["placeholder_precision"] == 0.5 and wrong_type["placeholder_recall"] == 0.5
     assert wrong_type["placeholder_precision/DATE"] == 0.0 and wrong_type["placeholder_precision/NAME"] == 1.0
     assert wrong_type["quality"] < perfect["quality"]
+
+    # why leak_rate is no headline: an empty or unrelated output leaks nothing, quality sees it
+    for junk in ("", "Thanks for your message."):
+        bad = task.metrics([junk], [EXAMPLE])
+        assert bad["leak_rate"] == 0.0 and bad["placeholder_recall"] == 0.0
+        assert bad["quality"] < leak["quality"]
 
 
 def test_anonymization_metrics_are_micro_averaged_and_word_bounded():

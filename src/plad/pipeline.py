@@ -26,6 +26,7 @@ class ModelRef:
     """A saved model directory (HF ``save_pretrained`` layout) and the fingerprint naming it."""
     path: Path
     fingerprint: str
+    reused: bool = False  # taken from the cache by this run
 
     def load(self) -> tuple[Any, Any]:
         from plad.models.build import load_saved
@@ -44,7 +45,7 @@ def obtain_sft_model(cfg: DictConfig, role: str, task: Any, data: Any, shared_to
     path = entry_dir(cache, "models", f"{cfg.model.family}-{role}-{fp}")
     if is_complete(path):
         log.info("%s: reusing cached SFT model %s", role, path)
-        return ModelRef(path, fp)
+        return ModelRef(path, fp, reused=True)
     if spec.pretrained:
         model, tok = load_pretrained(spec)
     else:
@@ -91,6 +92,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
     systems: dict[str, ModelRef] = {"teacher": teacher, "student_init": student0}
     results: dict[str, Any] = {}
+    reused = {"teacher": teacher.reused, "student_init": student0.reused}  # cached stages this run
     try:
         if "pairs" in stages:
             from plad.pairs.build import obtain_pairs
@@ -100,6 +102,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                  cfg.task.max_prompt_tokens, cfg.task.max_new_tokens, cfg.base_seed)
             timings["pairs"] = time.perf_counter() - t
             results["pairs"] = {"path": str(pairs.path), "stats": pairs.stats}
+            reused["pairs"] = pairs.reused
             if "distill" in stages:
                 from plad.models.build import save_model
                 from plad.training import fit_distill
@@ -122,9 +125,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     finally:
         _finish_loggers(loggers)
     timings["total"] = time.perf_counter() - start
-    results["timings"] = timings
+    results["timings"], results["reused"] = timings, reused
     (run_dir / "run_summary.json").write_text(json.dumps(
-        {"timings": timings, "systems": {k: str(v.path) for k, v in systems.items()},
+        {"timings": timings, "reused": reused, "systems": {k: str(v.path) for k, v in systems.items()},
          "config": OmegaConf.to_container(cfg, resolve=False)}, indent=2, default=str))
     print_summary(task, results, run_dir, timings)
     return results

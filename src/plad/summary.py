@@ -9,6 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
+
+
 def print_summary(task: Any, results: dict[str, Any], run_dir: Path, timings: dict[str, float]) -> None:
     console = Console()
     metrics = results.get("metrics") or {}
@@ -27,9 +31,8 @@ def print_summary(task: Any, results: dict[str, Any], run_dir: Path, timings: di
             console.print(f"win rate {name}: {w['rate']:.3f} [{w['low']:.3f}, {w['high']:.3f}] (n={w['n']})")
         cal = metrics.get("calibration") or {}
         for name, c in cal.items():
-            if isinstance(c, dict) and "spearman" in c:
-                console.print(f"calibration {name}: spearman {c['spearman']:.3f}, "
-                              f"rank acc {c.get('rank_acc', float('nan')):.3f}")
+            if isinstance(c, dict) and "spearman" in c:  # None when no prompt had distinct candidates
+                console.print(f"calibration {name}: spearman {_fmt(c['spearman'])}, rank acc {_fmt(c.get('rank_acc'))}")
     stats = (results.get("pairs") or {}).get("stats")
     if stats:
         console.print(f"pairs: {results['pairs']['path']}")

@@ -43,6 +43,7 @@ class PairSet:
     stats: dict[str, Any]
     pairwise: Dataset
     listwise: Dataset | None
+    reused: bool = False  # served from the cache by this call
 
 
 def _check_cfg(cfg: DictConfig) -> None:
@@ -174,6 +175,7 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, load_teacher: Loa
         if world == 1:
             store.remove(store.partial_dir(entry))  # left behind if a run died right after merging
         log.info("pairs: %d cached pairwise rows from %s", len(cached.pairwise), entry)
+        cached.reused = True
         return cached
     elif rank == 0 and is_complete(entry):
         store.remove(entry)

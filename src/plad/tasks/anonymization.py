@@ -1,10 +1,12 @@
 """Anonymization: rewrite a short text replacing every piece of personal data by a typed placeholder.
 
 The output copies the input verbatim except for PII spans, which become ``[NAME]``, ``[EMAIL]``,
-... So the task mixes copying with typed substitution: learnable by a tiny model trained from
-scratch, while a bigger one makes clearly fewer mistakes. The embedded data comes from Faker and
-~50 phrasing templates; a seeded subset of templates is held out for the test split only, so
-test scores measure generalisation to unseen phrasings rather than template recall.
+... The embedded data is built so that this must be learned as a skill, not recalled: each text
+joins 1-3 sentences drawn from ~50 sentence templates, and most non-PII words come from large
+pools (Faker's ~900-word English list, numbers, clock times, weekdays, items), so the text around
+the PII is new in almost every example and has to be copied. PII values come from Faker. A seeded
+subset of sentence templates is held out: test texts are made only of those, so test scores
+measure generalisation to unseen phrasings rather than template recall.
 
 Real data is any (text, masked text) pair dataset; the gold PII strings, needed for the leak
 rate, are read from columns when mapped, else derived by diffing the text against the masked one.
@@ -15,88 +17,93 @@ import random
 import re
 from collections import Counter
 from difflib import SequenceMatcher
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from datasets import Dataset, DatasetDict, Features, List, Value
 from faker import Faker
+from faker.providers.lorem.en_US import Provider as LoremProvider
 
 from plad.tasks.base import SPLITS
 from plad.tasks.loading import DataTask
 
 # Slot -> placeholder type. Upper-case slots are PII; a trailing digit makes a second, distinct
-# value of the same kind. Lower-case slots are non-PII fillers that must be copied unchanged.
+# value of the same kind. Lower-case slots are non-PII fillers, drawn afresh at every occurrence,
+# that must be copied unchanged.
 SLOT_TYPES = {"NAME": "NAME", "FIRST": "NAME", "EMAIL": "EMAIL", "PHONE": "PHONE", "ADDRESS": "ADDRESS",
               "DATE": "DATE", "CARD": "CARD", "IBAN": "IBAN", "ID": "ID", "IP": "IP", "USER": "USERNAME"}
 PII_TYPES = tuple(sorted(set(SLOT_TYPES.values())))
 
-TEMPLATES = (
-    "Hi {FIRST}, this is {NAME2}. Please call me back at {PHONE} before {time} on {day}.",
-    "Dear {NAME}, your card {CARD} was charged for the {item} on {DATE}.",
-    "Please send the invoice for the {item} to {EMAIL} and copy {FIRST} from the office.",
-    "Note: {NAME} moved to {ADDRESS} last month and can be reached at {PHONE}.",
-    "Can you wire the deposit to {IBAN}? The account is in the name of {NAME}.",
-    "Reminder for {FIRST}: your appointment is on {DATE} at {time}. Please come ten minutes early.",
-    "Login alert: user {USER} signed in from {IP} on {day} at {time}.",
-    "Patient {NAME}, born {DATE}, has the insurance number {ID} and a visit on {day}.",
-    "Hey, it's {FIRST}. My new email is {EMAIL}, the old one no longer works.",
-    "Ship the {item} to {NAME} at {ADDRESS} by {day}, and call {PHONE} if nobody is home.",
-    "The refund of {n} dollars goes to {IBAN}, as {NAME} asked on {DATE}.",
-    "Hi team, {NAME} will join us on {DATE}. The new work email will be {EMAIL}.",
-    "Security note: the account {USER} was locked after {n} failed logins from {IP}.",
-    "Thanks {FIRST}! I paid for the {item} with my card {CARD} this morning.",
-    "{NAME} lives at {ADDRESS} and works from home most days of the week.",
-    "Call {FIRST} at {PHONE} or write to {EMAIL} about the {item}.",
-    "Employee {NAME}, social security number {ID}, starts on {DATE} in the sales team.",
-    "Your package with the {item} will arrive at {ADDRESS} on {day} before {time}.",
-    "Please update my details: name {NAME}, phone {PHONE}, email {EMAIL}.",
-    "The server at {IP} was restarted by {USER} on {DATE} after the update.",
-    "I lost my wallet on {day}. Please block the card {CARD} as soon as you can.",
-    "Meeting notes: {FIRST} and {FIRST2} agreed to send the {item} by {day}.",
-    "Dear {NAME}, we received your payment from {IBAN} on {DATE}. Thank you.",
-    "New tenant {NAME} moves into {ADDRESS} on {DATE}; the keys are at the front desk.",
-    "Text me at {PHONE} when you get to the station, {FIRST}.",
-    "Hello {FIRST}, your username is {USER} and your temporary code expires at {time}.",
-    "Application received from {NAME}, ID number {ID}, email {EMAIL}. We will reply in {n} days.",
-    "{FIRST} asked me to forward this to {EMAIL} before the meeting on {day}.",
-    "Order {n} was paid with the card {CARD} and sent to {ADDRESS}.",
-    "Please check the logs: {USER} opened {n} files from {IP} last night.",
-    "My name is {NAME} and I was born on {DATE}. I would like to open an account.",
-    "Transfer {n} dollars from {IBAN} to the account of {NAME} today.",
-    "The doctor will see {NAME} on {DATE} at {time}; call {PHONE} to change it.",
-    "Hi {FIRST}, the {item} you ordered is ready. Pick it up at {ADDRESS}.",
-    "Contact person: {NAME}, phone {PHONE}. Backup contact: {NAME2}, only after {time}.",
-    "Your tax ID {ID} was linked to the email {EMAIL} on {DATE}.",
-    "{FIRST} from accounting says the card {CARD} expires soon and needs to be replaced.",
-    "We saw a login from {IP} for {USER} on {day}. Was this you, {FIRST}?",
-    "Dinner at {FIRST}'s place on {day}! The address is {ADDRESS}, bring the {item}.",
-    "Good morning, I am writing about the {item} I sent to {EMAIL} on {DATE}.",
-    "The form lists {NAME} at {ADDRESS} with the ID {ID}.",
-    "Please pay the {n} dollar fee to {IBAN} before {DATE}, {FIRST}.",
-    "Voicemail from {NAME}: please call back at {PHONE} about the {item}.",
-    "User {USER} changed the password for {EMAIL} from {IP} late on {day}.",
-    "{FIRST} said the {item} was left at {ADDRESS} on {day} afternoon.",
-    "Hi, I am {NAME}. My card {CARD} was declined twice on {DATE}. Can you help?",
-    "For the record, {NAME2} confirmed that {FIRST} signed the contract on {DATE}.",
-    "Reset request: account {USER}, recovery phone {PHONE}, last seen at {IP}.",
-    "Hi {FIRST}, I sent {n} dollars to {IBAN} for the {item} on {day}.",
-    "Visitor {NAME} with ID {ID} may enter the building until {time} on {day}.",
+TEMPLATES = (  # one short sentence each, every one with at least one PII slot
+    "Hi {FIRST}, call {NAME2} at {PHONE} by {time}.",
+    "Your card {CARD} paid {n} dollars for the {w} on {DATE}.",
+    "Send the {w} invoice to {EMAIL} today.",
+    "{NAME} moved to {ADDRESS} near the {w} store.",
+    "Wire the {w} deposit to {IBAN} for {NAME}.",
+    "{FIRST} has a {w} visit on {DATE} at {time}.",
+    "User {USER} signed in from {IP} on {day}.",
+    "Patient {NAME} has insurance number {ID} for the {w} plan.",
+    "My new email is {EMAIL}, said {FIRST} on {day}.",
+    "Ship the {item} to {ADDRESS} by {day}.",
+    "The {w} refund goes to {IBAN} on {day}.",
+    "{NAME} joins the {w} team on {DATE}.",
+    "Account {USER} was locked after {n} tries.",
+    "Thanks {FIRST}, I used the card {CARD} for the {item}.",
+    "{NAME} lives at {ADDRESS} with a {w} dog.",
+    "Write to {EMAIL} about the {w} {item}.",
+    "Employee {NAME} of the {w} team has SSN {ID}.",
+    "The {w} {item} goes to {ADDRESS} at {time}.",
+    "Please call me at {PHONE} about the {w}.",
+    "The server {IP} was restarted by {USER} at {time}.",
+    "Please block the card {CARD} before {time}.",
+    "{FIRST} and {FIRST2} will bring the {w} {item}.",
+    "We got {n} dollars from {IBAN} on {DATE}.",
+    "{NAME} moves into {ADDRESS} on {DATE} with {n} boxes.",
+    "Text me at {PHONE} from the {w} station.",
+    "Your {w} username is {USER}, {FIRST}.",
+    "The {w} form from {NAME} lists ID {ID}.",
+    "{FIRST} forwards the {w} notes to {EMAIL}.",
+    "Order {n} was paid with the card {CARD}.",
+    "Check the {w} logs of {USER} from {IP}.",
+    "I am {NAME}, born on {DATE}, and I like {w}.",
+    "Transfer {n} dollars from {IBAN} on {day}.",
+    "The doctor sees {NAME} at {time}, call {PHONE}.",
+    "The {w} {item} is ready at {ADDRESS}.",
+    "Contact {NAME2} at {PHONE} after {time}.",
+    "Tax ID {ID} is linked to {EMAIL} since {day}.",
+    "The card {CARD} of {FIRST} expires in {n} days.",
+    "A {w} login came from {IP} for {USER}.",
+    "Dinner is at {ADDRESS} on {day}, {FIRST}.",
+    "I sent the {w} report to {EMAIL} on {DATE}.",
+    "The {w} file lists {NAME} with the ID {ID}.",
+    "Pay the {w} fee to {IBAN} before {DATE}.",
+    "{NAME} left a {w} voicemail for {PHONE}.",
+    "{USER} changed the {w} password from {IP}.",
+    "{FIRST} left the {item} at {ADDRESS}.",
+    "My card {CARD} was declined {n} times.",
+    "{NAME2} saw {FIRST} sign the {w} deal on {DATE}.",
+    "Reset {USER} with the {w} phone {PHONE}.",
+    "Hi {FIRST}, {n} dollars went to {IBAN}.",
+    "Visitor {NAME} with ID {ID} came on {day}.",
 )
 SLOT = re.compile(r"\{([A-Za-z]+?)(\d?)\}")
 PLACEHOLDER = re.compile(r"\[([A-Z][A-Z0-9_]*)\]")
 TOKEN = re.compile(r"\[[A-Z][A-Z0-9_]*\]|\w+|[^\w\s]")  # placeholders stay one token
-DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "tomorrow")
-TIMES = ("8 am", "9 am", "10 am", "11 am", "noon", "1 pm", "2 pm", "3 pm", "4 pm", "5 pm", "6 pm")
-ITEMS = ("report", "laptop", "printer", "contract", "books", "keys", "tickets", "documents", "chair",
-         "camera", "gift", "package", "phone case", "lamp", "bike")
+WORDS = tuple(w for w in LoremProvider.word_list if w.isalpha() and w.islower())  # ~900 common words
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "tomorrow", "today")
+ITEMS = ("report", "laptop", "printer", "contract", "books", "keys", "tickets", "documents", "chair", "camera",
+         "gift", "package", "phone case", "lamp", "bike", "boxes", "charger", "tablet", "jacket", "samples",
+         "invoice", "letters", "badge", "monitor", "headphones", "flowers", "cake", "tools", "bag", "folder")
 PHONES = ("(###) ###-####", "###-###-####", "+1 ### ### ####")
 DATES = ("%B %d, %Y", "%m/%d/%Y", "%Y-%m-%d")
+N_SENTENCES = (1, 2, 3)
+MAX_TEXT_CHARS = 180  # a longer draw drops a sentence: prompts stay < 128 tokens, references < 64
 
 
 def template_types(template: str) -> set[str]:
     return {SLOT_TYPES[m.group(1)] for m in SLOT.finditer(template) if m.group(1) in SLOT_TYPES}
 
 
-PII_VALUES = {  # slot -> Faker-based value; short shapes keep the inputs 1-2 sentences long
+PII_VALUES: dict[str, Callable[[Faker], str]] = {  # slot -> Faker-based value of a typical short shape
     "NAME": lambda f: f"{f.first_name()} {f.last_name()}",
     "FIRST": lambda f: f.first_name(),
     "EMAIL": lambda f: f.email(),
@@ -108,6 +115,13 @@ PII_VALUES = {  # slot -> Faker-based value; short shapes keep the inputs 1-2 se
     "ID": lambda f: f.ssn(),
     "IP": lambda f: f.ipv4(),
     "USER": lambda f: f.user_name(),
+}
+FILLERS: dict[str, Callable[[random.Random], str]] = {  # slot -> non-PII value, from large pools
+    "w": lambda r: r.choice(WORDS),
+    "n": lambda r: str(r.randint(2, 999)),
+    "day": lambda r: r.choice(DAYS),
+    "time": lambda r: f"{r.randint(1, 12)}:{r.choice(range(0, 60, 5)):02d} {r.choice(('am', 'pm'))}",
+    "item": lambda r: r.choice(ITEMS),
 }
 
 
@@ -190,9 +204,9 @@ def _prf(prefix: str, tp: int, n_pred: int, n_ref: int) -> dict[str, float]:
 
 class AnonymizationTask(DataTask):
     name = "anonymization"
-    main_metric = "leak_rate"
-    higher_is_better = False
-    CODE_VERSION = "anonymization-1"
+    main_metric = "quality"  # leak_rate alone rewards empty or garbage outputs, which leak nothing
+    higher_is_better = True
+    CODE_VERSION = "anonymization-2"
     required_columns = ("text", "reference")
     optional_columns = ("id", "pii_values", "pii_types")
     default_columns = {"text": "source_text", "reference": "target_text"}  # public PII-masking sets
@@ -222,7 +236,7 @@ class AnonymizationTask(DataTask):
     @property
     def features(self) -> Features:
         return Features({"id": Value("string"), "prompt": Value("string"), "reference": Value("string"),
-                         "text": Value("string"), "template": Value("int32"),
+                         "text": Value("string"), "templates": List(Value("int32")),
                          "pii_values": List(Value("string")), "pii_types": List(Value("string"))})
 
     # ----------------------------------------------------------------------------- embedded data
@@ -234,31 +248,43 @@ class AnonymizationTask(DataTask):
             fake.seed_instance(f"{self.seed}:{split}")
             rng = random.Random(f"{self.seed}:{split}")
             pool = list(self.heldout or train_templates) if split == "test" else train_templates
-            rows = [self._example(fake, rng, rng.choice(pool), f"anon-{split}-{i:05d}")
-                    for i in range(self.sizes[split])]
+            rows = [self._example(fake, rng, pool, f"anon-{split}-{i:05d}") for i in range(self.sizes[split])]
             out[split] = Dataset.from_list(rows, features=self.features)
         return DatasetDict(out)
 
-    def _example(self, fake: Faker, rng: random.Random, template_id: int, row_id: str) -> dict[str, Any]:
-        template = TEMPLATES[template_id]
-        fillers = {"day": rng.choice(DAYS), "time": rng.choice(TIMES), "item": rng.choice(ITEMS),
-                   "n": str(rng.randint(2, 500))}
-        while True:  # redraw the rare PII value that also occurs in the kept text (e.g. a name "May")
-            pii: dict[str, tuple[str, str]] = {}
-            for m in SLOT.finditer(template):
-                slot, key = m.group(1), m.group(0)
-                if slot in SLOT_TYPES and key not in pii:
-                    pii[key] = (PII_VALUES[slot](fake), SLOT_TYPES[slot])
-            text, reference = template, template
-            for key, (value, kind) in pii.items():
-                text, reference = text.replace(key, value), reference.replace(key, f"[{kind}]")
-            for key, value in fillers.items():
-                text, reference = text.replace(f"{{{key}}}", value), reference.replace(f"{{{key}}}", value)
+    @staticmethod
+    def _sentence(fake: Faker, rng: random.Random, template: str, pii: dict[tuple[str, int], tuple[str, str]],
+                  sentence: int) -> tuple[str, str]:
+        """(text, reference) of one template; a PII slot repeated in the sentence keeps its value."""
+        text, reference, last = [], [], 0
+        for m in SLOT.finditer(template):
+            text.append(template[last:m.start()])
+            reference.append(template[last:m.start()])
+            slot, last = m.group(1), m.end()
+            if slot in SLOT_TYPES:
+                value, kind = pii.setdefault((m.group(0), sentence), (PII_VALUES[slot](fake), SLOT_TYPES[slot]))
+                text.append(value)
+                reference.append(f"[{kind}]")
+            else:
+                value = FILLERS[slot](rng)
+                text.append(value)
+                reference.append(value)
+        return "".join(text + [template[last:]]), "".join(reference + [template[last:]])
+
+    def _example(self, fake: Faker, rng: random.Random, pool: Sequence[int], row_id: str) -> dict[str, Any]:
+        n = rng.choice(N_SENTENCES)
+        while True:  # redraw a too-long text, or a PII value that also occurs in the kept text ("May")
+            ids = rng.sample(pool, min(n, len(pool)))
+            pii: dict[tuple[str, int], tuple[str, str]] = {}
+            parts = [self._sentence(fake, rng, TEMPLATES[t], pii, k) for k, t in enumerate(ids)]
+            text, reference = " ".join(p[0] for p in parts), " ".join(p[1] for p in parts)
             unique = list(dict.fromkeys(pii.values()))
-            if not any(contains(reference, v) for v, _ in unique):
+            if len(text) > MAX_TEXT_CHARS and n > 1:
+                n -= 1
+            elif not any(v in reference for v, _ in unique):
                 break
         return {"id": row_id, "prompt": self.format_prompt(text), "reference": reference, "text": text,
-                "template": template_id, "pii_values": [v for v, _ in unique], "pii_types": [t for _, t in unique]}
+                "templates": ids, "pii_values": [v for v, _ in unique], "pii_types": [t for _, t in unique]}
 
     # ---------------------------------------------------------------------------------- real data
     def convert(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -269,7 +295,7 @@ class AnonymizationTask(DataTask):
         else:
             values, types = derive_pii(text, reference)
         return {"id": row["id"], "prompt": self.format_prompt(text), "reference": reference, "text": text,
-                "template": -1, "pii_values": values, "pii_types": types}
+                "templates": [], "pii_values": values, "pii_types": types}
 
     # ------------------------------------------------------------------------------------ metrics
     def leaked(self, prediction: str, example: dict[str, Any]) -> list[bool]:

@@ -1,0 +1,84 @@
+"""Whole jobs at debug=fast: every task x family and every loss runs, a multirun reuses the cached
+stages, the report aggregates it, and a W&B job leaves an offline run behind."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LOSSES = ["ranking", "margin", "listwise", "dpo", "ipo", "simpo", "sft", "seqkd", "kd"]
+
+
+@pytest.fixture(scope="module")
+def shared_logs(tmp_path_factory) -> Path:
+    """One cache for the loss runs: SFT and pairs are built by the first job only."""
+    return tmp_path_factory.mktemp("shared_logs")
+
+
+def _assert_job_outputs(run_dir: Path, task_metric: str) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["systems"]) == {"teacher", "student_init", "student"}
+    for system in metrics["systems"].values():
+        assert isinstance(system[task_metric], float)
+    for w in metrics["win_rate"].values():
+        assert w["low"] <= w["rate"] <= w["high"]
+    assert set(metrics["calibration"]) == {"student_init", "student"}
+    rows = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == metrics["n_examples"] > 0
+    pngs = sorted(run_dir.glob("*.png"))
+    assert pngs and all(mpimg.imread(p).ndim == 3 for p in pngs)
+    return metrics
+
+
+@pytest.mark.parametrize("task,metric", [("anonymization", "quality"), ("summarization", "rougeL")])
+@pytest.mark.parametrize("model", ["llama", "t5", "gpt_neo"])
+def test_every_task_and_family_runs_the_whole_loop(run_pipeline, task, metric, model):
+    results = run_pipeline(f"task={task}", f"model={model}", "debug=fast")
+    _assert_job_outputs(results["run_dir"], metric)
+    assert (results["run_dir"] / "student" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_runs_on_the_shared_cache(run_pipeline, shared_logs, loss):
+    results = run_pipeline(f"loss={loss}", "debug=fast", log_dir=shared_logs)
+    _assert_job_outputs(results["run_dir"], "quality")
+    assert len(list((shared_logs / "cache" / "pairs").iterdir())) == 1
+
+
+def test_wandb_logger_leaves_an_offline_run(run_pipeline, shared_logs, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    results = run_pipeline("logger=wandb", "debug=fast", "seed=7", log_dir=shared_logs)
+    runs = list((results["run_dir"] / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    record = next(runs[0].glob("run-*.wandb")).read_bytes()
+    assert b"base_seed" in record and b"eval/systems/student/quality" in record  # config and metrics
+    tables = list(runs[0].glob("files/media/table/**/*.table.json"))
+    assert tables and json.loads(tables[0].read_text())["data"]
+
+
+def test_multirun_reuses_the_cache_and_the_report_aggregates_it(tmp_path):
+    """`train.py -m loss=sft,ranking seed=0,1 debug=fast`: only the first job trains the teacher,
+    the student and makes pairs; `python -m plad.report` then averages both seeds per loss."""
+    cmd = [sys.executable, "train.py", "-m", "loss=sft,ranking", "seed=0,1", "debug=fast", f"paths.log_dir={tmp_path}"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (sweep,) = (tmp_path / "multiruns").glob("*/*")
+    jobs = sorted(sweep.glob("[0-9]*"), key=lambda p: int(p.name))
+    assert len(jobs) == 4 and all((j / "metrics.json").is_file() for j in jobs)
+    reused = [json.loads((j / "run_summary.json").read_text())["reused"] for j in jobs]
+    assert reused[0] == {"teacher": False, "student_init": False, "pairs": False}
+    assert all(r == {"teacher": True, "student_init": True, "pairs": True} for r in reused[1:])
+    assert len(list((tmp_path / "cache" / "models").iterdir())) == 2
+    assert len(list((tmp_path / "cache" / "pairs").iterdir())) == 1
+
+    res = subprocess.run([sys.executable, "-m", "plad.report", str(sweep)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = (sweep / "report.md").read_text()
+    for loss in ("sft", "ranking"):
+        assert any(loss in line and "2" in line for line in report.splitlines() if line.startswith("|"))
+    charts = list(sweep.glob("*.png"))
+    assert charts and all(mpimg.imread(p).ndim == 3 for p in charts)

@@ -73,6 +73,10 @@ def test_multirun_reuses_the_cache_and_the_report_aggregates_it(tmp_path):
     assert all(r == {"teacher": True, "student_init": True, "pairs": True} for r in reused[1:])
     assert len(list((tmp_path / "cache" / "models").iterdir())) == 2
     assert len(list((tmp_path / "cache" / "pairs").iterdir())) == 1
+    # greedy test outputs of the fixed teacher and initial student: generated once, reused by seed 1
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "eval").iterdir()) == ["student_init", "teacher"]
+    first, last = (json.loads((j / "metrics.json").read_text())["systems"] for j in (jobs[0], jobs[-1]))
+    assert first["teacher"] == last["teacher"] and first["student_init"] == last["student_init"]
 
     res = subprocess.run([sys.executable, "-m", "plad.report", str(sweep)], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)

@@ -19,6 +19,7 @@ from plad.summary import print_summary
 
 log = logging.getLogger("plad")
 SFT_VERSION = "sft-v1"
+EVAL_VERSION = "eval-v1"  # bump when generation for evaluation changes
 
 
 @dataclass
@@ -77,6 +78,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     timings: dict[str, float] = {}
     t = time.perf_counter()
     data = task.load()
+    eval_split = cfg.eval.get("split", "test")
+    if eval_split not in data:
+        raise ValueError(f"eval.split: expected one of {list(data)}, got {eval_split!r}")
     timings["data"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -117,8 +121,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             t = time.perf_counter()
             main = "student" if "student" in systems else "student_init"
             loaded = {name: ref.load() for name, ref in systems.items()}
-            metrics = evaluate(loaded, task, data["test"], cfg.eval, instantiate(cfg.judge), run_dir,
-                               main_system=main, baseline_outputs=dict(cfg.eval.get("baselines") or {}))
+            gen = OmegaConf.to_container(cfg.eval.generation, resolve=True)
+            if not gen.get("do_sample"):
+                gen.pop("seed", None)  # greedy outputs do not depend on the run's seed
+            eval_key = (task.fingerprint(), eval_split, cfg.eval.max_examples, cfg.eval.batch_size, gen, EVAL_VERSION)
+            output_cache = {name: cache / "eval" / f"{name}-{fingerprint(ref.fingerprint, *eval_key)}.json"
+                            for name, ref in systems.items() if ref.fingerprint}  # fixed models only
+            metrics = evaluate(loaded, task, data[eval_split], cfg.eval, instantiate(cfg.judge), run_dir,
+                               main_system=main, baseline_outputs=dict(cfg.eval.get("baselines") or {}),
+                               output_cache=output_cache)
             timings["evaluate"] = time.perf_counter() - t
             results["metrics"] = metrics
             log_results(loggers, metrics, run_dir)

@@ -20,7 +20,7 @@ def print_summary(task: Any, results: dict[str, Any], run_dir: Path, timings: di
     if systems:
         keys = [task.main_metric] + [k for k in next(iter(systems.values())) if k != task.main_metric][:5]
         arrow = "higher" if task.higher_is_better else "lower"
-        table = Table(title=f"{task.name}: test metrics ({task.main_metric}: {arrow} is better)")
+        table = Table(title=f"{task.name}: {metrics.get('split', 'test')} metrics ({task.main_metric}: {arrow} is better)")
         table.add_column("system")
         for k in keys:
             table.add_column(k, justify="right")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any, Sequence
@@ -81,13 +82,28 @@ def _plotted_metrics(cfg: dict[str, Any], task_metric_names: list[str]) -> list[
 
 
 def _generate_all(systems: dict[str, tuple[Any, Any]], prompts: list[str], cfg: dict[str, Any],
-                  progress: bool) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
+                  progress: bool, output_cache: dict[str, Path] | None = None
+                  ) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
+    """Each system's outputs; a system with an ``output_cache`` file (fixed models such as the teacher
+    and the initial student, keyed by their fingerprint and the generation config) reuses them."""
     outputs, stats = {}, {}
     for name, (model, tokenizer) in systems.items():
+        cached = (output_cache or {}).get(name)
+        if cached is not None and cached.is_file():
+            saved = json.loads(cached.read_text())
+            if saved["prompts"] == prompts:
+                outputs[name], stats[name] = saved["outputs"], saved["stats"]
+                log.info("evaluation: reusing %s outputs from %s", name, cached)
+                continue
         g = generate(model, tokenizer, prompts, num_return_sequences=1, batch_size=int(cfg.get("batch_size", 16)),
                      desc=f"generate[{name}]", progress=progress, **(cfg.get("generation") or {}))
         outputs[name] = [texts[0] for texts in g.texts]
         stats[name] = {"gen_tokens": float(np.mean([n[0] for n in g.n_tokens])), "gen_seconds": float(g.seconds)}
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps({"prompts": prompts, "outputs": outputs[name], "stats": stats[name]}))
+            tmp.replace(cached)  # atomic: a killed run never leaves a half-written file
     return outputs, stats
 
 
@@ -130,7 +146,8 @@ def _calibrate_all(systems: dict[str, tuple[Any, Any]], task: Any, examples: lis
 
 def evaluate(systems: dict[str, tuple[Any, Any]], task: Any, test: Any, cfg: Any, judge: Any,
              out_dir: str | Path, main_system: str = "student",
-             baseline_outputs: dict[str, str | Path] | None = None) -> dict[str, Any]:
+             baseline_outputs: dict[str, str | Path] | None = None,
+             output_cache: dict[str, Path] | None = None) -> dict[str, Any]:
     """Evaluate every system on the test split and write metrics.json, samples.jsonl and plots.
 
     Returns the content of metrics.json: task, main_system, main_metric, higher_is_better, judge,
@@ -145,7 +162,7 @@ def evaluate(systems: dict[str, tuple[Any, Any]], task: Any, test: Any, cfg: Any
     examples = _examples(test, cfg.get("max_examples"))
     prompts = [ex["prompt"] for ex in examples]
 
-    outputs, gen_stats = _generate_all(systems, prompts, cfg, progress)
+    outputs, gen_stats = _generate_all(systems, prompts, cfg, progress, output_cache)
     for name, path in (baseline_outputs or {}).items():
         if name in outputs:
             raise ValueError(f"baseline_outputs: expected names different from the systems, got {name!r} twice")
@@ -168,7 +185,7 @@ def evaluate(systems: dict[str, tuple[Any, Any]], task: Any, test: Any, cfg: Any
     metrics = _jsonable({
         "task": getattr(task, "name", type(task).__name__), "main_system": main_system,
         "main_metric": task.main_metric, "higher_is_better": bool(task.higher_is_better),
-        "judge": getattr(judge, "name", None), "n_examples": len(examples),
+        "judge": getattr(judge, "name", None), "split": cfg.get("split", "test"), "n_examples": len(examples),
         "systems": system_metrics, "win_rate": win_rates, "calibration": calibration,
     })
     with open(out_dir / "samples.jsonl", "w") as f:

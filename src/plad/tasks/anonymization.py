@@ -5,8 +5,9 @@ The output copies the input verbatim except for PII spans, which become ``[NAME]
 joins 1-3 sentences drawn from ~50 sentence templates, and most non-PII words come from large
 pools (Faker's ~900-word English list, numbers, clock times, weekdays, items), so the text around
 the PII is new in almost every example and has to be copied. PII values come from Faker. A seeded
-subset of sentence templates is held out: test texts are made only of those, so test scores
-measure generalisation to unseen phrasings rather than template recall.
+subset of sentence templates never occurs in train / unlabeled / validation; a ``heldout_share`` of
+the test texts is made only of those (generalisation to unseen phrasings), the rest of seen
+phrasings with new words and PII (the copy-and-mask skill, where model size shows).
 
 Real data is any (text, masked text) pair dataset; the gold PII strings, needed for the leak
 rate, are read from columns when mapped, else derived by diffing the text against the masked one.
@@ -33,57 +34,57 @@ SLOT_TYPES = {"NAME": "NAME", "FIRST": "NAME", "EMAIL": "EMAIL", "PHONE": "PHONE
               "DATE": "DATE", "CARD": "CARD", "IBAN": "IBAN", "ID": "ID", "IP": "IP", "USER": "USERNAME"}
 PII_TYPES = tuple(sorted(set(SLOT_TYPES.values())))
 
-TEMPLATES = (  # one short sentence each, every one with at least one PII slot
-    "Hi {FIRST}, call {NAME2} at {PHONE} by {time}.",
-    "Your card {CARD} paid {n} dollars for the {w} on {DATE}.",
-    "Send the {w} invoice to {EMAIL} today.",
-    "{NAME} moved to {ADDRESS} near the {w} store.",
-    "Wire the {w} deposit to {IBAN} for {NAME}.",
-    "{FIRST} has a {w} visit on {DATE} at {time}.",
-    "User {USER} signed in from {IP} on {day}.",
-    "Patient {NAME} has insurance number {ID} for the {w} plan.",
-    "My new email is {EMAIL}, said {FIRST} on {day}.",
-    "Ship the {item} to {ADDRESS} by {day}.",
-    "The {w} refund goes to {IBAN} on {day}.",
-    "{NAME} joins the {w} team on {DATE}.",
-    "Account {USER} was locked after {n} tries.",
-    "Thanks {FIRST}, I used the card {CARD} for the {item}.",
-    "{NAME} lives at {ADDRESS} with a {w} dog.",
-    "Write to {EMAIL} about the {w} {item}.",
+TEMPLATES = (  # short sentences, each with at least one PII slot and free words ({w}) to copy
+    "Hi {FIRST}, call {NAME2} at {PHONE} about the {words}.",
+    "Your card {CARD} paid {n} dollars for the {words}.",
+    "Send the {words} to {EMAIL} before {day}.",
+    "{NAME} moved to {ADDRESS} near the {words}.",
+    "Wire the {w} deposit to {IBAN} for {NAME}, {words}.",
+    "{FIRST} has a {words} visit on {DATE} at {time}.",
+    "User {USER} signed in from {IP} to {w} the {w}.",
+    "Patient {NAME} has the {w} insurance number {ID}, {w}.",
+    "My new email is {EMAIL}, said {FIRST}, {words}.",
+    "Ship the {w} {item} to {ADDRESS} by {day}.",
+    "The {words} refund goes to {IBAN} on {day}.",
+    "{NAME} joins the {words} team on {DATE}.",
+    "Account {USER} was {w} after {n} {w} tries.",
+    "Thanks {FIRST}, I used the card {CARD} for {words}.",
+    "{NAME} lives at {ADDRESS} with a {words}.",
+    "Write to {EMAIL} about the {words} {item}.",
     "Employee {NAME} of the {w} team has SSN {ID}.",
     "The {w} {item} goes to {ADDRESS} at {time}.",
-    "Please call me at {PHONE} about the {w}.",
-    "The server {IP} was restarted by {USER} at {time}.",
-    "Please block the card {CARD} before {time}.",
-    "{FIRST} and {FIRST2} will bring the {w} {item}.",
-    "We got {n} dollars from {IBAN} on {DATE}.",
-    "{NAME} moves into {ADDRESS} on {DATE} with {n} boxes.",
-    "Text me at {PHONE} from the {w} station.",
-    "Your {w} username is {USER}, {FIRST}.",
-    "The {w} form from {NAME} lists ID {ID}.",
-    "{FIRST} forwards the {w} notes to {EMAIL}.",
-    "Order {n} was paid with the card {CARD}.",
-    "Check the {w} logs of {USER} from {IP}.",
-    "I am {NAME}, born on {DATE}, and I like {w}.",
-    "Transfer {n} dollars from {IBAN} on {day}.",
-    "The doctor sees {NAME} at {time}, call {PHONE}.",
-    "The {w} {item} is ready at {ADDRESS}.",
-    "Contact {NAME2} at {PHONE} after {time}.",
-    "Tax ID {ID} is linked to {EMAIL} since {day}.",
-    "The card {CARD} of {FIRST} expires in {n} days.",
-    "A {w} login came from {IP} for {USER}.",
-    "Dinner is at {ADDRESS} on {day}, {FIRST}.",
-    "I sent the {w} report to {EMAIL} on {DATE}.",
-    "The {w} file lists {NAME} with the ID {ID}.",
-    "Pay the {w} fee to {IBAN} before {DATE}.",
-    "{NAME} left a {w} voicemail for {PHONE}.",
-    "{USER} changed the {w} password from {IP}.",
-    "{FIRST} left the {item} at {ADDRESS}.",
-    "My card {CARD} was declined {n} times.",
-    "{NAME2} saw {FIRST} sign the {w} deal on {DATE}.",
-    "Reset {USER} with the {w} phone {PHONE}.",
-    "Hi {FIRST}, {n} dollars went to {IBAN}.",
-    "Visitor {NAME} with ID {ID} came on {day}.",
+    "Please call me at {PHONE} about the {words}.",
+    "The {w} server {IP} was restarted by {USER}.",
+    "Please {w} the card {CARD} before {time}, {w}.",
+    "{FIRST} and {FIRST2} will {w} the {w} {item}.",
+    "We got {n} {w} dollars from {IBAN} on {DATE}.",
+    "{NAME} moves into {ADDRESS} on {DATE} with {words}.",
+    "Text me at {PHONE} from the {words} station.",
+    "Your {w} username is {USER}, {FIRST}, {w}.",
+    "The {w} form from {NAME} lists ID {ID} and {w}.",
+    "{FIRST} forwards the {words} notes to {EMAIL}.",
+    "Order {n} was {w} with the card {CARD}.",
+    "Check the {w} logs of {USER} from {IP}, {w}.",
+    "I am {NAME}, born on {DATE}, and I like {words}.",
+    "Transfer {n} dollars from {IBAN} for the {words}.",
+    "The doctor sees {NAME} at {time}, call {PHONE} about {w}.",
+    "The {words} {item} is ready at {ADDRESS}.",
+    "Contact {NAME2} at {PHONE} after {time} for {w}.",
+    "Tax ID {ID} is {w} to {EMAIL} since {day}.",
+    "The card {CARD} of {FIRST} {w} in {n} {w} days.",
+    "A {w} login came from {IP} for {USER} on {day}.",
+    "Dinner is at {ADDRESS} on {day}, {FIRST}, bring {w}.",
+    "I sent the {words} report to {EMAIL} on {DATE}.",
+    "The {w} file lists {NAME} with the {w} ID {ID}.",
+    "Pay the {words} fee to {IBAN} before {DATE}.",
+    "{NAME} left a {w} voicemail for {PHONE} about {w}.",
+    "{USER} changed the {words} password from {IP}.",
+    "{FIRST} left the {w} {item} at {ADDRESS}.",
+    "My card {CARD} was {w} {n} times at the {w}.",
+    "{NAME2} saw {FIRST} {w} the {w} deal on {DATE}.",
+    "Reset {USER} with the {w} phone {PHONE}, {w}.",
+    "Hi {FIRST}, {n} dollars for {words} went to {IBAN}.",
+    "Visitor {NAME} with ID {ID} came for the {words}.",
 )
 SLOT = re.compile(r"\{([A-Za-z]+?)(\d?)\}")
 PLACEHOLDER = re.compile(r"\[([A-Z][A-Z0-9_]*)\]")
@@ -96,7 +97,7 @@ ITEMS = ("report", "laptop", "printer", "contract", "books", "keys", "tickets", 
 PHONES = ("(###) ###-####", "###-###-####", "+1 ### ### ####")
 DATES = ("%B %d, %Y", "%m/%d/%Y", "%Y-%m-%d")
 N_SENTENCES = (1, 2, 3)
-MAX_TEXT_CHARS = 180  # a longer draw drops a sentence: prompts stay < 128 tokens, references < 64
+MAX_TEXT_CHARS = 170  # a longer draw drops a sentence: prompts stay < 128 tokens, references < 64
 
 
 def template_types(template: str) -> set[str]:
@@ -118,6 +119,7 @@ PII_VALUES: dict[str, Callable[[Faker], str]] = {  # slot -> Faker-based value o
 }
 FILLERS: dict[str, Callable[[random.Random], str]] = {  # slot -> non-PII value, from large pools
     "w": lambda r: r.choice(WORDS),
+    "words": lambda r: " ".join(r.choices(WORDS, k=r.randint(2, 4))),
     "n": lambda r: str(r.randint(2, 999)),
     "day": lambda r: r.choice(DAYS),
     "time": lambda r: f"{r.randint(1, 12)}:{r.choice(range(0, 60, 5)):02d} {r.choice(('am', 'pm'))}",
@@ -206,20 +208,24 @@ class AnonymizationTask(DataTask):
     name = "anonymization"
     main_metric = "quality"  # leak_rate alone rewards empty or garbage outputs, which leak nothing
     higher_is_better = True
-    CODE_VERSION = "anonymization-2"
+    CODE_VERSION = "anonymization-3"
     required_columns = ("text", "reference")
     optional_columns = ("id", "pii_values", "pii_types")
     default_columns = {"text": "source_text", "reference": "target_text"}  # public PII-masking sets
     prompt_field = "text"
 
-    def __init__(self, n_heldout_templates: int = 10, prompt_template: str = "Anonymize: {text}\nOutput:",
-                 **kwargs: Any) -> None:
+    def __init__(self, n_heldout_templates: int = 10, heldout_share: float = 0.25,
+                 prompt_template: str = "Anonymize: {text}\nOutput:", **kwargs: Any) -> None:
         super().__init__(prompt_template=prompt_template, **kwargs)
         n = n_heldout_templates
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < len(TEMPLATES):
             raise ValueError(f"task.n_heldout_templates: expected an integer in [0, {len(TEMPLATES) - 1}], got {n!r}")
         self.n_heldout_templates = n
         self.config["n_heldout_templates"] = n
+        if isinstance(heldout_share, bool) or not isinstance(heldout_share, (int, float)) or not 0 <= heldout_share <= 1:
+            raise ValueError(f"task.heldout_share: expected a number in [0, 1], got {heldout_share!r}")
+        self.heldout_share = float(heldout_share)
+        self.config["heldout_share"] = self.heldout_share
         self.heldout = self._pick_heldout()
 
     def _pick_heldout(self) -> tuple[int, ...]:
@@ -247,10 +253,18 @@ class AnonymizationTask(DataTask):
         for split in SPLITS:
             fake.seed_instance(f"{self.seed}:{split}")
             rng = random.Random(f"{self.seed}:{split}")
-            pool = list(self.heldout or train_templates) if split == "test" else train_templates
-            rows = [self._example(fake, rng, pool, f"anon-{split}-{i:05d}") for i in range(self.sizes[split])]
+            rows = [self._example(fake, rng, self._pool(split, rng, train_templates), f"anon-{split}-{i:05d}")
+                    for i in range(self.sizes[split])]
             out[split] = Dataset.from_list(rows, features=self.features)
         return DatasetDict(out)
+
+    def _pool(self, split: str, rng: random.Random, train_templates: list[int]) -> list[int]:
+        """Templates of one example. A ``heldout_share`` of test examples is made only of held-out
+        templates (phrasings never seen in training); the rest of the test split measures the
+        copy-and-mask skill on seen phrasings with new words and PII, where model size shows."""
+        if split == "test" and self.heldout and rng.random() < self.heldout_share:
+            return list(self.heldout)
+        return train_templates
 
     @staticmethod
     def _sentence(fake: Faker, rng: random.Random, template: str, pii: dict[tuple[str, int], tuple[str, str]],

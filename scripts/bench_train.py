@@ -23,41 +23,48 @@ then times both on identical batches, interleaved. The last line is
 ``plad_vs_trl_throughput_ratio <ratio>``.
 
     python scripts/bench_train.py [--pairs 512] [--batch-size 16] [--steps N] [--warmup 3]
-                                  [--rounds 1] [--threads N] [--breakdown] [--quick]
+                                  [--rounds 1] [--threads 1] [--breakdown] [--quick]
 
-What makes the difference (512 pairs, batch 16, ``--threads 1 --rounds 3 --breakdown``, 2-core
-AMD EPYC VM with other jobs running): plad 23.8 pairs/s, TRL 15.9, ratio 1.50.
+What makes the difference. Setup: 512 pairs, batch 16, ``--rounds 3 --breakdown``, one thread,
+default student (0.17M params, vocab 1024), on a 2-core AMD EPYC VM with other jobs running.
+Result: plad 72.2 pairs/s, TRL 29.0, ratio 2.49 (rounds 2.25-2.54).
 
-* Reference precompute, 3.3 s vs 8.5 s (2.5x). plad scores the distinct (prompt, text) sequences
-  sorted by length: 76.9k padded tokens for 76.1k real ones. TRL runs its training collator in
-  dataset order, chosen and rejected padded to one width: 129k tokens (+69%). It also uses the
+* Reference precompute, 1.5 s vs 4.9 s (3.2x). plad scores the distinct (prompt, text) sequences
+  sorted by length: 91.0k padded tokens for 90.2k real ones. TRL runs its training collator in
+  dataset order, chosen and rejected padded to one width: 130.9k tokens (+45%). It also uses the
   LM head described next, and writes the columns to an Arrow cache file.
-* Training step, 548 vs 715 ms (1.31x). Both do the same backbone work: one forward over the
+* Training step, 174 vs 393 ms (2.3x). Both do the same backbone work: one forward over the
   concatenated chosen+rejected batch, padded to the batch's longest sequence. What differs is the
-  LM head and log-probs (forward+backward on the same hidden states): plad 60 ms, TRL 206 ms.
+  LM head and log-probs (forward+backward on the same hidden states): plad 68 ms, TRL 288 ms.
   plad projects only the positions from the batch's first completion token on (``logits_to_keep``:
-  27.6k positions) and calls one fused ``cross_entropy``. TRL's fused chunked log-prob head is
+  26.0k positions) and calls one fused ``cross_entropy``. TRL's fused chunked log-prob head is
   built to keep [N, V] logits out of GPU memory. Without Triton (on CPU) it scores every position
-  of the padded batch (33.0k) and folds each tile with several torch ops, also computing entropy,
+  of the padded batch (32.5k) and folds each tile with several torch ops, also computing entropy,
   mean logit and top-1 for its logs. In backward it recomputes the tiles and accumulates with fp32
-  ``addmm``. TRL's per-step metric bookkeeping (``.item()`` calls) costs little: a log-probs-only
-  head with no metrics is no faster, within noise.
-* Loop overhead is small on both sides. cProfile puts over 97% of plad's ``fit`` time in model
+  ``addmm``. Those extra outputs and TRL's per-step metric bookkeeping account for about 70 ms: a
+  log-probs-only head with no metrics takes 402 ms instead of 473 ms per forward+backward. The
+  head is a large share here because the vocabulary (1024) is big next to hidden size 64. With
+  the earlier 1.0M student (hidden 128, 4 layers), the same setup gave 1.50: step 548 vs 715 ms,
+  head 60 vs 206 ms, precompute 3.3 vs 8.5 s.
+* Loop overhead is small on both sides. cProfile puts about 97% of plad's ``fit`` time in model
   forward, backward and the optimizer. Lightning's per-step ``self.log`` calls, ``PairCollator``
   and ``ResumableLoader`` take a few ms, and so does the HF Trainer's loop. The optimizer step
-  favours TRL: 4 ms (HF's default fused AdamW) vs 7 ms (plad's unfused AdamW, 2 param groups).
+  favours TRL slightly: 1 ms (HF's default fused AdamW) vs 5 ms (plad's unfused AdamW, 2 param
+  groups).
 * Some expected causes make no difference here. TRL 1.16 also runs one forward for chosen and
   rejected (``DataCollatorForPreference`` concatenates them). It also computes the reference once
   (``precompute_ref_log_probs=True``). It tokenizes once, in ``__init__``, not per step. It pads
   each batch to its own longest sequence, not to ``max_length`` (``pad_to_multiple_of`` is None on
   CPU).
 * TRL's documented defaults, ``gradient_checkpointing=True`` and ``bf16=True``, are switched off
-  here for parity. With them (``--trl-gradient-checkpointing --trl-bf16``), TRL's step is a further
-  ~1.6x slower on this CPU: ratio 1.73 at 160 pairs.
+  here for parity. With them (``--trl-gradient-checkpointing --trl-bf16``), TRL's training takes
+  ~1.35x longer on this CPU: 17.1 s vs 12.6 s for 32 steps.
 
-Threads: the default is torch's own, one per core. When other jobs share the cores, two threads
-per process stall at every OpenMP barrier. Each step then becomes 5-10x slower and the
-timings go to noise. The script warns about this; ``--threads 1`` gives steady numbers.
+Threads: one torch thread per trainer process by default. The 2-core machine is shared with other
+jobs, and two threads per process then stall at every OpenMP barrier: steps got 5-10x slower, and
+the ratio swung between 0.07 and 8 depending on which trainer met a busy minute. With one thread
+the rounds agree to within about 10%. Pass ``--threads 2`` on an idle machine; the script warns
+when the load says otherwise.
 """
 from __future__ import annotations
 
@@ -89,14 +96,14 @@ def configs() -> dict[str, Any]:
             "weight_decay": float(distill.weight_decay), "trainer": trainer}
 
 
-def prepare(work: Path, n_pairs: int, n_train: int) -> None:
+def prepare(work: Path, n_pairs: int, n_train: int) -> str:
     """Tokenizer + untrained default student in work/student; text pairs in work/pairs_text."""
     import datasets
     import transformers
     from datasets import Dataset
     from omegaconf import OmegaConf
 
-    from plad.models.build import build_model, save_model
+    from plad.models.build import build_model, count_parameters, save_model
     from plad.models.tokenizer import train_tokenizer
     from plad.tasks.anonymization import AnonymizationTask
 
@@ -106,7 +113,8 @@ def prepare(work: Path, n_pairs: int, n_train: int) -> None:
     data = AnonymizationTask(seed=0, n_train=n_train, n_unlabeled=2 * n_pairs, n_validation=1, n_test=1).load()
     tok = train_tokenizer(list(data["train"]["prompt"]) + list(data["train"]["reference"]), vocab_size=1024)
     spec = OmegaConf.load(ROOT / "configs" / "model" / "llama.yaml")
-    save_model(build_model(spec.student, tok, seed=1).eval(), tok, work / "student")
+    student = build_model(spec.student, tok, seed=1).eval()
+    save_model(student, tok, work / "student")
 
     def n_tokens(text: str) -> int:
         return len(tok(text, add_special_tokens=False)["input_ids"])
@@ -120,6 +128,7 @@ def prepare(work: Path, n_pairs: int, n_train: int) -> None:
     Dataset.from_dict({"id": [r["id"] for r in rows], "prompt": [r["prompt"] for r in rows],
                        "chosen": [r["reference"] for r in rows], "rejected": [r["text"] for r in rows]}
                       ).save_to_disk(str(work / "pairs_text"))
+    return f"student {count_parameters(student) / 1e6:.2f}M params, vocab {len(tok)}"
 
 
 class StepTimer:
@@ -479,7 +488,9 @@ def main() -> None:
     ap.add_argument("--ref-batch-size", type=int, default=16,
                     help="reference precompute batch (plad: sequences, pairs.batch_size; TRL: pairs)")
     ap.add_argument("--rounds", type=int, default=1, help="plad/TRL measurements, order alternated; median")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads per trainer process; 1 stays steady when other jobs share the cores, "
+                         "2 uses both cores of an otherwise idle machine")
     ap.add_argument("--n-train", type=int, default=3000, help="task train rows the tokenizer is trained on")
     ap.add_argument("--trl-gradient-checkpointing", action="store_true", help="TRL's default; off for parity")
     ap.add_argument("--trl-bf16", action="store_true", help="TRL's default; off for parity (fp32 like plad)")
@@ -495,13 +506,10 @@ def main() -> None:
     if a.child:
         child_main(a)
         return
-    import torch
-
     if a.quick:
         a.pairs, a.batch_size, a.warmup, a.n_train = 48, 8, 1, 300
         a.steps = a.steps or 3
     a.steps = a.steps or -(-a.pairs // a.batch_size)
-    a.threads = a.threads or torch.get_num_threads()
     c = configs()
     print(f"{a.pairs} pairs, batch {a.batch_size}, {a.warmup} warm-up + {a.steps} timed steps, "
           f"{a.threads} torch threads, DPO sigmoid beta={c['loss']['beta']}, lr={c['lr']}, fp32")
@@ -512,8 +520,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         work = Path(tmp)
         t = time.perf_counter()
-        prepare(work, a.pairs, a.n_train)
-        print(f"prepared tokenizer, student and pairs in {time.perf_counter() - t:.1f}s")
+        what = prepare(work, a.pairs, a.n_train)
+        print(f"prepared tokenizer, {what} and pairs in {time.perf_counter() - t:.1f}s")
         results: dict[str, list[dict[str, Any]]] = {"plad": [], "trl": []}
         for r in range(a.rounds):
             for which in (("plad", "trl") if r % 2 == 0 else ("trl", "plad")):

@@ -148,7 +148,7 @@ def test_family_builds_teacher_4x_student(name):
     teacher, student = build_model(cfg.teacher, vocab, seed=0), build_model(cfg.student, vocab, seed=0)
     n_teacher, n_student = count_parameters(teacher), count_parameters(student)
     assert n_teacher >= 4 * n_student, (n_teacher, n_student)
-    assert 0.5e6 <= n_student <= 2e6 and 3e6 <= n_teacher <= 7e6, (n_teacher, n_student)
+    assert 0.1e6 <= n_student <= 2e6 and 3e6 <= n_teacher <= 7e6, (n_teacher, n_student)  # tiny: minutes on CPU
     for model in (teacher, student):
         assert model.dtype == torch.float32
         assert model.config.vocab_size == 1024 and model.config.pad_token_id == 0 and model.config.eos_token_id == 2

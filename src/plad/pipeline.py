@@ -13,6 +13,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+import plad.resolvers  # noqa: F401  (${wandb_offline:} in logger configs, also for in-process callers)
 from plad.cache import atomic_dir, entry_dir, fingerprint, is_complete
 from plad.config_checks import check_config
 from plad.summary import print_summary
@@ -94,6 +95,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     timings["sft"] = time.perf_counter() - t
 
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
+    full_config = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                   for k, v in cfg.items() if k != "hydra"}
+    for lg in loggers:  # the whole composed config, so runs can be filtered and compared by any value
+        lg.log_hyperparams(full_config)
     systems: dict[str, ModelRef] = {"teacher": teacher, "student_init": student0}
     results: dict[str, Any] = {}
     reused = {"teacher": teacher.reused, "student_init": student0.reused}  # cached stages this run

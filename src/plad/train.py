@@ -7,18 +7,11 @@ from pathlib import Path
 
 import hydra
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+import plad.resolvers  # noqa: F401  (registers ${wandb_offline:} before Hydra composes)
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-
-
-def _wandb_offline() -> bool:
-    """Offline unless the environment asks for online syncing or carries credentials."""
-    mode = os.environ.get("WANDB_MODE", "")
-    return mode in ("offline", "disabled") or (mode != "online" and "WANDB_API_KEY" not in os.environ)
-
-
-OmegaConf.register_new_resolver("wandb_offline", _wandb_offline, replace=True)
 
 
 def _config_error(exc: BaseException) -> ValueError | None:

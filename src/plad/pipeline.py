@@ -130,7 +130,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             if not gen.get("do_sample"):
                 gen.pop("seed", None)  # greedy outputs do not depend on the run's seed
             eval_key = (task.fingerprint(), eval_split, cfg.eval.max_examples, cfg.eval.batch_size, gen, EVAL_VERSION)
-            output_cache = {name: cache / "eval" / f"{name}-{fingerprint(ref.fingerprint, *eval_key)}.json"
+            output_cache = {name: entry_dir(cache, "eval", f"{name}-{fingerprint(ref.fingerprint, *eval_key)}")
                             for name, ref in systems.items() if ref.fingerprint}  # fixed models only
             metrics = evaluate(loaded, task, data[eval_split], cfg.eval, instantiate(cfg.judge), run_dir,
                                main_system=main, baseline_outputs=dict(cfg.eval.get("baselines") or {}),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +18,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from plad.cache import atomic_dir, is_complete
 from plad.evaluation import plots
 from plad.evaluation.calibration import calibration_diagnostics
 from plad.evaluation.judges import win_rate
@@ -84,26 +84,25 @@ def _plotted_metrics(cfg: dict[str, Any], task_metric_names: list[str]) -> list[
 def _generate_all(systems: dict[str, tuple[Any, Any]], prompts: list[str], cfg: dict[str, Any],
                   progress: bool, output_cache: dict[str, Path] | None = None
                   ) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
-    """Each system's outputs; a system with an ``output_cache`` file (fixed models such as the teacher
+    """Each system's outputs; a system with an ``output_cache`` entry (fixed models such as the teacher
     and the initial student, keyed by their fingerprint and the generation config) reuses them."""
     outputs, stats = {}, {}
     for name, (model, tokenizer) in systems.items():
-        cached = (output_cache or {}).get(name)
-        if cached is not None and cached.is_file():
-            saved = json.loads(cached.read_text())
+        entry = (output_cache or {}).get(name)
+        if entry is not None and is_complete(entry):
+            saved = json.loads((entry / "outputs.json").read_text())
             if saved["prompts"] == prompts:
                 outputs[name], stats[name] = saved["outputs"], saved["stats"]
-                log.info("evaluation: reusing %s outputs from %s", name, cached)
+                log.info("evaluation: reusing %s outputs from %s", name, entry)
                 continue
         g = generate(model, tokenizer, prompts, num_return_sequences=1, batch_size=int(cfg.get("batch_size", 16)),
                      desc=f"generate[{name}]", progress=progress, **(cfg.get("generation") or {}))
         outputs[name] = [texts[0] for texts in g.texts]
         stats[name] = {"gen_tokens": float(np.mean([n[0] for n in g.n_tokens])), "gen_seconds": float(g.seconds)}
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"prompts": prompts, "outputs": outputs[name], "stats": stats[name]}))
-            tmp.replace(cached)  # atomic: a killed run never leaves a half-written file
+        if entry is not None:
+            with atomic_dir(entry) as tmp:
+                (tmp / "outputs.json").write_text(json.dumps({"prompts": prompts, "outputs": outputs[name],
+                                                              "stats": stats[name]}))
     return outputs, stats
 
 

@@ -1,192 +1,221 @@
-"""Aggregate a Hydra multirun into report.md + charts: mean ± std over seeds per task x family x loss.
+"""Aggregate a Hydra multirun into report.md + report.json + charts.
 
-Usage: ``python -m plad.report <multirun dir> [--out DIR]``. Every ``metrics.json`` under the
-folder is one job; its ``.hydra/config.yaml`` (in the folder or a parent) says task, model family,
-loss and seed. The loss named on the command line (``.hydra/overrides.yaml``, e.g. ``loss=margin``)
-wins, then the option Hydra picked (``.hydra/hydra.yaml``), then the loss config's ``name`` or
-class, because several loss configs may share a class.
+Usage: ``python -m plad.report <multirun dir> [--out DIR]``. One table per task x model family x
+evaluation split x decoding mode: the initial student, the teacher and every loss (variant), as
+mean ± std over seeds, with each row's paired-bootstrap difference to the initial student; then
+each PLaD loss against each baseline (paired bootstrap on the same test texts, pooled over seeds),
+the pseudo-label noise of the pairs, and the training diagnostics over steps. Oracle rows (runs
+that used references of the unlabeled prompts) are marked, validation tables are labelled as
+tuning tables, and every job is listed, failed ones included: nothing is dropped silently.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections import defaultdict
+import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import yaml
+from plad.report_jobs import Job, discover_jobs
+from plad.report_rows import (BASELINES, NOISE_FIELDS, PLAD_LOSSES, Group, best_variants, build_groups,
+                              calibration, comparisons, curves, deltas_to_initial, disagreements, noise,
+                              system_metric)
 
-BEFORE, AFTER = "student_init", "student"
-
-
-def _find_hydra_dir(path: Path, root: Path) -> Path | None:
-    for d in [path, *path.parents]:
-        if (d / ".hydra" / "config.yaml").is_file():
-            return d / ".hydra"
-        if d == root:
-            return None
-    return None
+EXTRA_METRICS = ("exact_match", "leak_rate", "degenerate")
+CURVE_COLUMNS = ("train/hinge_active", "val/rank_acc")
 
 
-def _loss_name(cfg: dict[str, Any], overrides: list[str], choices: dict[str, Any]) -> str:
-    """Command-line override, else the config group option Hydra picked, else the config itself."""
-    for item in overrides:
-        key, sep, value = str(item).lstrip("+~").partition("=")
-        if sep and key == "loss":
-            return value
-    if choices.get("loss"):
-        return str(choices["loss"])
-    loss = cfg.get("loss") or {}
-    if loss.get("name"):
-        return str(loss["name"])
-    return str(loss.get("_target_", "unknown")).rsplit(".", 1)[-1]
+def _fmt(s: dict[str, float] | None, digits: int = 3) -> str:
+    if s is None:
+        return "–"
+    return f"{s['mean']:.{digits}f}" if s["n"] < 2 else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
-def load_job(metrics_path: Path, root: Path) -> dict[str, Any] | None:
-    """One row: identity (task, family, loss, seed) + the numbers the report aggregates."""
-    hydra_dir = _find_hydra_dir(metrics_path.parent, root)
-    if hydra_dir is None:
-        print(f"report: skipping {metrics_path} (no .hydra/config.yaml above it)", file=sys.stderr)
-        return None
-    cfg = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
-    overrides_file = hydra_dir / "overrides.yaml"
-    overrides = (yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
-    hydra_file = hydra_dir / "hydra.yaml"
-    hydra_cfg = (yaml.safe_load(hydra_file.read_text()) or {}) if hydra_file.is_file() else {}
-    choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
-    m = json.loads(metrics_path.read_text())
-    task = cfg.get("task") or {}
-    main_system, main_metric = m.get("main_system", AFTER), m.get("main_metric")
-    systems = m.get("systems", {})
-    row: dict[str, Any] = {
-        "task": str(task.get("name") or m.get("task") or choices.get("task") or "unknown"),
-        "family": str((cfg.get("model") or {}).get("family") or choices.get("model") or "unknown"),
-        "loss": _loss_name(cfg, overrides, choices), "seed": cfg.get("seed"), "job": str(hydra_dir.parent),
-        "main_metric": main_metric, "higher_is_better": m.get("higher_is_better", True), "values": {},
-    }
-    v = row["values"]
-    for name in (main_system, "teacher", BEFORE):
-        if main_metric in systems.get(name, {}):
-            v[f"{main_metric}/{'distilled' if name == main_system else name}"] = systems[name][main_metric]
-    for pair, wr in m.get("win_rate", {}).items():
-        v[f"win/{pair.split('_vs_', 1)[-1]}"] = wr.get("rate")
-    for when, name in (("before", BEFORE), ("after", main_system)):
-        for key in ("spearman", "rank_acc"):
-            v[f"{key}/{when}"] = (m.get("calibration", {}).get(name) or {}).get(key)
-    return row
+def _ci(c: dict[str, Any] | None) -> str:
+    if not c or not c["n"]:
+        return "–"
+    return f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]" + ("*" if c["excludes_zero"] else "")
 
 
-def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """Group jobs by (task, family, loss); mean and sample std (ddof=1; 0 for one seed) per value."""
-    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[(r["task"], r["family"], r["loss"])].append(r)
-    out = {}
-    for key, jobs in sorted(groups.items()):
-        stats = {}
-        for name in dict.fromkeys(k for j in jobs for k in j["values"]):
-            xs = np.array([j["values"][name] for j in jobs if j["values"].get(name) is not None], dtype=float)
-            if xs.size:
-                stats[name] = {"mean": float(xs.mean()), "std": float(xs.std(ddof=1)) if xs.size > 1 else 0.0,
-                               "n": int(xs.size)}
-        out[key] = {"seeds": sorted({j["seed"] for j in jobs}, key=str), "n_jobs": len(jobs),
-                    "main_metric": jobs[0]["main_metric"], "stats": stats}
-    return out
+def _seeds(row: Any) -> str:
+    text = str(len(row.by_seed()))
+    if row.failed:
+        text += f" (+{len(row.failed)} failed)"
+    incomplete = sum(1 for j in row.jobs if j.problems)
+    return text + (f" ({incomplete} incomplete)" if incomplete else "")
 
 
-def _fmt(s: dict[str, float] | None) -> str:
-    return "–" if s is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
+def _metric_columns(group: Group) -> list[str]:
+    present = {k for r in group.rows for j in r.jobs for s in (j.metrics or {}).get("systems", {}).values() for k in s}
+    return [group.main_metric] + [m for m in EXTRA_METRICS if m in present and m != group.main_metric]
 
 
-def write_markdown(agg: dict, path: Path, charts: list[Path]) -> Path:
-    lines = ["# PLaD multirun report", "", "Mean ± std over seeds (sample std, ddof=1).", ""]
-    for task in dict.fromkeys(k[0] for k in agg):
-        keys = [k for k in agg if k[0] == task]
-        metric = agg[keys[0]]["main_metric"]
-        order = [f"{metric}/", "win/", "spearman/", "rank_acc/"]
-        cols = sorted(dict.fromkeys(c for k in keys for c in agg[k]["stats"]),
-                      key=lambda c: next((i for i, o in enumerate(order) if c.startswith(o)), len(order)))
-        lines += [f"## {task} (main metric: {metric})", "",
-                  "| family | loss | seeds | " + " | ".join(cols) + " |", "|---" * (3 + len(cols)) + "|"]
-        for k in keys:
-            a = agg[k]
-            lines.append(f"| {k[1]} | {k[2]} | {','.join(map(str, a['seeds']))} | "
-                         + " | ".join(_fmt(a["stats"].get(c)) for c in cols) + " |")
-        lines += [""] + [f"![{c.stem}]({c.name})" for c in charts if c.stem.startswith(f"report_{task}_")] + [""]
-    path.write_text("\n".join(lines))
-    return path
+def _heading(g: Group) -> list[str]:
+    head = f"## {g.task} · {g.family} · split={g.split} · decoding={g.decoding}"
+    if g.split == "validation":
+        return [head + " — TUNING (validation split)", "",
+                "**Validation split: for choosing hyper-parameters only; these are not test results.**", ""]
+    return [head, ""]
 
 
-def _grouped_bars(ax: Any, agg: dict, keys: list, series: list[tuple[str, str]], title: str) -> None:
-    """x = (family, loss) groups, one bar per series, whiskers = std over seeds."""
-    width = 0.8 / max(len(series), 1)
-    for i, (stat, label) in enumerate(series):
-        means = [agg[k]["stats"].get(stat, {}).get("mean", np.nan) for k in keys]
-        stds = [agg[k]["stats"].get(stat, {}).get("std", 0.0) for k in keys]
-        ax.bar(np.arange(len(keys)) + (i - (len(series) - 1) / 2) * width, means, width, yerr=stds,
-               capsize=3, label=label)
-    ax.set_xticks(range(len(keys)), [f"{k[1]}\n{k[2]}" for k in keys], fontsize=8)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+def _main_table(g: Group, deltas: dict[str, dict]) -> list[str]:
+    cols = _metric_columns(g)
+    arrow = "higher" if g.higher_is_better else "lower"
+    lines = [f"Main metric: {g.main_metric} ({arrow} is better). Mean ± std over seeds (ddof=1). "
+             "Δ vs initial: paired bootstrap of per-example quality, pooled over seeds, 95% CI "
+             "(* = excludes 0). Spearman: calibration of the system's likelihood against quality.", "",
+             "| method | " + " | ".join(cols) + " | Δ vs initial [95% CI] | spearman | seeds |",
+             "|---" * (len(cols) + 4) + "|"]
+    for r in g.rows:
+        values = [_fmt(r.stat(system_metric(c))) for c in cols]
+        delta = "0 (reference)" if r.kind == "initial" else _ci(deltas.get(r.label))
+        spearman = _fmt(r.stat(calibration()))
+        lines.append(f"| {r.label} | " + " | ".join(values) + f" | {delta} | {spearman} | {_seeds(r)} |")
+    return lines + [""]
 
 
-def write_charts(agg: dict, out: Path) -> list[Path]:
-    import matplotlib
+def _comparison_table(comps: list[dict[str, Any]]) -> list[str]:
+    lines = ["### PLaD vs baselines (paired bootstrap)", "",
+             "Difference of per-example quality (PLaD − baseline) on the same test texts, paired within "
+             "each seed, resampled within seed, pooled over seeds.", "",
+             "| PLaD | baseline | Δ mean | 95% CI | excludes 0 | seeds | n | notes |", "|---" * 8 + "|"]
+    for c in comps:
+        ci = f"[{c['low']:+.3f}, {c['high']:+.3f}]" if c["n"] else "–"
+        lines.append(f"| {c['a']} | {c['b']} | {c['mean']:+.3f} | {ci} | {'yes' if c['excludes_zero'] else 'no'} | "
+                     f"{','.join(map(str, c['seeds'])) or '–'} | {c['n']} | {'; '.join(c['notes'])} |")
+    return lines + [""]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _noise_table(g: Group) -> list[str]:
+    rows = [(r, [r.stat(noise(f)) for f in NOISE_FIELDS]) for r in g.rows if r.kind == "loss"]
+    rows = [(r, s) for r, s in rows if any(x is not None for x in s)]
+    if not rows:
+        return []
+    lines = ["### Pseudo-label noise of the distillation pairs", "",
+             "student_wins: share of pairs whose student sample beats the teacher sample by the task metric "
+             "(against the unlabeled prompts' references, measured for this diagnosis only); qualities are "
+             "the pairs' mean task quality. Mean ± std over seeds.", "",
+             "| method | " + " | ".join(NOISE_FIELDS) + " |", "|---" * (len(NOISE_FIELDS) + 1) + "|"]
+    lines += [f"| {r.label} | " + " | ".join(_fmt(x, 0 if f == "n_pairs" else 3) for f, x in zip(NOISE_FIELDS, s))
+              + " |" for r, s in rows]
+    return lines + [""]
+
+
+def _charts(g: Group, deltas: dict[str, dict], out: Path, plad: tuple[str, ...]) -> list[Path]:
+    from plad.evaluation import plots
 
     paths = []
-    for task in dict.fromkeys(k[0] for k in agg):
-        keys = [k for k in agg if k[0] == task]
-        metric = agg[keys[0]]["main_metric"]
-        wins = list(dict.fromkeys(s for k in keys for s in agg[k]["stats"] if s.startswith("win/")))
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-        _grouped_bars(axes[0], agg, keys, [(f"{metric}/{s}", s) for s in ("distilled", BEFORE, "teacher")],
-                      f"{task}: {metric}")
-        _grouped_bars(axes[1], agg, keys, [(w, w.replace("win/", "vs ")) for w in wins], f"{task}: win rate")
-        axes[1].axhline(0.5, color="gray", linestyle="--", linewidth=1)
-        fig.tight_layout()
-        paths.append(out / f"report_{task}_main.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-        for ax, stat in zip(axes, ("spearman", "rank_acc")):
-            _grouped_bars(ax, agg, keys, [(f"{stat}/before", "before (SFT)"), (f"{stat}/after", "after (distilled)")],
-                          f"{task}: calibration {stat}")
-        fig.tight_layout()
-        paths.append(out / f"report_{task}_calibration.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+    where = f"{g.task} · {g.family} · {g.split} · {g.decoding}"
+    items = {k: (c["mean"], c["low"], c["high"]) for k, c in deltas.items() if c["n"] and k != "teacher"}
+    if items:  # the teacher's gap is far larger than the methods' differences: named in the title
+        teacher = f" (teacher: {_ci(deltas['teacher']).rstrip('*')})" if deltas.get("teacher", {}).get("n") else ""
+        paths.append(plots.interval_chart(items, out / f"report_{g.slug}_delta.png",
+                                          "Δ quality vs initial student (95% CI)", where + teacher))
+    spear = {r.label: s for r in g.rows if (s := r.stat(calibration())) is not None}
+    if spear:
+        init = g.row("initial")
+        ref = init.stat(calibration()) if init else None
+        paths.append(plots.interval_chart(
+            {k: (s["mean"], s["mean"] - (s["std"] if s["n"] > 1 else 0), s["mean"] + (s["std"] if s["n"] > 1 else 0))
+             for k, s in spear.items()}, out / f"report_{g.slug}_calibration.png",
+            "calibration Spearman (mean ± std over seeds)", where + " (dashed: initial student)", zero_line=False,
+            reference=ref["mean"] if ref else None))
+    steps = curves(g, CURVE_COLUMNS, plad)
+    if steps:
+        paths.append(plots.step_curves(steps, out / f"report_{g.slug}_diagnostics.png", f"{g.task}:"))
     return paths
 
 
-def build_report(root: str | Path, out: str | Path | None = None) -> Path:
+def _jobs_table(jobs: list[Job]) -> list[str]:
+    lines = ["## Jobs", "", "| job | task | family | loss | variant | seed | split | decoding | oracle | status |",
+             "|---" * 10 + "|"]
+    for j in jobs:
+        status = j.status + (f": {'; '.join(j.problems)}" if j.problems else "") + \
+            (": no metrics.json" if j.metrics is None else "")
+        lines.append(f"| {j.name} | {j.task} | {j.family} | {j.loss} | {j.variant or '–'} | {j.seed} | {j.split} | "
+                     f"{j.decoding} | {'yes' if j.oracle else 'no'} | {status} |")
+    return lines + [""]
+
+
+def _section(g: Group, out: Path, n_boot: int, boot_seed: int, plad: tuple[str, ...],
+             baselines: tuple[str, ...]) -> tuple[list[str], dict[str, Any]]:
+    """One table's markdown (main table, tuning pick, comparisons, noise, charts) and its JSON."""
+    deltas = deltas_to_initial(g, n_boot, boot_seed)
+    comps = comparisons(g, plad, baselines, n_boot, boot_seed) if g.split != "validation" else []
+    lines = _heading(g) + _main_table(g, deltas)
+    if g.split == "validation" and (best := best_variants(g)):
+        lines += ["Best variant per loss on validation (put its value into the loss config):", ""]
+        lines += [f"- {r.label}: {_fmt(r.stat(system_metric(g.main_metric)))}" for r in best] + [""]
+    lines += (_comparison_table(comps) if comps else []) + _noise_table(g)
+    lines += [f"![{p.stem}]({p.name})" for p in _charts(g, deltas, out, plad)] + [""]
+    rows = [{"label": r.label, "kind": r.kind, "loss": r.loss, "variant": r.variant, "oracle": r.oracle,
+             "seeds": list(r.by_seed()), "failed": [j.name for j in r.failed],
+             "stats": {c: r.stat(system_metric(c)) for c in _metric_columns(g)} | {"spearman": r.stat(calibration())},
+             "delta_vs_initial": deltas.get(r.label)} for r in g.rows]
+    return lines, {"task": g.task, "family": g.family, "split": g.split, "decoding": g.decoding,
+                   "main_metric": g.main_metric, "comparisons": comps, "rows": rows}
+
+
+def build_report(root: str | Path, out: str | Path | None = None, n_boot: int = 2000, boot_seed: int = 0,
+                 plad: tuple[str, ...] = PLAD_LOSSES, baselines: tuple[str, ...] = BASELINES) -> Path:
     """Aggregate every job under ``root``; writes report.md, report.json and charts; returns report.md."""
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"multirun dir: expected an existing folder, got {root}")
-    rows = [r for p in sorted(root.rglob("metrics.json")) if (r := load_job(p, root)) is not None]
-    if not rows:
-        raise ValueError(f"multirun dir: expected job folders with metrics.json + .hydra/config.yaml, "
+    if n_boot < 1:
+        raise ValueError(f"n_boot: expected a positive number of bootstrap resamples, got {n_boot}")
+    jobs = discover_jobs(root)
+    if not jobs:
+        raise ValueError(f"multirun dir: expected job folders with .hydra/config.yaml (+ metrics.json), "
                          f"got none in {root}")
     out = Path(out) if out else root
     out.mkdir(parents=True, exist_ok=True)
-    agg = aggregate(rows)
-    (out / "report.json").write_text(json.dumps(
-        {"jobs": rows, "groups": [{"task": k[0], "family": k[1], "loss": k[2], **v} for k, v in agg.items()]},
-        indent=2, default=str))
-    return write_markdown(agg, out / "report.md", write_charts(agg, out))
+    groups = build_groups(jobs)
+    bad = [j for j in jobs if j.status != "ok"]
+    lines = ["# PLaD multirun report", "", f"{len(jobs)} jobs: {len(jobs) - len(bad)} complete, "
+             f"{sum(j.metrics is None for j in jobs)} failed, {sum(j.status == 'incomplete' for j in jobs)} incomplete "
+             "(all listed under Jobs). Rows marked (oracle) used references of the unlabeled prompts.", ""]
+    warnings = [f"job {j.name} ({j.loss}, seed {j.seed}) {j.status}" for j in bad]
+    warnings += [w for g in groups for w in disagreements(g)]
+    if warnings:
+        lines += ["**Warnings**", ""] + [f"- {w}" for w in warnings] + [""]
+    summary = []
+    for g in groups:
+        section, data = _section(g, out, n_boot, boot_seed, plad, baselines)
+        lines += section
+        summary.append(data)
+    lines += _jobs_table(jobs)
+    (out / "report.json").write_text(json.dumps(_strict({"warnings": warnings, "groups": summary, "jobs": [
+        {"job": j.name, "task": j.task, "family": j.family, "loss": j.loss, "variant": j.variant, "seed": j.seed,
+         "split": j.split, "decoding": j.decoding, "oracle": j.oracle, "status": j.status, "problems": j.problems}
+        for j in jobs]}), indent=2, default=str, allow_nan=False))
+    (out / "report.md").write_text("\n".join(lines))
+    return out / "report.md"
+
+
+def _strict(obj: Any) -> Any:
+    """Strict JSON: NaN (e.g. the std of one seed) becomes null."""
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Aggregate a PLaD multirun into report.md and charts.")
     parser.add_argument("multirun_dir", type=Path)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the multirun dir)")
+    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples per comparison")
+    parser.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--plad", type=_names, default=PLAD_LOSSES, help="comma list of PLaD losses")
+    parser.add_argument("--baselines", type=_names, default=BASELINES, help="comma list of baseline losses")
     args = parser.parse_args(argv)
-    print(build_report(args.multirun_dir, args.out))
+    print(build_report(args.multirun_dir, args.out, args.n_boot, args.boot_seed, args.plad, args.baselines))
 
 
 if __name__ == "__main__":

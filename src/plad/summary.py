@@ -1,4 +1,5 @@
-"""The short table printed at the end of every run: each system's test metrics and where the
+"""The short table printed at the end of every run: each system's metrics (main metric, exact
+match, leak rate and degenerate share first), the pseudo-label noise of the pairs, and where the
 run's outputs are."""
 from __future__ import annotations
 
@@ -8,9 +9,22 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+HEADLINE = ("exact_match", "leak_rate", "degenerate")
+NOISE_KEYS = ("student_wins", "ties", "teacher_quality", "student_quality", "n_pairs")
+
 
 def _fmt(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return f"{value:.3f}" if isinstance(value, float) else "n/a"
+
+
+def summary_columns(main_metric: str, systems: dict[str, dict[str, Any]], max_columns: int = 6) -> list[str]:
+    """The main metric, then exact match, leak rate and degenerate share when the task reports them
+    (the numbers a reader checks first), then the other metrics in their order, up to ``max_columns``."""
+    seen = list(dict.fromkeys(k for m in systems.values() for k in m if isinstance(m.get(k), (int, float))))
+    first = [main_metric] + [k for k in HEADLINE if k in seen and k != main_metric]
+    return (first + [k for k in seen if k not in first])[:max(max_columns, len(first))]
 
 
 def print_summary(task: Any, results: dict[str, Any], run_dir: Path, timings: dict[str, float]) -> None:
@@ -18,9 +32,12 @@ def print_summary(task: Any, results: dict[str, Any], run_dir: Path, timings: di
     metrics = results.get("metrics") or {}
     systems: dict[str, dict[str, float]] = metrics.get("systems", {})
     if systems:
-        keys = [task.main_metric] + [k for k in next(iter(systems.values())) if k != task.main_metric][:5]
+        keys = summary_columns(task.main_metric, systems)
         arrow = "higher" if task.higher_is_better else "lower"
-        table = Table(title=f"{task.name}: {metrics.get('split', 'test')} metrics ({task.main_metric}: {arrow} is better)")
+        mode = f", {metrics['decoding']} decoding" if metrics.get("decoding") else ""
+        oracle = " [ORACLE: used references of the unlabeled prompts]" if metrics.get("oracle") else ""
+        table = Table(title=f"{task.name}: {metrics.get('split', 'test')} metrics{mode} "
+                            f"({task.main_metric}: {arrow} is better){oracle}")
         table.add_column("system")
         for k in keys:
             table.add_column(k, justify="right")
@@ -33,6 +50,9 @@ def print_summary(task: Any, results: dict[str, Any], run_dir: Path, timings: di
         for name, c in cal.items():
             if isinstance(c, dict) and "spearman" in c:  # None when no prompt had distinct candidates
                 console.print(f"calibration {name}: spearman {_fmt(c['spearman'])}, rank acc {_fmt(c.get('rank_acc'))}")
+    noise = ((metrics.get("diagnostics") or {}).get("pseudo_label_noise") or {})
+    if noise:
+        console.print("pseudo-label noise: " + ", ".join(f"{k} {_fmt(noise.get(k))}" for k in NOISE_KEYS if k in noise))
     stats = (results.get("pairs") or {}).get("stats")
     if stats:
         console.print(f"pairs: {results['pairs']['path']}")

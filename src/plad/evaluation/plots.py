@@ -1,4 +1,5 @@
-"""PNG figures of one evaluation run: metric bars, win rates with intervals, calibration scatter.
+"""PNG figures: one evaluation run's metric bars, win rates and calibration scatter; the multirun
+report's intervals (differences with their CI) and step curves.
 
 Headless (Agg) so they render on clusters; each function writes one file and returns its path.
 """
@@ -66,4 +67,50 @@ def calibration_scatter(points: dict[str, dict[str, list[list[float]]]],
                      f"rank_acc={summ.get('rank_acc', np.nan):.2f}", fontsize=9)
         ax.set_xlabel("mean log-likelihood")
     axes[0][0].set_ylabel("quality")
+    return _save(fig, path)
+
+
+def interval_chart(items: dict[str, tuple[float, float, float]], path: Path, ylabel: str, title: str = "",
+                   zero_line: bool = True, reference: float | None = None) -> Path:
+    """One point per method with its interval (center, low, high), on an axis fitted to the data.
+
+    Used for differences to a reference (a 0 line marks "no change"; green/red: the interval
+    excludes 0 upwards/downwards): bars starting at 0 on a 0.72-vs-0.75 axis would hide what
+    matters. With ``reference`` (e.g. the initial student's value) a dashed line marks it instead
+    and points are not colored by sign.
+    """
+    names = list(items)
+    center = np.array([items[n][0] for n in names], dtype=float)
+    low = np.array([items[n][1] for n in names], dtype=float)
+    high = np.array([items[n][2] for n in names], dtype=float)
+    colors = ["tab:blue" if not zero_line else "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:gray"
+              for lo, hi in zip(low, high)]
+    fig, ax = plt.subplots(figsize=(0.9 * len(names) + 2.5, 3.6))
+    for i, (c, lo, hi, color) in enumerate(zip(center, low, high, colors)):
+        ax.errorbar([i], [c], yerr=[[max(c - lo, 0.0)], [max(hi - c, 0.0)]] if np.isfinite([lo, hi]).all() else None,
+                    fmt="o", color=color, capsize=4)
+    if zero_line:
+        ax.axhline(0.0, color="black", linewidth=1)
+    if reference is not None and np.isfinite(reference):
+        ax.axhline(reference, color="gray", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def step_curves(curves: dict[str, dict[str, tuple[Any, Any, Any]]], path: Path, title: str = "") -> Path:
+    """One panel per logged column (e.g. train/hinge_active, val/rank_acc), one line per method:
+    the mean over seeds at each step (``curves[column][method] = (steps, mean, n_seeds)``)."""
+    columns = list(curves)
+    fig, axes = plt.subplots(1, max(len(columns), 1), figsize=(4.5 * max(len(columns), 1), 3.4), squeeze=False)
+    for ax, col in zip(axes[0], columns):
+        for name, (steps, mean, n) in curves[col].items():
+            marker = "o" if len(steps) <= 20 else None
+            ax.plot(steps, mean, marker=marker, markersize=3, label=f"{name} ({int(np.max(n))} seeds)")
+        ax.set_title(f"{title} {col}".strip(), fontsize=9)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
     return _save(fig, path)

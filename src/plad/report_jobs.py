@@ -1,0 +1,180 @@
+"""Jobs of a multirun folder, as the report sees them: identity, metrics, samples, training curves.
+
+A job is a folder with ``.hydra/config.yaml``. Its ``metrics.json`` may sit in it or below it; a job
+folder without one is a failed job and stays in the report's list. The loss named on the command
+line (``.hydra/overrides.yaml``, e.g. ``loss=margin``) wins, then the option Hydra picked
+(``.hydra/hydra.yaml``), then the loss config's ``name`` or class (several configs share a class).
+Overrides that differ between jobs of one loss in one table, other than seed (e.g. ``distill.lr``
+in a tuning sweep), make the job's ``variant``: jobs with different variants are different rows.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MAIN, BEFORE = "student", "student_init"
+CSV_GLOB = "csv/version_*/metrics.csv"
+
+
+@dataclass
+class Job:
+    """One job's identity and results; ``metrics`` is None for a failed job."""
+    dir: Path
+    name: str
+    task: str
+    family: str
+    loss: str
+    seed: Any
+    overrides: dict[str, str]
+    split: str = "test"
+    decoding: str = "greedy"
+    oracle: bool = False
+    metrics: dict[str, Any] | None = None
+    samples_path: Path | None = None
+    variant: str = ""
+    problems: list[str] = field(default_factory=list)
+    _samples: list[dict[str, Any]] | None = None
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.metrics is None else "incomplete" if self.problems else "ok"
+
+    @property
+    def main_system(self) -> str:
+        return (self.metrics or {}).get("main_system", MAIN)
+
+    def samples(self) -> list[dict[str, Any]]:
+        """samples.jsonl rows (read once); empty when the job wrote none."""
+        if self._samples is None:
+            p = self.samples_path
+            self._samples = [json.loads(x) for x in p.read_text().splitlines() if x.strip()] \
+                if p is not None and p.is_file() else []
+        return self._samples
+
+    def quality(self, system: str) -> dict[Any, tuple[str, float]]:
+        """Per-example quality of one system: {id: (prompt, quality)}; rows without it are left out."""
+        out = {}
+        for i, row in enumerate(self.samples()):
+            q = (row.get("quality") or {}).get(system)
+            if q is not None and math.isfinite(float(q)):
+                out[row.get("id", i)] = (row.get("prompt", ""), float(q))
+        return out
+
+    def curve(self, column: str) -> list[tuple[float, float]]:
+        """(step, value) of one column of the job's Lightning CSV logs (all versions, in order)."""
+        points = []
+        for path in sorted(self.dir.glob(CSV_GLOB)):
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    value, step = row.get(column), row.get("step")
+                    if value not in (None, "") and step not in (None, "") and math.isfinite(float(value)):
+                        points.append((float(step), float(value)))
+        return points
+
+
+def _read_yaml(path: Path, default: Any) -> Any:
+    return (yaml.safe_load(path.read_text()) or default) if path.is_file() else default
+
+
+def _parse_overrides(items: list[Any]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = str(item).lstrip("+~").partition("=")
+        if sep:
+            out[key] = value
+    return out
+
+
+def _loss_name(cfg: dict[str, Any], overrides: dict[str, str], choices: dict[str, Any]) -> str:
+    """Command-line override, else the config group option Hydra picked, else the config itself."""
+    if overrides.get("loss"):
+        return overrides["loss"]
+    if choices.get("loss"):
+        return str(choices["loss"])
+    loss = cfg.get("loss") or {}
+    if loss.get("name"):
+        return str(loss["name"])
+    return str(loss.get("_target_", "unknown")).rsplit(".", 1)[-1]
+
+
+def _job(job_dir: Path, root: Path, metrics_path: Path | None) -> Job:
+    hydra = job_dir / ".hydra"
+    cfg = _read_yaml(hydra / "config.yaml", {})
+    overrides = _parse_overrides(_read_yaml(hydra / "overrides.yaml", []))
+    choices = ((_read_yaml(hydra / "hydra.yaml", {}).get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+    m = json.loads(metrics_path.read_text()) if metrics_path is not None else None
+    task_cfg, eval_cfg = cfg.get("task") or {}, cfg.get("eval") or {}
+    task = (m or {}).get("task") or task_cfg.get("name") or choices.get("task") \
+        or str(task_cfg.get("_target_", "unknown")).rsplit(".", 1)[-1]
+    name = str(job_dir.relative_to(root)) if job_dir != root else "."
+    if metrics_path is not None and metrics_path.parent != job_dir:
+        name += f" ({metrics_path.parent.relative_to(job_dir)})"
+    job = Job(dir=job_dir, name=name, task=str(task),
+              family=str((cfg.get("model") or {}).get("family") or choices.get("model") or "unknown"),
+              loss=_loss_name(cfg, overrides, choices), seed=cfg.get("seed"), overrides=overrides,
+              split=str((m or {}).get("split") or eval_cfg.get("split") or "test"),
+              decoding=str((m or {}).get("decoding") or eval_cfg.get("decoding") or "greedy"),
+              oracle=bool((m or {}).get("oracle", False)), metrics=m,
+              samples_path=metrics_path.parent / "samples.jsonl" if metrics_path is not None else None)
+    if m is not None:
+        systems = m.get("systems") or {}
+        missing = [s for s in (job.main_system, BEFORE) if s not in systems]
+        if missing:
+            job.problems.append(f"metrics.json has no system {', '.join(missing)}")
+        if not job.samples_path.is_file():
+            job.problems.append("no samples.jsonl (left out of the paired bootstrap)")
+    return job
+
+
+def _nearest_job_dir(path: Path, root: Path) -> Path | None:
+    for d in [path, *path.parents]:
+        if (d / ".hydra" / "config.yaml").is_file():
+            return d
+        if d == root:
+            return None
+    return None
+
+
+def _assign_variants(jobs: list[Job]) -> None:
+    """Overrides (loss, seed and hydra.* aside) whose value differs between jobs of the same table
+    and loss, e.g. ``distill.lr`` in a tuning sweep, name the job's variant (its row)."""
+    same_row: dict[tuple, list[Job]] = {}
+    for j in jobs:
+        same_row.setdefault((j.task, j.family, j.split, j.decoding, j.loss), []).append(j)
+    for group in same_row.values():
+        keys = sorted({k for j in group for k in j.overrides
+                       if k not in ("loss", "seed") and not k.startswith("hydra.")})
+        varying = [k for k in keys if len({j.overrides.get(k) for j in group}) > 1]
+        for j in group:
+            j.variant = " ".join(f"{k}={j.overrides[k]}" for k in varying if k in j.overrides)
+
+
+def discover_jobs(root: Path) -> list[Job]:
+    """Every job under ``root``: one per metrics.json, plus each job folder with none (failed)."""
+    job_dirs = sorted({p.parent for p in root.rglob(".hydra") if (p / "config.yaml").is_file()})
+    jobs, with_metrics = [], set()
+    for path in sorted(root.rglob("metrics.json")):
+        if ".hydra" in path.parts:
+            continue
+        job_dir = _nearest_job_dir(path.parent, root)
+        if job_dir is None:
+            print(f"report: skipping {path} (no .hydra/config.yaml above it)", file=sys.stderr)
+            continue
+        with_metrics.add(job_dir)
+        jobs.append(_job(job_dir, root, path))
+    jobs += [_job(d, root, None) for d in job_dirs if d not in with_metrics]
+    _assign_variants(jobs)
+    return sorted(jobs, key=lambda j: _natural(j.name))
+
+
+def _natural(name: str) -> list[Any]:
+    """Sort key that puts job 10 after job 9."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]

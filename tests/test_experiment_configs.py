@@ -1,0 +1,44 @@
+"""The experiment presets: paper_table evaluates every method on test over 3 seeds; tune gives
+every method the same lr grid on validation only, with one seed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from plad.report_rows import BASELINES, PLAD_LOSSES
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+METHODS = ["sft", "seqkd", "kd", "ranking", "margin", "listwise", "dpo", "simpo"]
+
+
+def _compose(experiment: str):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+
+
+def _sweep(cfg, key: str) -> list[str]:
+    return str(cfg.hydra.sweeper.params[key]).split(",")
+
+
+@pytest.mark.parametrize("name", ["paper_table", "tune"])
+def test_presets_sweep_every_method_with_an_existing_loss_config(name):
+    cfg = _compose(name)
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert _sweep(cfg, "loss") == METHODS
+    assert set(PLAD_LOSSES) | set(BASELINES) == set(METHODS)  # the report compares exactly these
+    assert all((CONFIGS / "loss" / f"{m}.yaml").is_file() for m in METHODS)
+
+
+def test_paper_table_runs_three_seeds_on_test():
+    cfg = _compose("paper_table")
+    assert _sweep(cfg, "seed") == ["0", "1", "2"] and cfg.eval.split == "test"
+    assert "distill.lr" not in cfg.hydra.sweeper.params  # final configs: each loss's own lr
+
+
+def test_tune_is_an_equal_lr_grid_on_validation_with_one_seed():
+    cfg = _compose("tune")
+    assert cfg.eval.split == "validation" and cfg.seed == 0 and "seed" not in cfg.hydra.sweeper.params
+    assert [float(x) for x in _sweep(cfg, "distill.lr")] == [1e-4, 3e-4, 1e-3]
+    assert set(cfg.hydra.sweeper.params) == {"loss", "distill.lr"}  # the same grid for every method

@@ -92,7 +92,7 @@ def configs() -> dict[str, Any]:
     distill = OmegaConf.load(ROOT / "configs" / "distill" / "default.yaml")
     trainer = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "trainer" / "cpu.yaml"))
     return {"max_prompt_tokens": int(task.max_prompt_tokens), "max_completion_tokens": int(task.max_new_tokens),
-            "loss": loss, "lr": float(distill.lr), "warmup_steps": int(distill.warmup_steps),
+            "loss": loss, "lr": float(loss["lr"]), "warmup_steps": int(distill.warmup_steps),
             "weight_decay": float(distill.weight_decay), "trainer": trainer}
 
 

@@ -48,6 +48,13 @@ def test_debug_fast_shrinks_every_stage():
     assert fast.distill.max_steps < base.distill.max_steps
 
 
+def test_each_loss_brings_its_own_learning_rate():
+    for loss in ("ranking", "sft", "dpo"):
+        cfg = _compose(f"loss={loss}")
+        assert cfg.distill.lr == cfg.loss.lr == 3.0e-4
+    assert _compose("loss=dpo", "loss.lr=1e-3").distill.lr == 1e-3
+
+
 @pytest.mark.parametrize("key,value,expected", [
     ("distill.lr", 0, "distill.lr: expected a positive number"),
     ("distill.batch_size", -4, "distill.batch_size: expected a positive integer"),
@@ -78,6 +85,9 @@ def test_cli_unknown_option_names_the_choices():
     ("model.teacher.pretrained=./no/such/model", "model.teacher.pretrained"),
     ("model.student.sft.batch_size=0", "model.student.sft.batch_size"),
     ("task.source=./missing.jsonl", "task.source"),
+    ("loss=sft_oracle", "pairs.oracle_references"),      # an oracle needs the explicit switch
+    ("sft_selection.patience=0", "sft_selection.patience"),
+    ("eval.decoding=beam", "eval.decoding"),
 ])
 def test_cli_bad_values_fail_fast_with_one_line(tmp_path, override, field):
     res = _cli(override, f"paths.log_dir={tmp_path}")

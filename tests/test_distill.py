@@ -115,3 +115,52 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(setup_):
         assert torch.allclose(p, q, atol=1e-6)
     for key in ("val/loss", "val/rank_acc"):
         assert torch.allclose(t_full.callback_metrics[key], t_res.callback_metrics[key], atol=1e-6)
+
+
+def _continued_sft_cfg(max_steps: int = 6):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({
+        "seed": 0, "ckpt_path": None, "callbacks": {}, "task": {"max_prompt_tokens": 32, "max_new_tokens": 8},
+        "loss": {"_target_": "plad.losses.sft.SFTLoss", "reg_weight": 0.0, "lr": 1e-2},
+        "distill": {"max_steps": max_steps, "batch_size": 4, "lr": "${loss.lr}", "warmup_steps": 0,
+                    "weight_decay": 0.0, "val_size": 4, "val_check_interval": max_steps, "max_nonfinite": 3},
+        "trainer": {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 1,
+                    "enable_progress_bar": False, "enable_model_summary": False}})
+
+
+def _nll(model, tok, rows) -> float:
+    """Token-averaged NLL of the rows' references (one padded batch)."""
+    from plad.data.collate import Collator
+    from plad.models.logprobs import sequence_logprobs
+
+    batch = Collator(tok, False, 32, 8)(rows)
+    with torch.no_grad():
+        out = sequence_logprobs(model.eval(), batch["input_ids"], batch["attention_mask"], batch["labels"])
+    return (-out.sum_logp.sum() / out.n_tokens.sum()).item()
+
+
+def test_sft_baseline_trains_on_the_labeled_train_split_not_the_pairs(setup_, tmp_path):
+    """loss=sft (continued SFT) needs no pair set: it reads (prompt, reference) of the train split and
+    reports val/loss on the validation split's first val_size rows."""
+    from datasets import Dataset, DatasetDict
+
+    from plad.training import fit_distill
+
+    root, student, _ = setup_
+    train = Dataset.from_dict({"prompt": [f"Anonymize: row {i}" for i in range(12)],
+                               "reference": ["good text here"] * 12})
+    validation = Dataset.from_dict({"prompt": [f"Anonymize: other {i}" for i in range(6)],
+                                    "reference": ["good text here"] * 3 + ["unrelated words"] * 3})
+    model0, tok = load_tiny(student)
+    before = _nll(model0, tok, [dict(r) for r in train])
+    module, trainer = fit_distill(_continued_sft_cfg(), student, student, None, [], tmp_path,
+                                  data=DatasetDict(train=train, validation=validation))
+    assert trainer.global_step == 6 and module.hparams.lr == 1e-2 and "lr" not in module.hparams.loss
+    assert _nll(module.student, tok, [dict(r) for r in train]) < before - 0.5
+    assert trainer.callback_metrics["val/loss"].item() == pytest.approx(
+        _nll(module.student, tok, [dict(validation[i]) for i in range(4)]), abs=1e-4)
+    cfg = _continued_sft_cfg()
+    cfg.loss = {"_target_": "plad.losses.ranking.RankingLoss", "lr": 1e-2}
+    with pytest.raises(ValueError, match="pairs stage did not run"):
+        fit_distill(cfg, student, student, None, [], tmp_path, data=DatasetDict(train=train, validation=validation))

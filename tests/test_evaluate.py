@@ -10,6 +10,8 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from plad.evaluation.decoding import rerank
+from plad.evaluation.degenerate import degenerate_share
 from plad.evaluation.evaluate import evaluate, read_outputs
 from plad.evaluation.judges import MetricJudge
 from plad.evaluation.log_results import flatten, log_results
@@ -93,6 +95,24 @@ def test_metrics_json_matches_samples(run):
         for r, o, e in zip(rows, outs, examples):
             assert r["quality"][name] == pytest.approx(task.quality(o, e))
     assert "gen_tokens" in metrics["systems"]["teacher"] and "gen_tokens" not in metrics["systems"]["ce"]
+    for name in names:  # the task-independent degenerate share, for every system incl. saved baselines
+        assert metrics["systems"][name]["degenerate"] == degenerate_share([r["outputs"][name] for r in rows])
+    assert metrics["decoding"] == "greedy" and "rerank" not in metrics
+
+
+def test_rerank_decoding_outputs_and_record(run, tmp_path):
+    task, test, _, _ = run
+    tok = train_tokenizer([p + " " + r for p, r in ROWS], vocab_size=270)
+    systems = {"student": (_model(tok, 2), tok)}
+    cfg = {**CFG, "decoding": "rerank", "rerank": {"n": 3, "temperature": 1.0, "top_p": 1.0},
+           "calibration": {"enabled": False}}
+    metrics = evaluate(systems, task, test, cfg, None, tmp_path, extra={"oracle": False, "diagnostics": {"x": 1}})
+    expected = rerank(*systems["student"], [p for p, _ in ROWS[:4]], n=3,
+                      seed=0, max_new_tokens=6, max_prompt_tokens=32, batch_size=2, progress=False).texts
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [r["outputs"]["student"] for r in rows] == expected
+    assert metrics["decoding"] == "rerank" and metrics["rerank"] == cfg["rerank"]
+    assert metrics["oracle"] is False and metrics["diagnostics"] == {"x": 1}
 
 
 def test_win_rates_against_every_other_system(run):

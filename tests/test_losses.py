@@ -9,11 +9,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from plad.losses import (CalibrationLoss, DPOLoss, IPOLoss, KDLoss, ListwiseLoss, MarginLoss,
                          RankingLoss, SeqKDLoss, SequenceScores, SFTLoss, SimPOLoss)
+from plad.losses.sft import SFTOracleLoss
+from plad.module import build_loss
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "loss"
 
@@ -228,12 +231,29 @@ def test_missing_inputs_and_wrong_shapes_fail_clearly() -> None:
 
 def test_configs_instantiate_with_documented_defaults() -> None:
     expected = {"ranking": RankingLoss, "margin": MarginLoss, "listwise": ListwiseLoss, "dpo": DPOLoss,
-                "ipo": IPOLoss, "simpo": SimPOLoss, "sft": SFTLoss, "seqkd": SeqKDLoss, "kd": KDLoss}
+                "ipo": IPOLoss, "simpo": SimPOLoss, "sft": SFTLoss, "sft_oracle": SFTOracleLoss,
+                "seqkd": SeqKDLoss, "kd": KDLoss}
+    assert sorted(p.stem for p in CONFIGS.glob("*.yaml")) == sorted(expected)
     for name, cls in expected.items():
-        loss = instantiate(OmegaConf.load(CONFIGS / f"{name}.yaml"))
+        cfg = OmegaConf.load(CONFIGS / f"{name}.yaml")
+        assert cfg.lr > 0, name  # every method has its own distill learning rate ...
+        with pytest.raises(InstantiationException, match="lr"):
+            instantiate(cfg)  # ... which is not a loss argument,
+        loss = build_loss(cfg)  # so it is stripped in one place
         assert type(loss) is cls, name
         if name not in ("ranking", "margin", "listwise"):
             assert loss.reg_weight == 0.0, name
+
+
+def test_cross_entropy_baselines_declare_their_data() -> None:
+    """sft = continued SFT on the labeled train split; seqkd and the oracle train on the pair cache."""
+    assert (SFTLoss.data_source, SFTLoss.inputs, SFTLoss.needs_oracle_references) == (
+        "train_split", ("reference",), False)
+    assert (SFTOracleLoss.data_source, SFTOracleLoss.inputs, SFTOracleLoss.needs_oracle_references) == (
+        "pairs", ("reference",), True)
+    assert (SeqKDLoss.data_source, SeqKDLoss.inputs, SeqKDLoss.needs_oracle_references) == (
+        "pairs", ("chosen",), False)
+    assert RankingLoss.data_source == "pairs" and not RankingLoss.needs_oracle_references
 
 
 # --------------------------------------------------------------------------- parity with TRL

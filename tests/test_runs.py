@@ -1,8 +1,10 @@
 """Whole jobs at debug=fast: every task x family and every loss runs, a multirun reuses the cached
 stages, the report aggregates it, and a W&B job leaves an offline run behind."""
+import csv
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -44,8 +46,36 @@ def test_every_task_and_family_runs_the_whole_loop(run_pipeline, task, metric, m
 @pytest.mark.parametrize("loss", LOSSES)
 def test_every_loss_runs_on_the_shared_cache(run_pipeline, shared_logs, loss):
     results = run_pipeline(f"loss={loss}", "debug=fast", log_dir=shared_logs)
-    _assert_job_outputs(results["run_dir"], "quality")
+    metrics = _assert_job_outputs(results["run_dir"], "quality")
     assert len(list((shared_logs / "cache" / "pairs").iterdir())) == 1
+    assert metrics["oracle"] is False and metrics["decoding"] == "greedy"
+    assert all(0.0 <= m["degenerate"] <= 1.0 for m in metrics["systems"].values())
+    if loss == "ranking":  # the PLaD diagnostics reach the CSV logger every step and every validation
+        with open(results["run_dir"] / "csv" / "version_0" / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        hinge = [int(r["step"]) for r in rows if r.get("train/hinge_active")]
+        val_acc = [int(r["step"]) for r in rows if r.get("val/rank_acc")]
+        assert hinge == [0, 1, 2, 3] and len(val_acc) == 2  # debug=fast: 4 steps, validation every 2
+
+
+def test_oracle_run_is_marked_and_pair_diagnostics_reach_metrics(run_pipeline, shared_logs, monkeypatch):
+    """sft_oracle trains on the unlabeled prompts' references (allowed with pairs.oracle_references=true):
+    metrics.json says oracle: true. The pair stage's diagnostics land under metrics["diagnostics"]."""
+    calls = []
+
+    def pseudo_label_noise(pairwise, labeled, task):  # stands in for plad.pairs.diagnostics
+        calls.append((len(pairwise), len(labeled)))
+        return {"student_wins": 0.25, "n_pairs": len(pairwise)}
+
+    fake = types.ModuleType("plad.pairs.diagnostics")
+    fake.pseudo_label_noise = pseudo_label_noise
+    monkeypatch.setitem(sys.modules, "plad.pairs.diagnostics", fake)
+    results = run_pipeline("loss=sft_oracle", "++pairs.oracle_references=true", "debug=fast", log_dir=shared_logs)
+    metrics = _assert_job_outputs(results["run_dir"], "quality")
+    assert metrics["oracle"] is True
+    n_pairs = results["pairs"]["stats"]["rows"]["pairwise"]
+    assert calls == [(n_pairs, 32)]  # the pair table and the unlabeled split (debug=fast: 32 prompts)
+    assert metrics["diagnostics"] == {"pseudo_label_noise": {"student_wins": 0.25, "n_pairs": n_pairs}}
 
 
 def test_wandb_logger_leaves_an_offline_run(run_pipeline, shared_logs, monkeypatch):
@@ -68,21 +98,27 @@ def test_multirun_reuses_the_cache_and_the_report_aggregates_it(tmp_path):
     (sweep,) = (tmp_path / "multiruns").glob("*/*")
     jobs = sorted(sweep.glob("[0-9]*"), key=lambda p: int(p.name))
     assert len(jobs) == 4 and all((j / "metrics.json").is_file() for j in jobs)
+    # Jobs run (sft, 0), (sft, 1), (ranking, 0), (ranking, 1). The seed varies everything below the
+    # data: each seed builds its own SFT models and pairs; the second loss at a seed reuses them.
     reused = [json.loads((j / "run_summary.json").read_text())["reused"] for j in jobs]
-    assert reused[0] == {"teacher": False, "student_init": False, "pairs": False}
-    assert all(r == {"teacher": True, "student_init": True, "pairs": True} for r in reused[1:])
-    assert len(list((tmp_path / "cache" / "models").iterdir())) == 2
-    assert len(list((tmp_path / "cache" / "pairs").iterdir())) == 1
-    # greedy test outputs of the fixed teacher and initial student: generated once, reused by seed 1
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "eval").iterdir()) == ["student_init", "teacher"]
-    first, last = (json.loads((j / "metrics.json").read_text())["systems"] for j in (jobs[0], jobs[-1]))
-    assert first["teacher"] == last["teacher"] and first["student_init"] == last["student_init"]
+    built, cached = ({"teacher": v, "student_init": v, "pairs": v} for v in (False, True))
+    assert reused == [built, built, cached, cached]
+    assert len(list((tmp_path / "cache" / "models").iterdir())) == 4
+    assert len(list((tmp_path / "cache" / "pairs").iterdir())) == 2
+    # greedy test outputs of the fixed teacher and initial student: generated once per seed, then reused
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "eval").iterdir()) == [
+        "student_init", "student_init", "teacher", "teacher"]
+    systems = [json.loads((j / "metrics.json").read_text())["systems"] for j in jobs]
+    for a, b in ((0, 2), (1, 3)):  # same seed, other loss: the same fixed systems
+        assert systems[a]["teacher"] == systems[b]["teacher"] and systems[a]["student_init"] == systems[b]["student_init"]
 
     res = subprocess.run([sys.executable, "-m", "plad.report", str(sweep)], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in (sweep / "report.md").read_text().splitlines()
-            if line.startswith("| llama |")]
-    assert sorted((r[1], r[2]) for r in rows) == [("ranking", "0,1"), ("sft", "0,1")]  # loss, seeds aggregated
+    md = (sweep / "report.md").read_text()
+    assert "## anonymization · llama · split=test · decoding=greedy" in md
+    main = md.split("| method |")[1].split("\n\n")[0]  # the main table: one row per method, seeds counted
+    rows = {r[0]: r[-1] for r in ([c.strip() for c in line.strip("|").split("|")] for line in main.splitlines()[2:])}
+    assert rows["sft"] == rows["ranking"] == "2"
     charts = list(sweep.glob("*.png"))
     assert charts and all(mpimg.imread(p).ndim == 3 for p in charts)

@@ -11,12 +11,27 @@ from typing import Any
 
 import lightning as L
 import torch
+import torchmetrics
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from plad.losses.base import CalibrationLoss, SequenceScores
 from plad.models.logprobs import sequence_logprobs
+
+# Keys of a loss config that configure its training run, not the loss object (stripped here only).
+LOSS_RUN_KEYS = ("lr",)
+
+
+def loss_arguments(loss: dict | DictConfig) -> dict[str, Any]:
+    """The loss config as constructor arguments: ``_target_`` + hyper-parameters, without run keys."""
+    plain = OmegaConf.to_container(loss, resolve=True) if isinstance(loss, DictConfig) else dict(loss)
+    return {k: v for k, v in plain.items() if k not in LOSS_RUN_KEYS}
+
+
+def build_loss(loss: dict | DictConfig) -> CalibrationLoss:
+    """The loss object of a ``configs/loss/*.yaml`` config (its ``lr`` goes to distill.lr instead)."""
+    return instantiate(loss_arguments(loss))
 
 
 def warmup_decay(warmup_steps: int, max_steps: int, min_ratio: float = 0.1):
@@ -48,18 +63,23 @@ class SFTModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.save_hyperparameters(ignore=["model"])
+        # Token-weighted mean over the whole validation split (not a mean of per-batch means).
+        self.val_nll = torchmetrics.MeanMetric()
 
-    def _nll(self, batch: dict[str, Tensor]) -> Tensor:
+    def _nll(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         out = sequence_logprobs(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-        return -out.sum_logp.sum() / out.n_tokens.sum().clamp(min=1)
+        n_tokens = out.n_tokens.sum().clamp(min=1)
+        return -out.sum_logp.sum() / n_tokens, n_tokens
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self._nll(batch)
+        loss, _ = self._nll(batch)
         self.log("sft/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.log("sft/val_loss", self._nll(batch), prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        loss, n_tokens = self._nll(batch)
+        self.val_nll.update(loss, weight=n_tokens)
+        self.log("sft/val_loss", self.val_nll, prog_bar=True, on_step=False, on_epoch=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams
@@ -78,14 +98,14 @@ class DistillModule(L.LightningModule):
         super().__init__()
         from plad.models.build import load_saved
 
-        loss = OmegaConf.to_container(loss, resolve=True) if isinstance(loss, DictConfig) else dict(loss)
+        loss = loss_arguments(loss)
         self.save_hyperparameters({"student_path": student_path, "loss": loss, "lr": lr,
                                    "max_steps": max_steps, "warmup_steps": warmup_steps,
                                    "weight_decay": weight_decay, "score": score,
                                    "teacher_path": teacher_path, "max_nonfinite": max_nonfinite})
         self.student, self.tokenizer = load_saved(student_path)
         self.student.train()  # from_pretrained returns eval mode
-        self.loss_fn: CalibrationLoss = instantiate(loss)
+        self.loss_fn: CalibrationLoss = build_loss(loss)
         self._teacher: list[torch.nn.Module] = []  # a list keeps it out of state_dict and .parameters()
         if self.loss_fn.needs_teacher:
             if teacher_path is None:

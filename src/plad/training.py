@@ -1,13 +1,15 @@
-"""Running the two training stages with Lightning: SFT of a model on a task split, and
-distillation of the student on cached pseudo-preference pairs."""
+"""Running the two training stages with Lightning: SFT of a model on a task split (checkpoint chosen
+on the validation split), and distillation of the student with the configured loss."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
-from datasets import Dataset
+import torch
+from datasets import Dataset, DatasetDict
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
@@ -15,50 +17,142 @@ from plad.data.sft import SFTDataModule
 from plad.models.logprobs import is_encoder_decoder
 from plad.module import DistillModule, SFTModule
 
+# sft_selection.monitor -> the metric SFTModule logs (lower is better).
+SFT_MONITORS = {"val_loss": "sft/val_loss"}
+
 
 def _trainer(cfg: DictConfig, max_steps: int, **overrides: Any) -> L.Trainer:
     return instantiate(cfg.trainer, max_steps=max_steps, **overrides)
 
 
+def check_sft_selection(sel: DictConfig) -> None:
+    """Fail before any training when ``sft_selection`` holds a bad value (one line naming the field)."""
+    if sel.monitor not in SFT_MONITORS:
+        raise ValueError(f"sft_selection.monitor: expected one of {list(SFT_MONITORS)}, got {sel.monitor!r}")
+    for key, lo in (("val_check_interval", 1), ("patience", 1)):
+        v = sel[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"sft_selection.{key}: expected an integer >= {lo}, got {v!r}")
+    if isinstance(sel.min_delta, bool) or not isinstance(sel.min_delta, (int, float)) or sel.min_delta < 0:
+        raise ValueError(f"sft_selection.min_delta: expected a number >= 0, got {sel.min_delta!r}")
+
+
+class BestWeights(L.Callback):
+    """Keeps, in memory, the weights of the best validation value so far and the whole curve.
+
+    In memory because SFT models are small and saved once, after the best weights are restored;
+    a checkpoint file per improvement would only be written and deleted again.
+    """
+
+    def __init__(self, monitor: str, min_delta: float = 0.0) -> None:
+        self.monitor, self.min_delta = monitor, float(min_delta)
+        self.curve: list[tuple[int, float]] = []
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        value, step = float(trainer.callback_metrics[self.monitor]), trainer.global_step
+        self.curve.append((step, value))
+        if math.isfinite(value) and (self.best is None or value < self.best - self.min_delta):
+            self.best, self.best_step = value, step
+            self.state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.model.state_dict().items()}
+
+
 def fit_sft(cfg: DictConfig, model: Any, tokenizer: Any, sft: DictConfig, train: Dataset,
-            run_dir: Path, name: str) -> dict[str, float]:
-    """Fine-tune ``model`` in place on (prompt, reference); returns timing and the final loss."""
-    L.seed_everything(cfg.base_seed, verbose=False)
-    dm = SFTDataModule(train, tokenizer, is_encoder_decoder(model), sft.batch_size,
-                       cfg.task.max_prompt_tokens, cfg.task.max_new_tokens, seed=cfg.base_seed)
+            validation: Dataset | None, run_dir: Path, name: str) -> dict[str, Any]:
+    """Fine-tune ``model`` in place on (prompt, reference) and leave it at the step with the best
+    validation value (``cfg.sft_selection``); returns timing, the chosen step and the curve."""
+    sel = cfg.sft_selection
+    L.seed_everything(cfg.seed, verbose=False)
+    dm = SFTDataModule(train, tokenizer, is_encoder_decoder(model), sft.batch_size, cfg.task.max_prompt_tokens,
+                       cfg.task.max_new_tokens, seed=cfg.seed, validation=validation)
     module = SFTModule(model, lr=sft.lr, max_steps=sft.max_steps, warmup_steps=sft.warmup_steps,
                        weight_decay=sft.get("weight_decay", 0.0))
+    monitor = SFT_MONITORS[sel.monitor]
+    best = BestWeights(monitor, sel.min_delta)
+    callbacks: list[L.Callback] = [L.pytorch.callbacks.TQDMProgressBar(refresh_rate=10), best]
+    if validation is not None and len(validation):
+        callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor, min_delta=sel.min_delta, patience=sel.patience,
+                                                           mode="min", check_on_train_epoch_end=False))
+        # At least one validation, at the last step, when the interval exceeds the budget.
+        val_kw: dict[str, Any] = {"val_check_interval": min(sel.val_check_interval, sft.max_steps),
+                                  "check_val_every_n_epoch": None}
+    else:
+        val_kw = {"limit_val_batches": 0}
     trainer = _trainer(cfg, sft.max_steps, logger=L.pytorch.loggers.CSVLogger(run_dir, name=f"sft_{name}"),
-                       callbacks=[L.pytorch.callbacks.TQDMProgressBar(refresh_rate=10)],
-                       enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)
+                       callbacks=callbacks, enable_checkpointing=False, num_sanity_val_steps=0, **val_kw)
     start = time.perf_counter()
     trainer.fit(module, dm)
+    if best.state is not None:
+        model.load_state_dict(best.state)
     model.eval()
     loss = trainer.callback_metrics.get("sft/loss")
     return {"seconds": time.perf_counter() - start, "steps": trainer.global_step,
-            "final_loss": float(loss) if loss is not None else float("nan")}
+            "final_loss": float(loss) if loss is not None else float("nan"),
+            "chosen_step": best.best_step if best.best_step is not None else trainer.global_step,
+            "best_val_loss": best.best, "curve": best.curve,
+            "stopped_early": trainer.global_step < sft.max_steps,
+            "selection": {"monitor": sel.monitor, "val_check_interval": sel.val_check_interval,
+                          "patience": sel.patience, "min_delta": sel.min_delta}}
 
 
-def fit_distill(cfg: DictConfig, student_path: Path, teacher_path: Path, pairs_path: Path,
-                loggers: list[Any], out_dir: Path) -> tuple[DistillModule, L.Trainer]:
-    """Train the student on pairs with the configured loss; checkpoints under ``out_dir``."""
+def _pair_data(cfg: DictConfig, module: DistillModule, loss_cls: type, pairs_path: Path | None,
+               data: DatasetDict | None) -> L.LightningDataModule:
+    """The cached pair set of the unlabeled prompts, serving the columns the loss declares."""
     from plad.data.pairs import PairDataModule
 
+    if pairs_path is None:
+        raise ValueError(f"loss: {loss_cls.__name__} trains on pairs, but the pairs stage did not run (stages)")
+    d = cfg.distill
+    return PairDataModule(pairs_path, module.tokenizer, is_encoder_decoder(module.student),
+                          inputs=tuple(loss_cls.inputs), batch_size=d.batch_size,
+                          max_prompt_tokens=cfg.task.max_prompt_tokens,
+                          max_completion_tokens=cfg.task.max_new_tokens, val_size=d.val_size, seed=cfg.seed)
+
+
+def _train_split_data(cfg: DictConfig, module: DistillModule, loss_cls: type, pairs_path: Path | None,
+                      data: DatasetDict | None) -> L.LightningDataModule:
+    """The labeled train split's (prompt, reference); the first ``distill.val_size`` validation rows
+    give val/loss."""
+    if data is None or "train" not in data:
+        raise ValueError(f"loss: {loss_cls.__name__} trains on the labeled train split, but no data was given")
+    d = cfg.distill
+    val = data.get("validation")
+    val = val.select(range(min(int(d.val_size), len(val)))) if val is not None else None
+    return SFTDataModule(data["train"], module.tokenizer, is_encoder_decoder(module.student), d.batch_size,
+                         cfg.task.max_prompt_tokens, cfg.task.max_new_tokens, seed=cfg.seed, validation=val,
+                         distill_layout=True)
+
+
+# CalibrationLoss.data_source -> the data module a distillation run trains on.
+DATA_SOURCES: dict[str, Callable[..., L.LightningDataModule]] = {
+    "pairs": _pair_data, "train_split": _train_split_data}
+
+
+def fit_distill(cfg: DictConfig, student_path: Path, teacher_path: Path, pairs_path: Path | None,
+                loggers: list[Any], out_dir: Path, data: DatasetDict | None = None
+                ) -> tuple[DistillModule, L.Trainer]:
+    """Train the student with the configured loss on the data its class declares (``data_source``:
+    the pair cache, or the labeled train split); checkpoints under ``out_dir``."""
     L.seed_everything(cfg.seed, verbose=False)
     d = cfg.distill
     loss_cls = get_class(cfg.loss._target_)
+    if loss_cls.data_source not in DATA_SOURCES:
+        raise ValueError(f"loss: {loss_cls.__name__}.data_source: expected one of {list(DATA_SOURCES)}, "
+                         f"got {loss_cls.data_source!r}")
     module = DistillModule(str(student_path), cfg.loss, lr=d.lr, max_steps=d.max_steps,
                            warmup_steps=d.warmup_steps, weight_decay=d.weight_decay,
                            teacher_path=str(teacher_path) if loss_cls.needs_teacher else None,
                            max_nonfinite=d.max_nonfinite)
-    dm = PairDataModule(pairs_path, module.tokenizer, is_encoder_decoder(module.student),
-                        inputs=tuple(loss_cls.inputs), batch_size=d.batch_size,
-                        max_prompt_tokens=cfg.task.max_prompt_tokens,
-                        max_completion_tokens=cfg.task.max_new_tokens, val_size=d.val_size, seed=cfg.seed)
+    dm = DATA_SOURCES[loss_cls.data_source](cfg, module, loss_cls, pairs_path, data)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     trainer = _trainer(cfg, d.max_steps, logger=loggers or False, callbacks=callbacks,
                        default_root_dir=str(out_dir), val_check_interval=d.val_check_interval,
-                       check_val_every_n_epoch=None, num_sanity_val_steps=0)
+                       check_val_every_n_epoch=None, num_sanity_val_steps=0,
+                       log_every_n_steps=d.get("log_every_n_steps", 1))
     trainer.fit(module, dm, ckpt_path=cfg.ckpt_path)
     module.student.eval()
     return module, trainer

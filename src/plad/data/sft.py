@@ -1,30 +1,50 @@
-"""``SFTDataModule``: (prompt, reference) rows of a task split, tokenised on the fly by the collator."""
+"""``SFTDataModule``: (prompt, reference) rows of a task split, tokenised on the fly by the collator.
+
+Serves SFT of the teacher / initial student, and train-split losses during distillation (the
+continued-SFT baseline); with ``distill_layout`` a batch also carries the ``mask`` [B, 1] that
+``DistillModule`` reads, so such a loss sees one sequence per example like any other.
+"""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import lightning as L
+import torch
 from datasets import Dataset
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from plad.data.collate import Collator
 from plad.data.loader import ResumableLoader
 
 
+class DistillLayoutCollator(Collator):
+    """``Collator`` + an all-true ``mask`` [B, 1]: one sequence per example, as pair batches lay it out."""
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
+        batch = super().__call__(rows)
+        batch["mask"] = torch.ones(len(rows), 1, dtype=torch.bool)
+        return batch
+
+
 class SFTDataModule(L.LightningDataModule):
     def __init__(self, train: Dataset, tokenizer: Any, encoder_decoder: bool, batch_size: int,
                  max_prompt_tokens: int, max_completion_tokens: int, seed: int = 0,
-                 validation: Dataset | None = None, completion_key: str = "reference") -> None:
+                 validation: Dataset | None = None, completion_key: str = "reference",
+                 distill_layout: bool = False) -> None:
         super().__init__()
+        if len(train) == 0:
+            raise ValueError("train: expected at least one (prompt, reference) row, got an empty split")
         self.train, self.validation = train, validation
         self.batch_size, self.seed = batch_size, seed
-        self.collate = Collator(tokenizer, encoder_decoder, max_prompt_tokens, max_completion_tokens,
+        collator = DistillLayoutCollator if distill_layout else Collator
+        self.collate = collator(tokenizer, encoder_decoder, max_prompt_tokens, max_completion_tokens,
                                 completion_key=completion_key)
 
     def train_dataloader(self) -> DataLoader:
         return ResumableLoader(self.train, self.batch_size, seed=self.seed, collate_fn=self.collate)
 
     def val_dataloader(self) -> DataLoader:
-        if self.validation is None:
+        if self.validation is None or len(self.validation) == 0:
             return []  # type: ignore[return-value]
         return DataLoader(self.validation, batch_size=self.batch_size, collate_fn=self.collate)

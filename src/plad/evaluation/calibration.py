@@ -7,6 +7,7 @@ agree: per-prompt Spearman correlation and pairwise ranking accuracy.
 """
 from __future__ import annotations
 
+import sys
 from itertools import combinations
 from typing import Any, Sequence
 
@@ -53,9 +54,14 @@ def pairwise_rank_accuracy(scores: Sequence[Sequence[float]], qualities: Sequenc
 
 @torch.inference_mode()
 def mean_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], *,
-                  batch_size: int = 16, max_prompt_tokens: int = 256, max_completion_tokens: int = 128,
+                  batch_size: int = 16, max_prompt_tokens: int = 256, max_completion_tokens: int | None = None,
                   progress: bool = True, desc: str = "score") -> list[float]:
-    """Mean token log-likelihood of each completion given its prompt (EOS included)."""
+    """Mean token log-likelihood of each completion given its prompt (EOS included).
+
+    ``max_completion_tokens=None`` scores the whole text: a decoded sample can re-encode to more
+    tokens than were generated (byte fragments), and its score must cover all of it.
+    """
+    limit = max_completion_tokens if max_completion_tokens is not None else sys.maxsize
     enc_dec = is_encoder_decoder(model)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -64,7 +70,7 @@ def mean_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], completion
     out: list[float] = []
     starts = range(0, len(prompts), batch_size)
     for i in tqdm(starts, desc=desc, disable=not progress or len(starts) <= 1, leave=False):
-        feats = [encode_example(tokenizer, p, c, enc_dec, max_prompt_tokens, max_completion_tokens)
+        feats = [encode_example(tokenizer, p, c, enc_dec, max_prompt_tokens, limit)
                  for p, c in zip(prompts[i:i + batch_size], completions[i:i + batch_size])]
         batch = {k: v.to(device) for k, v in pad_batch(feats, pad_id, enc_dec, "right").items()}
         out.extend(sequence_logprobs(model, **batch).mean_logp.tolist())
@@ -92,8 +98,8 @@ def calibration_diagnostics(model: Any, tokenizer: Any, task: Any, examples: Seq
     flat_prompts = [p for p, cands in zip(prompts, gen.texts) for _ in cands]
     flat_cands = [c for cands in gen.texts for c in cands]
     flat_scores = mean_logprobs(model, tokenizer, flat_prompts, flat_cands, batch_size=batch_size,
-                                max_prompt_tokens=max_prompt_tokens, max_completion_tokens=max_new_tokens + 1,
-                                progress=progress, desc=f"calibration-score[{name}]")
+                                max_prompt_tokens=max_prompt_tokens, progress=progress,
+                                desc=f"calibration-score[{name}]")
     scores, qualities, pos = [], [], 0
     for ex, cands in zip(examples, gen.texts):
         scores.append(flat_scores[pos:pos + len(cands)])

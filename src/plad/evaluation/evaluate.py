@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 from plad.cache import atomic_dir, is_complete
 from plad.evaluation import plots
 from plad.evaluation.calibration import calibration_diagnostics
+from plad.evaluation.decoding import DECODERS, decoding_settings
+from plad.evaluation.degenerate import degenerate_share
 from plad.evaluation.judges import win_rate
-from plad.generation import generate
 
 log = logging.getLogger(__name__)
 MAX_PLOTTED_METRICS = 6
@@ -84,8 +85,10 @@ def _plotted_metrics(cfg: dict[str, Any], task_metric_names: list[str]) -> list[
 def _generate_all(systems: dict[str, tuple[Any, Any]], prompts: list[str], cfg: dict[str, Any],
                   progress: bool, output_cache: dict[str, Path] | None = None
                   ) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
-    """Each system's outputs; a system with an ``output_cache`` entry (fixed models such as the teacher
-    and the initial student, keyed by their fingerprint and the generation config) reuses them."""
+    """Each system's outputs with ``eval.decoding``; a system with an ``output_cache`` entry (fixed
+    models such as the teacher and the initial student, keyed by their fingerprint and the decoding
+    settings) reuses them."""
+    decode = DECODERS[decoding_settings(cfg)["mode"]]
     outputs, stats = {}, {}
     for name, (model, tokenizer) in systems.items():
         entry = (output_cache or {}).get(name)
@@ -95,10 +98,7 @@ def _generate_all(systems: dict[str, tuple[Any, Any]], prompts: list[str], cfg: 
                 outputs[name], stats[name] = saved["outputs"], saved["stats"]
                 log.info("evaluation: reusing %s outputs from %s", name, entry)
                 continue
-        g = generate(model, tokenizer, prompts, num_return_sequences=1, batch_size=int(cfg.get("batch_size", 16)),
-                     desc=f"generate[{name}]", progress=progress, **(cfg.get("generation") or {}))
-        outputs[name] = [texts[0] for texts in g.texts]
-        stats[name] = {"gen_tokens": float(np.mean([n[0] for n in g.n_tokens])), "gen_seconds": float(g.seconds)}
+        outputs[name], stats[name] = decode(model, tokenizer, prompts, cfg, progress, name)
         if entry is not None:
             with atomic_dir(entry) as tmp:
                 (tmp / "outputs.json").write_text(json.dumps({"prompts": prompts, "outputs": outputs[name],
@@ -146,15 +146,18 @@ def _calibrate_all(systems: dict[str, tuple[Any, Any]], task: Any, examples: lis
 def evaluate(systems: dict[str, tuple[Any, Any]], task: Any, test: Any, cfg: Any, judge: Any,
              out_dir: str | Path, main_system: str = "student",
              baseline_outputs: dict[str, str | Path] | None = None,
-             output_cache: dict[str, Path] | None = None) -> dict[str, Any]:
+             output_cache: dict[str, Path] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate every system on the test split and write metrics.json, samples.jsonl and plots.
 
     Returns the content of metrics.json: task, main_system, main_metric, higher_is_better, judge,
-    n_examples, systems {name: {metric: value}}, win_rate {"<main>_vs_<other>": {rate, low, high,
-    n}}, calibration {name: {spearman, n_used, n_prompts, rank_acc, n_pairs, mean_quality}} and
-    plots (PNG file names in ``out_dir``).
+    split, decoding ("greedy" | "rerank", with the rerank settings under "rerank"), n_examples,
+    systems {name: {metric: value}} (task metrics, quality, degenerate share, generation stats),
+    win_rate {"<main>_vs_<other>": {rate, low, high, n}}, calibration {name: {spearman, n_used,
+    n_prompts, rank_acc, n_pairs, mean_quality}}, the caller's ``extra`` top-level entries (e.g.
+    oracle, diagnostics) and plots (PNG file names in ``out_dir``).
     """
     cfg = _plain(cfg)
+    decoding = decoding_settings(cfg)
     progress = bool(cfg.get("progress", True))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,7 +178,8 @@ def evaluate(systems: dict[str, tuple[Any, Any]], task: Any, test: Any, cfg: Any
     for name, outs in outputs.items():
         task_metrics = {k: float(v) for k, v in task.metrics(outs, examples).items()}
         task_metric_names = list(dict.fromkeys([*task_metric_names, *task_metrics]))
-        system_metrics[name] = {**task_metrics, "quality": float(np.mean(quality[name])), **gen_stats.get(name, {})}
+        system_metrics[name] = {**task_metrics, "quality": float(np.mean(quality[name])),
+                                "degenerate": degenerate_share(outs), **gen_stats.get(name, {})}
 
     judge_scores, win_rates = ({}, {}) if judge is None else _judge_all(
         judge, task, main_system, outputs, examples, cfg.get("bootstrap") or {}, progress)
@@ -184,8 +188,9 @@ def evaluate(systems: dict[str, tuple[Any, Any]], task: Any, test: Any, cfg: Any
     metrics = _jsonable({
         "task": getattr(task, "name", type(task).__name__), "main_system": main_system,
         "main_metric": task.main_metric, "higher_is_better": bool(task.higher_is_better),
-        "judge": getattr(judge, "name", None), "split": cfg.get("split", "test"), "n_examples": len(examples),
-        "systems": system_metrics, "win_rate": win_rates, "calibration": calibration,
+        "judge": getattr(judge, "name", None), "split": cfg.get("split", "test"), "decoding": decoding["mode"],
+        **({"rerank": decoding["rerank"]} if "rerank" in decoding else {}), "n_examples": len(examples),
+        "systems": system_metrics, "win_rate": win_rates, "calibration": calibration, **(extra or {}),
     })
     with open(out_dir / "samples.jsonl", "w") as f:
         for i, ex in enumerate(examples):

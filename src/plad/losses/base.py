@@ -75,6 +75,11 @@ class CalibrationLoss(nn.Module):
     needs_reference: ClassVar[bool] = False  # reads ``ref_logp``
     needs_quality: ClassVar[bool] = False    # reads ``quality``
     needs_teacher: ClassVar[bool] = False    # reads ``teacher_logits`` (white-box)
+    # Where training data comes from: "pairs" (the pair cache of the unlabeled prompts) or
+    # "train_split" (the labeled train split's (prompt, reference) rows, e.g. continued SFT).
+    data_source: ClassVar[str] = "pairs"
+    # Trains on references of the unlabeled prompts (an oracle): needs pairs.oracle_references=true.
+    needs_oracle_references: ClassVar[bool] = False
 
     def __init__(self, reg_weight: float = 0.0) -> None:
         super().__init__()

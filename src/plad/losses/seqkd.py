@@ -11,3 +11,4 @@ from plad.losses.sft import SFTLoss
 
 class SeqKDLoss(SFTLoss):
     inputs = ("chosen",)
+    data_source = "pairs"  # teacher samples on the unlabeled prompts

@@ -1,0 +1,94 @@
+"""How a system answers each evaluation prompt (``eval.decoding``).
+
+* ``greedy``: one output per prompt with ``eval.generation`` (greedy unless it says otherwise).
+* ``rerank``: sample ``eval.rerank.n`` outputs per prompt (seeded, so reruns agree) and return the
+  one with the highest MEAN token log-likelihood under the evaluated model itself. This is where
+  calibration pays off directly: a model whose likelihood ranks its own samples by quality picks
+  a better one. Candidates are scored by ``calibration.mean_logprobs``, the one scoring helper.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from plad.evaluation.calibration import mean_logprobs
+from plad.generation import generate
+
+Decoder = Callable[..., tuple[list[str], dict[str, float]]]
+
+
+@dataclass
+class Reranked:
+    texts: list[str]               # the chosen output per prompt
+    candidates: list[list[str]]    # the n samples per prompt
+    scores: list[list[float]]      # their mean log-likelihood under the model
+    chosen: list[int]              # index of the chosen candidate (first of equal maxima)
+    n_tokens: list[int]            # generated tokens of the chosen output (incl. EOS)
+    seconds: float
+
+
+def rerank(model: Any, tokenizer: Any, prompts: Sequence[str], *, n: int = 8, temperature: float = 1.0,
+           top_p: float = 1.0, top_k: int = 0, seed: int = 0, max_new_tokens: int = 64,
+           max_prompt_tokens: int = 256, batch_size: int = 16, progress: bool = True,
+           desc: str = "rerank") -> Reranked:
+    """Sample ``n`` outputs per prompt and keep the one the model itself finds most likely per token."""
+    if n < 1:
+        raise ValueError(f"eval.rerank.n: expected an int >= 1, got {n}")
+    start = time.perf_counter()
+    gen = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=True,
+                   temperature=temperature, top_p=top_p, top_k=top_k, num_return_sequences=n,
+                   batch_size=batch_size, seed=seed, max_prompt_tokens=max_prompt_tokens,
+                   desc=f"generate[{desc}]", progress=progress)
+    flat = mean_logprobs(model, tokenizer, [p for p, c in zip(prompts, gen.texts) for _ in c],
+                         [t for c in gen.texts for t in c], batch_size=batch_size,
+                         max_prompt_tokens=max_prompt_tokens, progress=progress, desc=f"score[{desc}]")
+    scores = [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
+    chosen = [int(np.argmax(s)) for s in scores]
+    return Reranked(texts=[c[j] for c, j in zip(gen.texts, chosen)], candidates=gen.texts, scores=scores,
+                    chosen=chosen, n_tokens=[c[j] for c, j in zip(gen.n_tokens, chosen)],
+                    seconds=time.perf_counter() - start)
+
+
+def decode_greedy(model: Any, tokenizer: Any, prompts: list[str], cfg: dict[str, Any], progress: bool,
+                  name: str) -> tuple[list[str], dict[str, float]]:
+    g = generate(model, tokenizer, prompts, num_return_sequences=1, batch_size=int(cfg.get("batch_size", 16)),
+                 desc=f"generate[{name}]", progress=progress, **(cfg.get("generation") or {}))
+    return ([texts[0] for texts in g.texts],
+            {"gen_tokens": float(np.mean([n[0] for n in g.n_tokens])), "gen_seconds": float(g.seconds)})
+
+
+def decode_rerank(model: Any, tokenizer: Any, prompts: list[str], cfg: dict[str, Any], progress: bool,
+                  name: str) -> tuple[list[str], dict[str, float]]:
+    gen, rr = cfg.get("generation") or {}, cfg.get("rerank") or {}
+    r = rerank(model, tokenizer, prompts, n=int(rr.get("n", 8)), temperature=float(rr.get("temperature", 1.0)),
+               top_p=float(rr.get("top_p", 1.0)), top_k=int(rr.get("top_k", 0)), seed=int(gen.get("seed", 0)),
+               max_new_tokens=int(gen.get("max_new_tokens", 64)),
+               max_prompt_tokens=int(gen.get("max_prompt_tokens", 256)),
+               batch_size=int(cfg.get("batch_size", 16)), progress=progress, desc=name)
+    return r.texts, {"gen_tokens": float(np.mean(r.n_tokens)), "gen_seconds": float(r.seconds)}
+
+
+# eval.decoding -> decoder(model, tokenizer, prompts, eval cfg, progress, system name)
+DECODERS: dict[str, Decoder] = {"greedy": decode_greedy, "rerank": decode_rerank}
+
+
+def decoding_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What the outputs depend on besides the model and prompts: the mode and its settings (also the
+    eval output cache key). Greedy outputs do not depend on the seed; sampled ones do."""
+    mode = cfg.get("decoding", "greedy")
+    if mode not in DECODERS:
+        raise ValueError(f"eval.decoding: expected one of {list(DECODERS)}, got {mode!r}")
+    gen = dict(cfg.get("generation") or {})
+    if mode == "greedy" and not gen.get("do_sample"):
+        gen.pop("seed", None)
+    settings = {"mode": mode, "generation": gen}
+    if mode == "rerank":
+        rr = dict(cfg.get("rerank") or {})
+        n = rr.get("n", 8)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"eval.rerank.n: expected an int >= 1, got {n!r}")
+        settings["rerank"] = rr
+    return settings

@@ -1,0 +1,20 @@
+"""Stage 5: the distilled student, trained with the configured loss on the data its class declares
+(the pair set, or the labeled train split for continued SFT); saved run-locally, never cached."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from plad.stages.refs import ModelRef
+
+
+def distill(cfg: DictConfig, student0: ModelRef, teacher: ModelRef, pairs_path: Path | None, data: Any,
+            loggers: list[Any], run_dir: Path) -> ModelRef:
+    from plad.models.build import save_model
+    from plad.training import fit_distill
+
+    module, _ = fit_distill(cfg, student0.path, teacher.path, pairs_path, loggers, run_dir, data=data)
+    save_model(module.student, module.tokenizer, run_dir / "student")
+    return ModelRef(run_dir / "student", "")

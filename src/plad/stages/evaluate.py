@@ -1,0 +1,43 @@
+"""Stage 6: every system on the evaluation split (``plad.evaluation.evaluate``). Outputs of fixed
+models (teacher, initial student) are cached per (model fingerprint, prompts, decoding settings)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from plad.cache import entry_dir, fingerprint
+from plad.stages.refs import ModelRef
+
+EVAL_VERSION = "eval-v2"  # bump when generation for evaluation changes (v2: keyed by decoding settings)
+
+
+def output_cache_entries(eval_cfg: dict[str, Any], task: Any, systems: dict[str, ModelRef],
+                         cache: Path) -> dict[str, Path]:
+    """Cache entries for the outputs of fixed models (those with a fingerprint), keyed by the model,
+    the prompts and everything the outputs depend on: the decoding mode and its settings."""
+    from plad.evaluation.decoding import decoding_settings
+
+    key = (task.fingerprint(), eval_cfg.get("split", "test"), eval_cfg.get("max_examples"),
+           eval_cfg.get("batch_size"), decoding_settings(eval_cfg), EVAL_VERSION)
+    return {name: entry_dir(cache, "eval", f"{name}-{fingerprint(ref.fingerprint, *key)}")
+            for name, ref in systems.items() if ref.fingerprint}
+
+
+def evaluate(cfg: DictConfig, task: Any, split: Any, systems: dict[str, ModelRef], cache: Path, run_dir: Path,
+             loggers: list[Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json (+ samples, plots) of every system; ``extra`` adds top-level entries to it."""
+    from plad.evaluation.evaluate import evaluate as run_evaluation
+    from plad.evaluation.log_results import log_results
+
+    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    main = "student" if "student" in systems else "student_init"
+    loaded = {name: ref.load() for name, ref in systems.items()}
+    output_cache = output_cache_entries(eval_cfg, task, systems, cache)
+    metrics = run_evaluation(loaded, task, split, eval_cfg, instantiate(cfg.judge), run_dir, main_system=main,
+                             baseline_outputs=dict(eval_cfg.get("baselines") or {}), output_cache=output_cache,
+                             extra=extra)
+    log_results(loggers, metrics, run_dir)
+    return metrics

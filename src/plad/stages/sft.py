@@ -1,0 +1,62 @@
+"""Stages 2-3: the shared tokenizer, then the SFT'd teacher and initial student, cached under
+``<cache>/models/<family>-<role>-<fp>``. The key covers the model spec, the tokenizer, the task,
+the run seed (init and data order), the SFT selection settings and ``SFT_VERSION``."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from plad.cache import atomic_dir, entry_dir, fingerprint, is_complete
+from plad.stages.refs import ModelRef
+
+log = logging.getLogger("plad")
+SFT_VERSION = "sft-v2"  # v2: checkpoint chosen on validation; seeded by the run seed
+
+
+def tokenizer(cfg: DictConfig, task: Any, data: Any, cache: Path) -> tuple[Any, str]:
+    """The tokenizer shared by built-from-config models (None when both are pretrained) and its key."""
+    from plad.models.build import obtain_tokenizer
+
+    tok_fp = fingerprint(cfg.model.tokenizer, task.fingerprint())
+    if cfg.model.teacher.pretrained and cfg.model.student.pretrained:
+        return None, tok_fp
+    tok = obtain_tokenizer(cfg.model.tokenizer,
+                           lambda: list(data["train"]["prompt"]) + list(data["train"]["reference"]),
+                           task.fingerprint(), cache)
+    return tok, tok_fp
+
+
+def obtain_sft_model(cfg: DictConfig, role: str, task: Any, data: Any, shared_tok: Any, tok_fp: str,
+                     cache: Path, run_dir: Path) -> ModelRef:
+    """The SFT'd teacher or initial student: from the cache, or built/loaded and fine-tuned here
+    with its checkpoint chosen on the validation split (``sft_stats.json`` in the entry says how)."""
+    from plad.models.build import build_model, count_parameters, load_pretrained, save_model
+    from plad.training import fit_sft
+
+    spec = cfg.model[role]
+    fp = fingerprint(spec, tok_fp if not spec.pretrained else None, task.fingerprint(), cfg.seed,
+                     cfg.sft_selection, cfg.task.max_prompt_tokens, cfg.task.max_new_tokens, SFT_VERSION)
+    path = entry_dir(cache, "models", f"{cfg.model.family}-{role}-{fp}")
+    if is_complete(path):
+        log.info("%s: reusing cached SFT model %s", role, path)
+        return ModelRef(path, fp, reused=True)
+    if spec.pretrained:
+        model, tok = load_pretrained(spec)
+    else:
+        tok = shared_tok
+        model = build_model(spec, tok, seed=cfg.seed)
+    stats: dict[str, Any] = {"role": role, "parameters": count_parameters(model), "seed": cfg.seed}
+    log.info("%s: %s with %.2fM parameters, SFT for up to %d steps", role, type(model).__name__,
+             stats["parameters"] / 1e6, spec.sft.max_steps)
+    if spec.sft.max_steps > 0:
+        stats.update(fit_sft(cfg, model, tok, spec.sft, data["train"], data.get("validation"), run_dir, role))
+        log.info("%s: chose step %s of %s (validation loss %s)", role, stats["chosen_step"], stats["steps"],
+                 stats["best_val_loss"])
+    with atomic_dir(path) as tmp:
+        save_model(model, tok, tmp)
+        (tmp / "sft_stats.json").write_text(json.dumps(stats, indent=2))
+    return ModelRef(path, fp)

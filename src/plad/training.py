@@ -62,13 +62,13 @@ class BestWeights(L.Callback):
 
 
 def fit_sft(cfg: DictConfig, model: Any, tokenizer: Any, sft: DictConfig, train: Dataset,
-            validation: Dataset | None, run_dir: Path, name: str) -> dict[str, Any]:
+            validation: Dataset | None, run_dir: Path, name: str, seed: int) -> dict[str, Any]:
     """Fine-tune ``model`` in place on (prompt, reference) and leave it at the step with the best
     validation value (``cfg.sft_selection``); returns timing, the chosen step and the curve."""
     sel = cfg.sft_selection
-    L.seed_everything(cfg.seed, verbose=False)
+    L.seed_everything(seed, verbose=False)
     dm = SFTDataModule(train, tokenizer, is_encoder_decoder(model), sft.batch_size, cfg.task.max_prompt_tokens,
-                       cfg.task.max_new_tokens, seed=cfg.seed, validation=validation)
+                       cfg.task.max_new_tokens, seed=seed, validation=validation)
     module = SFTModule(model, lr=sft.lr, max_steps=sft.max_steps, warmup_steps=sft.warmup_steps,
                        weight_decay=sft.get("weight_decay", 0.0))
     monitor = SFT_MONITORS[sel.monitor]

@@ -1,6 +1,10 @@
 """Stages 2-3: the shared tokenizer, then the SFT'd teacher and initial student, cached under
 ``<cache>/models/<family>-<role>-<fp>``. The key covers the model spec, the tokenizer, the task,
-the run seed (init and data order), the SFT selection settings and ``SFT_VERSION``."""
+the seed (init and data order), the SFT selection settings and ``SFT_VERSION``.
+
+The teacher is a fixed, given model (as the teacher LLM is in the paper): it is seeded by
+``base_seed`` and shared by every run seed. The initial student is seeded by the run ``seed``, so
+seeds vary the student's SFT init and data order, the pairs and the distillation."""
 from __future__ import annotations
 
 import json
@@ -38,7 +42,8 @@ def obtain_sft_model(cfg: DictConfig, role: str, task: Any, data: Any, shared_to
     from plad.training import fit_sft
 
     spec = cfg.model[role]
-    fp = fingerprint(spec, tok_fp if not spec.pretrained else None, task.fingerprint(), cfg.seed,
+    seed = int(cfg.base_seed if role == "teacher" else cfg.seed)
+    fp = fingerprint(spec, tok_fp if not spec.pretrained else None, task.fingerprint(), seed,
                      cfg.sft_selection, cfg.task.max_prompt_tokens, cfg.task.max_new_tokens, SFT_VERSION)
     path = entry_dir(cache, "models", f"{cfg.model.family}-{role}-{fp}")
     if is_complete(path):
@@ -48,12 +53,13 @@ def obtain_sft_model(cfg: DictConfig, role: str, task: Any, data: Any, shared_to
         model, tok = load_pretrained(spec)
     else:
         tok = shared_tok
-        model = build_model(spec, tok, seed=cfg.seed)
-    stats: dict[str, Any] = {"role": role, "parameters": count_parameters(model), "seed": cfg.seed}
+        model = build_model(spec, tok, seed=seed)
+    stats: dict[str, Any] = {"role": role, "parameters": count_parameters(model), "seed": seed}
     log.info("%s: %s with %.2fM parameters, SFT for up to %d steps", role, type(model).__name__,
              stats["parameters"] / 1e6, spec.sft.max_steps)
     if spec.sft.max_steps > 0:
-        stats.update(fit_sft(cfg, model, tok, spec.sft, data["train"], data.get("validation"), run_dir, role))
+        stats.update(fit_sft(cfg, model, tok, spec.sft, data["train"], data.get("validation"), run_dir, role,
+                              seed=seed))
         log.info("%s: chose step %s of %s (validation loss %s)", role, stats["chosen_step"], stats["steps"],
                  stats["best_val_loss"])
     with atomic_dir(path) as tmp:

@@ -89,6 +89,42 @@ def test_texts_are_composed_and_their_non_pii_words_vary():
     assert len(words) > 500  # far more distinct words than the templates themselves hold
 
 
+def test_loaded_splits_are_cached_by_fingerprint(tmp_path, monkeypatch):
+    """With a cache root, the splits are generated once and read back identical; another config
+    is another entry."""
+    task = AnonymizationTask(seed=0, **SMALL)
+    first = task.load(tmp_path)
+    monkeypatch.setattr(AnonymizationTask, "generate", lambda self: (_ for _ in ()).throw(AssertionError("regenerated")))
+    again = AnonymizationTask(seed=0, **SMALL).load(tmp_path)
+    assert rows(first) == rows(again)
+    with pytest.raises(AssertionError, match="regenerated"):
+        AnonymizationTask(seed=1, **SMALL).load(tmp_path)
+    assert len(list((tmp_path / "data").iterdir())) == 1
+
+
+def test_some_pii_looks_like_ordinary_words_and_separates_systems():
+    """Names such as "Rose Hill" and usernames such as "quietriver" are in the data: a system that
+    keeps every word it does not recognise as PII leaks exactly those, so leak rate separates it
+    from one that masks them, while both keep the text around the PII."""
+    from plad.tasks.anonymization_data import WORD_FIRST_NAMES, WORDS
+    task = AnonymizationTask(seed=0, n_train=400, n_unlabeled=5, n_validation=5, n_test=5)
+    train = task.load()["train"].to_list()
+    values = [(v, t) for r in train for v, t in zip(r["pii_values"], r["pii_types"])]
+    wordlike = [v for v, t in values if (t == "NAME" and v.split()[0] in WORD_FIRST_NAMES)
+                or (t == "USERNAME" and any(v.startswith(w) for w in WORDS))]
+    assert 0.1 * len(values) < len(wordlike) < 0.5 * len(values)
+    # a system that masks only PII that does not look like a word: keeps word-like names verbatim
+    rows_with = [r for r in train if any(v in wordlike for v in r["pii_values"])][:50]
+    naive = []
+    for r in rows_with:
+        out = r["text"]
+        for v, t in zip(r["pii_values"], r["pii_types"]):
+            out = out if v in wordlike else out.replace(v, f"[{t}]")
+        naive.append(out)
+    assert task.metrics(naive, rows_with)["leak_rate"] > 0.1
+    assert task.metrics([r["reference"] for r in rows_with], rows_with)["leak_rate"] == 0.0
+
+
 @pytest.mark.parametrize("name", ["anonymization", "summarization"])
 def test_default_sizes_fit_the_token_budgets(name):
     """With the default task config and BPE tokenizer (trained on train), prompts fit

@@ -29,3 +29,15 @@ def test_summary_flags_oracle_runs_and_prints_noise(capsys, tmp_path: Path):
     metrics["oracle"] = False
     print_summary(task, {"metrics": metrics}, tmp_path, {})
     assert "ORACLE" not in capsys.readouterr().out
+
+
+def test_table_prints_full_metric_and_system_names_when_not_a_terminal(capsys, tmp_path: Path):
+    """Captured stdout is not a terminal (80 columns): names must still appear whole, never "leak_ra…"."""
+    task = SimpleNamespace(name="anonymization", main_metric="quality", higher_is_better=True)
+    names = ["quality", "exact_match", "leak_rate", "degenerate", "placeholder_precision", "placeholder_f1/USERNAME"]
+    systems = {s: {k: 0.5 for k in names} for s in ("teacher", "student_init", "student")}
+    print_summary(task, {"metrics": {"systems": systems}}, tmp_path, {})
+    out = capsys.readouterr().out
+    assert "…" not in out
+    for name in names + list(systems):
+        assert name in out, name

@@ -26,7 +26,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     stages, timings = list(cfg.stages), {}
 
     t = time.perf_counter()
-    data = task.load()
+    data = task.load(cache)  # generated or converted once, then read back from the cache
     eval_split = cfg.eval.get("split", "test")
     if eval_split not in data:
         raise ValueError(f"eval.split: expected one of {list(data)}, got {eval_split!r}")

@@ -19,7 +19,7 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else "n/a"
 
 
-def summary_columns(main_metric: str, systems: dict[str, dict[str, Any]], max_columns: int = 6) -> list[str]:
+def summary_columns(main_metric: str, systems: dict[str, dict[str, Any]], max_columns: int = 12) -> list[str]:
     """The main metric, then exact match, leak rate and degenerate share when the task reports them
     (the numbers a reader checks first), then the other metrics in their order, up to ``max_columns``."""
     seen = list(dict.fromkeys(k for m in systems.values() for k in m if isinstance(m.get(k), (int, float))))
@@ -36,14 +36,16 @@ def print_summary(task: Any, results: dict[str, Any], run_dir: Path, timings: di
         arrow = "higher" if task.higher_is_better else "lower"
         mode = f", {metrics['decoding']} decoding" if metrics.get("decoding") else ""
         oracle = " [ORACLE: used references of the unlabeled prompts]" if metrics.get("oracle") else ""
+        # Metrics as rows, systems as columns: a few short system names fit any width, so no
+        # metric name is ever cut (rich truncates wide tables when stdout is not a terminal).
         table = Table(title=f"{task.name}: {metrics.get('split', 'test')} metrics{mode} "
                             f"({task.main_metric}: {arrow} is better){oracle}")
-        table.add_column("system")
+        table.add_column("metric", no_wrap=True)
+        for name in systems:
+            table.add_column(name, justify="right", no_wrap=True)
         for k in keys:
-            table.add_column(k, justify="right")
-        for name, m in systems.items():
-            table.add_row(name, *[f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "-" for k in keys])
-        console.print(table)
+            table.add_row(k, *[f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "-" for m in systems.values()])
+        Console(width=max(console.width, 40 + 14 * len(systems))).print(table)
         for name, w in (metrics.get("win_rate") or {}).items():
             console.print(f"win rate {name}: {w['rate']:.3f} [{w['low']:.3f}, {w['high']:.3f}] (n={w['n']})")
         cal = metrics.get("calibration") or {}

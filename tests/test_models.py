@@ -142,17 +142,18 @@ def test_family_yaml_layout_and_validation(name):
 
 
 @pytest.mark.parametrize("name", BUILT_FAMILIES)
-def test_family_builds_teacher_4x_student(name):
+def test_family_builds_a_larger_teacher_than_student(name):
     cfg = family(name)
-    vocab = VocabStub(cfg.tokenizer.vocab_size)
+    vocab_size = cfg.tokenizer.vocab_size
+    vocab = VocabStub(vocab_size)
     teacher, student = build_model(cfg.teacher, vocab, seed=0), build_model(cfg.student, vocab, seed=0)
     n_teacher, n_student = count_parameters(teacher), count_parameters(student)
-    assert n_teacher >= 4 * n_student, (n_teacher, n_student)
-    assert 0.1e6 <= n_student <= 2e6 and 3e6 <= n_teacher <= 7e6, (n_teacher, n_student)  # tiny: minutes on CPU
+    assert n_teacher >= 2.5 * n_student, (n_teacher, n_student)
+    assert 0.05e6 <= n_student <= 2e6 and 0.2e6 <= n_teacher <= 7e6, (n_teacher, n_student)  # tiny: minutes on CPU
     for model in (teacher, student):
         assert model.dtype == torch.float32
-        assert model.config.vocab_size == 1024 and model.config.pad_token_id == 0 and model.config.eos_token_id == 2
-        assert model.get_input_embeddings().weight.shape[0] == 1024
+        assert model.config.vocab_size == vocab_size and model.config.pad_token_id == 0
+        assert model.config.eos_token_id == 2 and model.get_input_embeddings().weight.shape[0] == vocab_size
     assert student.config.is_encoder_decoder == (name == "t5")
     if name == "t5":
         assert student.config.decoder_start_token_id == 0

@@ -29,7 +29,8 @@ def setup_(request, tok, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"pairs-{family}")
     path = root / "teacher.jsonl"
     path.write_text("".join(json.dumps({"id": f"p{i}", "outputs": o}) + "\n" for i, o in enumerate(TEACHER)))
-    cfg = pairs_cfg(n_student=2, teacher_outputs=str(path), scorer={"_target_": "plad.pairs.scorers.TaskMetricScorer"})
+    cfg = pairs_cfg(n_student=2, teacher_outputs=str(path), scorer={"_target_": "plad.pairs.scorers.TaskMetricScorer"},
+                    oracle_references=True)  # these tests serve the reference column too
     ps = obtain_pairs(cfg, prompt_dataset(len(TEACHER)), FakeTask(), lambda: pytest.fail("teacher loaded"),
                       lambda: (student, tok), "bb", "student", root, 64, 6, 0)
     return family, student, ps

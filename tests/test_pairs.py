@@ -197,8 +197,8 @@ def test_filters_scores_and_drop_counts(models, tmp_path, monkeypatch):
               "student": {p[0]: ["bad"], p[1]: ["x"], p[2]: ["same"], p[3]: ["good too"], p[4]: ["  "],
                           p[5]: ["good b"]}}
     scripted(monkeypatch, script)
-    ps = run(models, tmp_path, prompts=ds, scorer={"_target_": "plad.pairs.scorers.TaskMetricScorer"},
-             filter_by_score=True)
+    oracle = {"scorer": {"_target_": "plad.pairs.scorers.TaskMetricScorer"}, "oracle_references": True}
+    ps = run(models, tmp_path, prompts=ds, filter_by_score=True, **oracle)
     assert ps.pairwise.to_list() and len(ps.pairwise) == 1 and ps.listwise is None
     row = ps.pairwise[0]
     assert (row["chosen"], row["rejected"], row["chosen_score"], row["rejected_score"]) == ("good answer", "bad", 1, 0)
@@ -209,7 +209,7 @@ def test_filters_scores_and_drop_counts(models, tmp_path, monkeypatch):
     model, tok = models["S"]
     for col, text in (("chosen", row["chosen"]), ("rejected", row["rejected"]), ("reference", row["reference"])):
         assert row[f"ref_{col}_logp"] == pytest.approx(alone_logp(model, tok, row["prompt"], text), abs=1e-4)
-    unfiltered = run(models, tmp_path, prompts=ds, scorer={"_target_": "plad.pairs.scorers.TaskMetricScorer"})
+    unfiltered = run(models, tmp_path, prompts=ds, **oracle)
     assert unfiltered.stats["pairwise"]["kept"] == 3 and unfiltered.path != ps.path
 
 

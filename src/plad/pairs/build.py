@@ -152,12 +152,18 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, load_teacher: Loa
     rank, world = dist_info()
     if len(prompts) == 0:
         raise ValueError("prompts: expected at least one unlabeled prompt, got an empty split")
+    if not cfg.get("oracle_references", False) and "reference" in prompts.column_names:
+        prompts = prompts.remove_columns(["reference"])  # the paper's protocol: unlabeled means unlabeled
     ids, texts = _prompt_ids(prompts), list(prompts["prompt"])
     scorer = None
     if cfg.get("scorer") is not None:
         from hydra.utils import instantiate
 
+        from plad.pairs.scorers import check_scorer
+
+        check_scorer(cfg)
         scorer = instantiate(cfg.scorer)
+        scorer.bind(load_teacher, teacher_fp, max_prompt_tokens, max_new_tokens, cfg.batch_size)
     black_box = cfg.get("teacher_outputs")
     teacher_key = {"file": file_hash(black_box)} if black_box else {"model": teacher_fp}
     generation_cfg = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RUN_KEYS}
@@ -207,6 +213,7 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, load_teacher: Loa
               for name in store.TABLES}
     stats = {"fingerprint": fp, "version": PAIRS_VERSION, "n_prompts": len(ids), "n_shards": n_shards,
              "resumed_shards": resumed, "world_size": world, "teacher_source": "file" if black_box else "model",
+             "oracle": bool(cfg.get("oracle_references", False)),
              "ref_lengths": {"max_prompt_tokens": max_prompt_tokens, "max_completion_tokens": max_new_tokens},
              "rows": {name: len(t) if t is not None else 0 for name, t in tables.items()}, **stats}
     store.write_entry(entry, tables, stats)

@@ -17,6 +17,13 @@ from plad.cache import file_hash, fingerprint
 class Scorer:
     """Maps (outputs, prompt-split rows) to one float per output, higher is better."""
 
+    reads_references = False  # True: an oracle (needs pairs.oracle_references=true)
+    needs_teacher_model = False  # True: needs a white-box teacher (not pairs.teacher_outputs)
+
+    def bind(self, load_teacher: Any, teacher_fp: str, max_prompt_tokens: int, max_completion_tokens: int,
+             batch_size: int) -> None:
+        """What the pair stage knows about the teacher and the token budgets; most scorers ignore it."""
+
     def fingerprint(self, task: Any) -> str:
         raise NotImplementedError
 
@@ -28,13 +35,74 @@ class Scorer:
 
 
 class TaskMetricScorer(Scorer):
-    """The task's own per-example quality in [0, 1] (e.g. PII-free ROUGE for anonymization)."""
+    """The task's own per-example quality in [0, 1] against the reference: an oracle."""
+
+    reads_references = True
 
     def fingerprint(self, task: Any) -> str:
         return fingerprint("task_metric", task.fingerprint())
 
     def __call__(self, outputs: Sequence[str], examples: Sequence[dict[str, Any]], task: Any) -> list[float]:
         return [float(task.quality(o, ex)) for o, ex in zip(outputs, examples)]
+
+
+class TeacherLikelihoodScorer(Scorer):
+    """The teacher's mean token log-likelihood of each sample (EOS included), label-free: how much
+    the teacher itself would have said it. Loaded lazily, only when a shard needs scores."""
+
+    needs_teacher_model = True
+
+    def __init__(self) -> None:
+        self._load: Any = None
+        self._teacher_fp = ""
+        self._budget: tuple[int, int, int] = (0, 0, 1)
+        self._model: Any = None
+
+    def bind(self, load_teacher: Any, teacher_fp: str, max_prompt_tokens: int, max_completion_tokens: int,
+             batch_size: int) -> None:
+        self._load, self._teacher_fp = load_teacher, teacher_fp
+        self._budget = (max_prompt_tokens, max_completion_tokens, batch_size)
+
+    def fingerprint(self, task: Any) -> str:
+        return fingerprint("teacher_loglik", self._teacher_fp, self._budget[:2])
+
+    def __call__(self, outputs: Sequence[str], examples: Sequence[dict[str, Any]], task: Any) -> list[float]:
+        from plad.data.collate import encode_example
+        from plad.models.logprobs import IGNORE_INDEX, is_encoder_decoder
+        from plad.pairs.rows import completion_logps
+
+        if self._load is None:
+            raise ValueError("pairs.scorer: teacher_loglik needs the teacher model (call bind first)")
+        if self._model is None:
+            self._model = self._load()
+        model, tok = self._model
+        max_prompt, max_completion, batch_size = self._budget
+        prompts = [ex["prompt"] for ex in examples]
+        sums = completion_logps(model, tok, prompts, list(outputs), max_prompt_tokens=max_prompt,
+                                max_completion_tokens=max_completion, batch_size=batch_size, progress=False)
+        enc_dec = is_encoder_decoder(model)
+        counts = [sum(t != IGNORE_INDEX for t in encode_example(tok, p, o, enc_dec, max_prompt, max_completion)["labels"])
+                  for p, o in zip(prompts, outputs)]
+        return [s / max(n, 1) for s, n in zip(sums, counts)]
+
+    def close(self) -> None:
+        self._model = None
+
+
+def check_scorer(cfg_pairs: Any) -> None:
+    """The protocol's rules for ``pairs.scorer``, checked before any expensive stage."""
+    from hydra.utils import get_class
+
+    target = (cfg_pairs.get("scorer") or {}).get("_target_")
+    if not target:
+        return
+    cls = get_class(target)
+    if getattr(cls, "reads_references", False) and not cfg_pairs.get("oracle_references", False):
+        raise ValueError(f"pairs.scorer: {cls.__name__} reads the references of the unlabeled prompts (an oracle); "
+                         "expected pairs.oracle_references=true, or a label-free scorer (teacher_loglik, reward_model)")
+    if getattr(cls, "needs_teacher_model", False) and cfg_pairs.get("teacher_outputs"):
+        raise ValueError(f"pairs.scorer: {cls.__name__} needs the teacher model, but pairs.teacher_outputs gives "
+                         "only its text; expected pairs/scorer=null or pairs/scorer=reward_model")
 
 
 def _path_signature(name_or_path: str) -> Any:

@@ -16,6 +16,7 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
     from plad.evaluation.decoding import decoding_settings
     from plad.models.build import validate_family
     from plad.module import build_loss
+    from plad.pairs.scorers import check_scorer
     from plad.training import check_sft_selection
 
     check_config(cfg)
@@ -25,6 +26,7 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
     if loss_cls.needs_oracle_references and not oracle_references(cfg):
         raise ValueError(f"pairs.oracle_references: {loss_cls.__name__} trains on the references of the unlabeled "
                          "prompts (an oracle); expected true, got false")
+    check_scorer(cfg.pairs)
     if "distill" in cfg.stages and "pairs" not in cfg.stages and loss_cls.data_source == "pairs":
         raise ValueError(f"stages: {loss_cls.__name__} trains on pairs; expected 'pairs' before 'distill', "
                          f"got {list(cfg.stages)}")

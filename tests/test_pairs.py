@@ -197,7 +197,7 @@ def test_filters_scores_and_drop_counts(models, tmp_path, monkeypatch):
               "student": {p[0]: ["bad"], p[1]: ["x"], p[2]: ["same"], p[3]: ["good too"], p[4]: ["  "],
                           p[5]: ["good b"]}}
     scripted(monkeypatch, script)
-    oracle = {"scorer": {"_target_": "plad.pairs.scorers.TaskMetricScorer"}, "oracle_references": True}
+    oracle = {"scorer": {"_target_": "plad.pairs.scorers.TaskMetricScorer"}, "oracle_references": True, "n_student": 1}
     ps = run(models, tmp_path, prompts=ds, filter_by_score=True, **oracle)
     assert ps.pairwise.to_list() and len(ps.pairwise) == 1 and ps.listwise is None
     row = ps.pairwise[0]

@@ -25,6 +25,7 @@ from plad.generation import generate  # noqa: E402
 from plad.models.build import build_model, count_parameters  # noqa: E402
 from plad.models.logprobs import sequence_logprobs  # noqa: E402
 from plad.models.tokenizer import train_tokenizer  # noqa: E402
+from plad.module import warmup_decay  # noqa: E402
 from plad.tasks.anonymization import AnonymizationTask  # noqa: E402
 from plad.tasks.summarization import SummarizationTask  # noqa: E402
 
@@ -61,13 +62,7 @@ def main() -> None:
     collate = Collator(tok, False, 128, 64)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
 
-    def schedule(step: int) -> float:  # the template's: linear warmup, cosine to 10%
-        if step < a.warmup:
-            return (step + 1) / a.warmup
-        progress = min((step - a.warmup) / max(a.steps - a.warmup, 1), 1.0)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(a.warmup, a.steps))  # the template's schedule
     val = [dict(r) for r in data["validation"].select(range(a.n_eval))]
     order = torch.Generator().manual_seed(a.seed)
     start, step, running = time.perf_counter(), 0, float("nan")

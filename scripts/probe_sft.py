@@ -40,6 +40,8 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--family", choices=("llama", "gpt_neo"), default="llama")
+    p.add_argument("--intermediate", type=int, default=0, help="MLP width (default 3 x hidden)")
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=6000)
@@ -53,10 +55,15 @@ def main() -> None:
     task = TASKS[a.task](seed=0, n_train=a.n_train, n_unlabeled=1, n_validation=max(a.n_eval, 64), n_test=1)
     data = task.load()
     tok = train_tokenizer(list(data["train"]["prompt"]) + list(data["train"]["reference"]), a.vocab)
-    spec = OmegaConf.create({"dtype": "float32", "config": {
-        "_target_": "transformers.LlamaConfig", "hidden_size": a.hidden, "intermediate_size": 3 * a.hidden,
-        "num_hidden_layers": a.layers, "num_attention_heads": a.heads, "num_key_value_heads": a.heads,
-        "max_position_embeddings": 512, "tie_word_embeddings": True}})
+    width = a.intermediate or 3 * a.hidden
+    config = {"_target_": "transformers.LlamaConfig", "hidden_size": a.hidden, "intermediate_size": width,
+              "num_hidden_layers": a.layers, "num_attention_heads": a.heads, "num_key_value_heads": a.heads,
+              "max_position_embeddings": 512, "tie_word_embeddings": True}
+    if a.family == "gpt_neo":
+        config = {"_target_": "transformers.GPTNeoConfig", "hidden_size": a.hidden, "intermediate_size": width,
+                  "num_layers": a.layers, "num_heads": a.heads, "attention_types": [[["global"], a.layers]],
+                  "max_position_embeddings": 512, "tie_word_embeddings": True}
+    spec = OmegaConf.create({"dtype": "float32", "config": config})
     model = build_model(spec, tok, seed=a.seed)
     print(f"parameters {count_parameters(model) / 1e6:.3f}M", flush=True)
     collate = Collator(tok, False, 128, 64)
@@ -92,7 +99,7 @@ def report(model, tok, task, val, collate, step: int, seconds: float, train_loss
     m = task.metrics(preds, val)
     with torch.no_grad():
         v = sequence_logprobs(model, **collate(val[:64]))
-    row = {task.main_metric: m[task.main_metric], "exact_match": m["exact_match"],
+    row = {task.main_metric: m[task.main_metric], **{k: m[k] for k in ("exact_match", "leak_rate") if k in m},
            "degenerate": degenerate_share(preds),
            "val_nll": float(-v.sum_logp.sum() / v.n_tokens.sum())}
     print(f"step {step} ({seconds:.0f}s) train_loss {train_loss:.3f} "

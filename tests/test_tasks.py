@@ -15,8 +15,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from plad.models.tokenizer import train_tokenizer
-from plad.tasks.anonymization import (FILLERS, PII_TYPES, SLOT, SLOT_TYPES, TEMPLATES, AnonymizationTask,
-                                      derive_pii)
+from plad.tasks.anonymization import (FILLERS, N_PHRASINGS, PII_TYPES, SLOT, SLOT_TYPES, TEMPLATES,
+                                      AnonymizationTask, derive_pii)
 from plad.tasks.base import SPLITS
 from plad.tasks.summarization import SummarizationTask
 
@@ -209,6 +209,30 @@ def test_anonymization_metrics_are_micro_averaged_and_word_bounded():
     assert both["placeholder_recall"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="predictions"):
         task.metrics(["a"], [short, EXAMPLE])
+
+
+def test_anonymization_metrics_split_seen_and_heldout_phrasings():
+    """On the embedded test split, /seen and /heldout are the metrics of each subset alone."""
+    task = AnonymizationTask(n_train=50, n_unlabeled=5, n_validation=5, n_test=60)
+    test = [dict(r) for r in task.load()["test"]]
+    held = [set(r["templates"]) <= set(task.heldout) for r in test]
+    assert any(held) and not all(held)
+    preds = [r["reference"] if i % 3 else r["text"] for i, r in enumerate(test)]  # some right, some leaking
+    out = task.metrics(preds, test)
+    for name, keep in (("seen", [not h for h in held]), ("heldout", held)):
+        idx = [i for i, k in enumerate(keep) if k]
+        alone = task.metrics([preds[i] for i in idx], [test[i] for i in idx])
+        for key in ("exact_match", "placeholder_f1", "quality"):
+            assert out[f"{key}/{name}"] == pytest.approx(alone[key])
+    assert out["exact_match/seen"] != out["exact_match/heldout"] or out["quality/seen"] != out["quality/heldout"]
+    val = [dict(r) for r in task.load()["validation"]]  # no held-out phrasings there: no split
+    assert not any(k.endswith("/seen") for k in task.metrics([r["reference"] for r in val], val))
+
+
+def test_leak_probe_templates_are_never_held_out():
+    """Word-like-name probes teach and test masking; holding them out would measure phrasing instead."""
+    for seed in range(20):
+        assert max(AnonymizationTask(seed=seed).heldout) < N_PHRASINGS < len(TEMPLATES)
 
 
 def test_rouge_metrics_on_hand_made_strings():

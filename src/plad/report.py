@@ -21,7 +21,7 @@ from plad.report_rows import (BASELINES, NOISE_FIELDS, PLAD_LOSSES, Group, best_
                               calibration, comparisons, curves, deltas_to_initial, disagreements, noise,
                               system_metric)
 
-EXTRA_METRICS = ("exact_match", "leak_rate", "degenerate")
+EXTRA_METRICS = ("exact_match", "exact_match/seen", "leak_rate", "degenerate")  # /seen: seen phrasings only
 CURVE_COLUMNS = ("train/hinge_active", "val/rank_acc")
 
 

@@ -19,7 +19,7 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else "n/a"
 
 
-def summary_columns(main_metric: str, systems: dict[str, dict[str, Any]], max_columns: int = 12) -> list[str]:
+def summary_columns(main_metric: str, systems: dict[str, dict[str, Any]], max_columns: int = 14) -> list[str]:
     """The main metric, then exact match, leak rate and degenerate share when the task reports them
     (the numbers a reader checks first), then the other metrics in their order, up to ``max_columns``."""
     seen = list(dict.fromkeys(k for m in systems.values() for k in m if isinstance(m.get(k), (int, float))))

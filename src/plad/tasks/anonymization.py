@@ -24,8 +24,8 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 from faker import Faker
 
 from plad.tasks.anonymization_data import (  # noqa: F401  (re-exported for tests and users)
-    FILLERS, MAX_TEXT_CHARS, N_SENTENCES, PII_TYPES, PII_VALUES, PLACEHOLDER, SLOT, SLOT_TYPES, TEMPLATES, TOKEN,
-    WORDS, template_types)
+    FILLERS, MAX_TEXT_CHARS, N_PHRASINGS, N_SENTENCES, PII_TYPES, PII_VALUES, PLACEHOLDER, SLOT, SLOT_TYPES,
+    TEMPLATES, TOKEN, WORDS, template_types)
 from plad.tasks.base import SPLITS
 from plad.tasks.loading import DataTask
 
@@ -111,7 +111,7 @@ class AnonymizationTask(DataTask):
     name = "anonymization"
     main_metric = "quality"  # leak_rate alone rewards empty or garbage outputs, which leak nothing
     higher_is_better = True
-    CODE_VERSION = "anonymization-3"
+    CODE_VERSION = "anonymization-5"
     required_columns = ("text", "reference")
     optional_columns = ("id", "pii_values", "pii_types")
     default_columns = {"text": "source_text", "reference": "target_text"}  # public PII-masking sets
@@ -121,8 +121,8 @@ class AnonymizationTask(DataTask):
                  prompt_template: str = "Anonymize: {text}\nOutput:", **kwargs: Any) -> None:
         super().__init__(prompt_template=prompt_template, **kwargs)
         n = n_heldout_templates
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < len(TEMPLATES):
-            raise ValueError(f"task.n_heldout_templates: expected an integer in [0, {len(TEMPLATES) - 1}], got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < N_PHRASINGS:
+            raise ValueError(f"task.n_heldout_templates: expected an integer in [0, {N_PHRASINGS - 1}], got {n!r}")
         self.n_heldout_templates = n
         self.config["n_heldout_templates"] = n
         if isinstance(heldout_share, bool) or not isinstance(heldout_share, (int, float)) or not 0 <= heldout_share <= 1:
@@ -132,10 +132,10 @@ class AnonymizationTask(DataTask):
         self.heldout = self._pick_heldout()
 
     def _pick_heldout(self) -> tuple[int, ...]:
-        """Seeded held-out templates, redrawn until the remaining ones still cover every PII type."""
+        """Seeded held-out phrasings (never leak probes), redrawn until the rest still cover every PII type."""
         rng = random.Random(f"{self.seed}:heldout")
         for _ in range(1000):
-            heldout = sorted(rng.sample(range(len(TEMPLATES)), self.n_heldout_templates))
+            heldout = sorted(rng.sample(range(N_PHRASINGS), self.n_heldout_templates))
             kept = set().union(*(template_types(t) for i, t in enumerate(TEMPLATES) if i not in heldout))
             if kept == set(PII_TYPES):
                 return tuple(heldout)
@@ -232,9 +232,24 @@ class AnonymizationTask(DataTask):
 
     def metrics(self, predictions: Sequence[str], examples: Sequence[dict[str, Any]]) -> dict[str, float]:
         """leak_rate (micro over gold PII strings), placeholder P/R/F1 (micro and per type, multiset
-        matching of ``[TYPE]`` counts against the reference), exact_match and mean quality."""
+        matching of ``[TYPE]`` counts against the reference), exact_match and mean quality; on the
+        embedded test split also exact match, placeholder F1 and quality on seen phrasings and on
+        held-out ones (``/seen``, ``/heldout``): the two measure different skills."""
         if len(predictions) != len(examples) or not predictions:
             raise ValueError(f"predictions: expected one per example (>0), got {len(predictions)} for {len(examples)}")
+        out = self._metrics(predictions, examples)
+        held = [bool(e.get("templates")) and set(e["templates"]) <= set(self.heldout) for e in examples]
+        if any(held):
+            head = {k: out.pop(k) for k in list(out)[:6]}  # keep the headline metrics first
+            for name, keep in (("seen", [not h for h in held]), ("heldout", held)):
+                idx = [i for i, k in enumerate(keep) if k]
+                if idx:
+                    part = self._metrics([predictions[i] for i in idx], [examples[i] for i in idx])
+                    head.update({f"{k}/{name}": part[k] for k in ("exact_match", "placeholder_f1", "quality")})
+            out = {**head, **out}
+        return out
+
+    def _metrics(self, predictions: Sequence[str], examples: Sequence[dict[str, Any]]) -> dict[str, float]:
         n_values = n_leaked = exact = 0
         quality = 0.0
         tp, n_pred, n_ref = Counter(), Counter(), Counter()

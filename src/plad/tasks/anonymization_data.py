@@ -5,7 +5,7 @@ second, distinct value of the same kind) with filler slots (lower case: ``{w}``,
 drawn afresh at every occurrence from large pools, so the text around the PII must be copied.
 
 Some PII is made to look like ordinary words (names such as "Rose Hill" or "Will Young",
-usernames such as "quietriver"): a model that copies text without understanding where PII sits
+usernames such as "quiet" or "quietriver"): a model that copies text without understanding where PII sits
 leaks exactly these, so leak rate separates weak systems from strong ones.
 """
 from __future__ import annotations
@@ -76,6 +76,23 @@ TEMPLATES = (  # short sentences, each with at least one PII slot and free words
     "Hi {FIRST}, {n} dollars for {words} went to {IBAN}.",
     "Visitor {NAME} with ID {ID} came for the {words}.",
 )
+# Leak probes: ordinary capitalised words that are also first names ("Will", "Mark", "Hope" ...), and
+# names where a free word could stand: only the position tells PII from text. They are always in
+# training (never held out): they exist to test masking of word-like PII, not unseen phrasing.
+LEAK_PROBES = (
+    "Will the {words} reach {EMAIL} by {day}?",
+    "Mark the {w} {item} for {FIRST} by {day}.",
+    "Hope the {words} helps {FIRST}, {w}.",
+    "Grant {USER} access to the {words}.",
+    "Frank {words} came from {NAME} on {day}.",
+    "Sunny {words} at {ADDRESS} with {FIRST}.",
+    "The {words} {item} from {FIRST} is {w}.",
+    "Bring the {w} {item} and {FIRST} to the {words}.",
+    "Grace and {words} for {NAME}, {w}.",
+    "Ask {FIRST} about the {w} {words} on {DATE}.",
+)
+N_PHRASINGS = len(TEMPLATES)  # templates 0..N_PHRASINGS-1 may be held out; the leak probes follow
+TEMPLATES = TEMPLATES + LEAK_PROBES
 SLOT = re.compile(r"\{([A-Za-z]+?)(\d?)\}")
 PLACEHOLDER = re.compile(r"\[([A-Z][A-Z0-9_]*)\]")
 TOKEN = re.compile(r"\[[A-Z][A-Z0-9_]*\]|\w+|[^\w\s]")  # placeholders stay one token
@@ -99,12 +116,13 @@ WORD_FIRST_NAMES = ("Will", "Rose", "Grace", "Hope", "Faith", "Joy", "Mark", "Bi
                     "April", "June", "Ivy", "Lily", "Daisy", "Pearl", "Ruby", "Amber", "Sky", "River", "Hunter",
                     "Mason", "Chase", "Miles", "Reed", "Wade", "Penny", "Sandy", "Rusty", "Art", "Cliff", "Dale",
                     "Glen", "Holly", "Iris", "Violet", "Robin", "Sterling", "Brooke", "Crystal", "Heather",
-                    "Hazel", "Ginger", "Misty", "Rocky", "Patience", "Frank", "Rich", "Sunny")
+                    "Hazel", "Ginger", "Misty", "Rocky", "Patience", "Frank", "Rich", "Sunny", "Grant")
 WORD_LAST_NAMES = ("Hill", "Young", "Bell", "King", "Long", "Green", "Brown", "White", "Black", "Woods", "Stone",
                    "Fields", "Lane", "Ford", "Rice", "Cook", "Baker", "Hunt", "Price", "Fox", "Wolf", "Love",
                    "Bird", "Moss", "Gold", "Snow", "Frost", "Marsh", "Park", "Banks", "Little", "Sharp", "Strong",
                    "Wise", "Good", "Best", "Short", "Fair", "Hall", "Wood", "Street", "Church", "Page", "Cross")
-WORDLIKE_SHARE = 0.3  # share of names and usernames drawn from the word-like pools
+WORDLIKE_SHARE = 0.3  # share of names drawn from the word-like pools
+WORDLIKE_USER_SHARE = 0.8  # share of usernames made of ordinary words (70% of them a single word)
 
 
 def _first(f: Faker) -> str:
@@ -118,7 +136,11 @@ def _full(f: Faker) -> str:
 
 
 def _user(f: Faker) -> str:
-    if f.random.random() < WORDLIKE_SHARE:
+    """A word-like username is often one ordinary word ("quiet"): only its position says it is PII,
+    so a model that copies words without tracking positions leaks it into the free-word slots."""
+    if f.random.random() < WORDLIKE_USER_SHARE:
+        if f.random.random() < 0.7:
+            return f.random.choice(WORDS)
         return f.random.choice(WORDS) + f.random.choice(("", "_", ".")) + f.random.choice(WORDS)
     return f.user_name()
 

@@ -28,6 +28,26 @@ class NaNLoss(CalibrationLoss):
         return (loss if self.calls <= self.finite_steps else loss * float("nan")), {}
 
 
+class FaultyLoss(CalibrationLoss):
+    """Ranking-like loss with faults on chosen training calls: a NaN loss, or a finite loss whose
+    gradient is NaN (``x * 0 + nan`` under a hook)."""
+
+    def __init__(self, nan_loss_calls: list[int] = (), nan_grad_calls: list[int] = ()) -> None:
+        super().__init__()
+        self.nan_loss_calls, self.nan_grad_calls, self.calls = set(nan_loss_calls), set(nan_grad_calls), 0
+
+    def compute(self, s: SequenceScores) -> tuple[Tensor, dict[str, Tensor]]:
+        loss = -s.score().mean()
+        if not torch.is_grad_enabled():  # validation: no fault
+            return loss, {}
+        self.calls += 1
+        if self.calls in self.nan_loss_calls:
+            return loss * float("nan"), {}
+        if self.calls in self.nan_grad_calls:
+            loss.register_hook(lambda g: g * float("nan"))
+        return loss, {}
+
+
 @pytest.fixture(scope="module")
 def setup_(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
@@ -86,12 +106,50 @@ def test_nonfinite_losses_skip_the_step_then_stop_the_run(setup_):
     root, student, pairs = setup_
     loss = {"_target_": "test_distill.NaNLoss", "finite_steps": 2}
     initial = load_tiny(student)[0].state_dict()
-    with pytest.raises(RuntimeError, match="3 non-finite losses in a row"):
+    with pytest.raises(RuntimeError, match="3 non-finite losses or gradients in a row"):
         _fit(root, student, pairs, loss, max_steps=20, name="nan")
     # Two finite steps changed the weights; the NaN steps after them were skipped, not applied.
     module = DistillModule.load_from_checkpoint(root / "nan" / "last.ckpt")
     assert all(torch.isfinite(p).all() for p in module.student.parameters())
     assert any(not torch.equal(p, initial[k]) for k, p in module.student.state_dict().items())
+
+
+class Trace(L.Callback):
+    """Per training batch: global step and lr before it, and whether the weights moved."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, float, bool]] = []
+
+    def on_train_batch_start(self, trainer, module, *args) -> None:
+        self._before = [p.detach().clone() for p in module.student.parameters()]
+        self._step, self._lr = trainer.global_step, trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_train_batch_end(self, trainer, module, *args) -> None:
+        moved = any(not torch.equal(a, b) for a, b in zip(self._before, module.student.parameters()))
+        self.rows.append((self._step, self._lr, moved))
+
+
+def test_nonfinite_loss_or_gradient_steps_are_not_applied_nor_counted(setup_):
+    """NaN loss on training call 2, NaN gradient on call 4: those batches change no weight, do not
+    advance global_step or the LR schedule, and the run still makes max_steps real updates."""
+    root, student, pairs = setup_
+    loss = {"_target_": "test_distill.FaultyLoss", "nan_loss_calls": [2], "nan_grad_calls": [4]}
+    L.seed_everything(0, verbose=False)
+    module = DistillModule(str(student), loss, lr=1e-2, max_steps=5, warmup_steps=2, max_nonfinite=3)
+    dm = PairDataModule(pairs, module.tokenizer, False, inputs=module.loss_fn.inputs, batch_size=2,
+                        max_prompt_tokens=32, max_completion_tokens=8, val_size=4, seed=0)
+    trace = Trace()
+    trainer = L.Trainer(max_steps=5, logger=False, callbacks=[trace], enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, accelerator="cpu",
+                        limit_val_batches=0)
+    trainer.fit(module, dm)
+    steps, lrs, moved = zip(*trace.rows)
+    assert moved == (True, False, True, False, True, True, True)
+    assert steps == (0, 1, 1, 2, 2, 3, 4) and trainer.global_step == 5
+    assert lrs[1] == lrs[2] and lrs[3] == lrs[4]  # the schedule did not move on a skipped batch
+    assert lrs[0] == pytest.approx(0.5e-2) and lrs[2] == pytest.approx(1e-2)  # warmup 2: steps 0, 1
+    assert int(module.nonfinite_total) == 2
+    assert all(torch.isfinite(p).all() for p in module.student.parameters())
 
 
 def test_load_from_checkpoint_rebuilds_the_trained_student(setup_):

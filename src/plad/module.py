@@ -6,10 +6,8 @@ the collator concatenates chosen and rejected (or the K candidates) example-majo
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import lightning as L
 import torch
 import torchmetrics
 from hydra.utils import instantiate
@@ -18,6 +16,7 @@ from torch import Tensor
 
 from plad.losses.base import CalibrationLoss, SequenceScores
 from plad.models.logprobs import sequence_logprobs
+from plad.optim import GuardedModule, plain_optim
 
 # Keys of a loss config that configure its training run, not the loss object (stripped here only).
 LOSS_RUN_KEYS = ("lr",)
@@ -34,35 +33,17 @@ def build_loss(loss: dict | DictConfig) -> CalibrationLoss:
     return instantiate(loss_arguments(loss))
 
 
-def warmup_decay(warmup_steps: int, max_steps: int, min_ratio: float = 0.1):
-    """Linear warmup, then cosine decay to ``min_ratio`` of the peak learning rate."""
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(warmup_steps, 1)
-        progress = min((step - warmup_steps) / max(max_steps - warmup_steps, 1), 1.0)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return f
-
-
-def adamw_with_schedule(module: L.LightningModule, lr: float, weight_decay: float,
-                        warmup_steps: int, max_steps: int) -> dict[str, Any]:
-    params = [p for p in module.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(warmup_steps, max_steps))
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-class SFTModule(L.LightningModule):
+class SFTModule(GuardedModule):
     """Token-averaged cross-entropy on (prompt, reference); the model is saved with save_pretrained."""
 
     def __init__(self, model: torch.nn.Module, lr: float, max_steps: int, warmup_steps: int = 0,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, optim: dict | DictConfig | None = None,
+                 max_nonfinite: int = 10) -> None:
         super().__init__()
         self.model = model
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters({"lr": lr, "max_steps": max_steps, "warmup_steps": warmup_steps,
+                                   "weight_decay": weight_decay, "optim": plain_optim(optim),
+                                   "max_nonfinite": max_nonfinite})
         # Token-weighted mean over the whole validation split (not a mean of per-batch means).
         self.val_nll = torchmetrics.MeanMetric()
 
@@ -71,38 +52,37 @@ class SFTModule(L.LightningModule):
         n_tokens = out.n_tokens.sum().clamp(min=1)
         return -out.sum_logp.sum() / n_tokens, n_tokens
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, _ = self._nll(batch)
-        self.log("sft/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        return loss
+        if self.update(loss):
+            self.log("sft/loss", loss.detach(), prog_bar=True, batch_size=batch["input_ids"].shape[0])
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, n_tokens = self._nll(batch)
+        if not torch.isfinite(loss):  # one bad batch must not turn the whole validation value into NaN
+            self.log("sft/val_nonfinite", 1.0, on_step=False, on_epoch=True, reduce_fx="sum")
+            return
         self.val_nll.update(loss, weight=n_tokens)
         self.log("sft/val_loss", self.val_nll, prog_bar=True, on_step=False, on_epoch=True)
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        h = self.hparams
-        return adamw_with_schedule(self, h.lr, h.weight_decay, h.warmup_steps, h.max_steps)
 
-
-class DistillModule(L.LightningModule):
+class DistillModule(GuardedModule):
     """Holds only the student (and, for white-box KD, a frozen teacher kept out of checkpoints).
 
     Built from paths + configs, so ``DistillModule.load_from_checkpoint(ckpt)`` rebuilds it.
     """
 
     def __init__(self, student_path: str, loss: dict | DictConfig, lr: float, max_steps: int,
-                 warmup_steps: int = 0, weight_decay: float = 0.0, score: str = "mean",
-                 teacher_path: str | None = None, max_nonfinite: int = 10) -> None:
+                 warmup_steps: int = 0, weight_decay: float = 0.0, teacher_path: str | None = None,
+                 max_nonfinite: int = 10, optim: dict | DictConfig | None = None) -> None:
         super().__init__()
         from plad.models.build import load_saved
 
         loss = loss_arguments(loss)
         self.save_hyperparameters({"student_path": student_path, "loss": loss, "lr": lr,
                                    "max_steps": max_steps, "warmup_steps": warmup_steps,
-                                   "weight_decay": weight_decay, "score": score,
-                                   "teacher_path": teacher_path, "max_nonfinite": max_nonfinite})
+                                   "weight_decay": weight_decay, "teacher_path": teacher_path,
+                                   "max_nonfinite": max_nonfinite, "optim": plain_optim(optim)})
         self.student, self.tokenizer = load_saved(student_path)
         self.student.train()  # from_pretrained returns eval mode
         self.loss_fn: CalibrationLoss = build_loss(loss)
@@ -114,8 +94,6 @@ class DistillModule(L.LightningModule):
             if hasattr(self.loss_fn, "check_compatible"):
                 self.loss_fn.check_compatible(teacher_tok, self.tokenizer)
             self._teacher.append(teacher.eval().requires_grad_(False))
-        self.nonfinite_in_row = 0
-        self.register_buffer("nonfinite_total", torch.zeros((), dtype=torch.long))
 
     def scores(self, batch: dict[str, Tensor]) -> SequenceScores:
         """One forward over all B*K sequences of the batch, reshaped to [B, K]."""
@@ -142,26 +120,15 @@ class DistillModule(L.LightningModule):
             self.log(f"{prefix}/{k}", v, prog_bar=k == "rank_acc", batch_size=batch_size,
                      sync_dist=prefix == "val")
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, metrics = self.loss_fn(self.scores(batch))
-        if not torch.isfinite(loss):
-            # Returning None makes Lightning skip backward and the optimizer step.
-            self.nonfinite_in_row += 1
-            self.nonfinite_total += 1
-            self.log("train/nonfinite_steps", self.nonfinite_total.float())
-            if self.nonfinite_in_row >= self.hparams.max_nonfinite:
-                raise RuntimeError(
-                    f"distill: {self.nonfinite_in_row} non-finite losses in a row "
-                    f"(distill.max_nonfinite={self.hparams.max_nonfinite}); lower distill.lr or check the pairs")
-            return None
-        self.nonfinite_in_row = 0
-        self._log_metrics("train", loss, metrics, batch["mask"].shape[0])
-        return loss
+        if self.update(loss):  # skipped (not applied, not counted) when the loss or a gradient is not finite
+            self._log_metrics("train", loss.detach(), metrics, batch["mask"].shape[0])
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, metrics = self.loss_fn(self.scores(batch))
+        if not torch.isfinite(loss):  # counted, kept out of val/loss so one batch cannot make it NaN
+            self.log("val/nonfinite", 1.0, on_step=False, on_epoch=True, reduce_fx="sum",
+                     batch_size=batch["mask"].shape[0])
+            return
         self._log_metrics("val", loss, metrics, batch["mask"].shape[0])
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        h = self.hparams
-        return adamw_with_schedule(self, h.lr, h.weight_decay, h.warmup_steps, h.max_steps)

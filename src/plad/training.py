@@ -70,7 +70,8 @@ def fit_sft(cfg: DictConfig, model: Any, tokenizer: Any, sft: DictConfig, train:
     dm = SFTDataModule(train, tokenizer, is_encoder_decoder(model), sft.batch_size, cfg.task.max_prompt_tokens,
                        cfg.task.max_new_tokens, seed=seed, validation=validation)
     module = SFTModule(model, lr=sft.lr, max_steps=sft.max_steps, warmup_steps=sft.warmup_steps,
-                       weight_decay=sft.get("weight_decay", 0.0))
+                       weight_decay=sft.get("weight_decay", 0.0), optim=cfg.get("optim"),
+                       max_nonfinite=cfg.distill.max_nonfinite)
     monitor = SFT_MONITORS[sel.monitor]
     best = BestWeights(monitor, sel.min_delta)
     callbacks: list[L.Callback] = [L.pytorch.callbacks.TQDMProgressBar(refresh_rate=10), best]
@@ -146,7 +147,7 @@ def fit_distill(cfg: DictConfig, student_path: Path, teacher_path: Path, pairs_p
     module = DistillModule(str(student_path), cfg.loss, lr=d.lr, max_steps=d.max_steps,
                            warmup_steps=d.warmup_steps, weight_decay=d.weight_decay,
                            teacher_path=str(teacher_path) if loss_cls.needs_teacher else None,
-                           max_nonfinite=d.max_nonfinite)
+                           max_nonfinite=d.max_nonfinite, optim=cfg.get("optim"))
     dm = DATA_SOURCES[loss_cls.data_source](cfg, module, loss_cls, pairs_path, data)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     trainer = _trainer(cfg, d.max_steps, logger=loggers or False, callbacks=callbacks,

@@ -25,7 +25,7 @@ from plad.generation import generate  # noqa: E402
 from plad.models.build import build_model, count_parameters  # noqa: E402
 from plad.models.logprobs import sequence_logprobs  # noqa: E402
 from plad.models.tokenizer import train_tokenizer  # noqa: E402
-from plad.module import warmup_decay  # noqa: E402
+from plad.optim import warmup_decay  # noqa: E402
 from plad.tasks.anonymization import AnonymizationTask  # noqa: E402
 from plad.tasks.summarization import SummarizationTask  # noqa: E402
 

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from plad.data.collate import encode_prompt
+from plad.models.encoding import encode_prompt
 from plad.generation import generate
 from plad.models.tokenizer import train_tokenizer
 from plad.tasks.anonymization import AnonymizationTask

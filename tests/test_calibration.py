@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from plad.evaluation.calibration import mean_logprobs, pairwise_rank_accuracy, spearman_per_prompt
+from plad.evaluation.calibration import calibration_diagnostics, pairwise_rank_accuracy, spearman_per_prompt
+from plad.generation import generate
+from plad.models.scoring import score_completions
 from plad.models.tokenizer import train_tokenizer
 
 
@@ -42,21 +44,57 @@ def test_mismatched_lengths_raise():
         spearman_per_prompt([[1.0, 2.0]], [[1.0, 2.0], [0.0, 1.0]])
 
 
-def test_mean_logprobs_matches_token_by_token_reference():
-    prompts = ["name: Ann", "city: Paris, France and more", "x"]
-    completions = ["hello there", "", "a longer completion about Paris"]
-    tok = train_tokenizer(prompts + completions, vocab_size=280)
+def _tiny(texts: list[str]):
+    tok = train_tokenizer(texts, vocab_size=280)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(LlamaConfig(
         vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
         num_key_value_heads=2, max_position_embeddings=256, pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).eval()
-    got = mean_logprobs(model, tok, prompts, completions, batch_size=2, progress=False)
-    for p, c, g in zip(prompts, completions, got):
-        prompt_ids = [tok.bos_token_id] + tok.encode(p, add_special_tokens=False)
-        target = tok.encode(c, add_special_tokens=False) + [tok.eos_token_id]
-        ids = torch.tensor([prompt_ids + target])
-        with torch.no_grad():
-            logp = F.log_softmax(model(ids).logits[0].float(), -1)
-        ref = sum(logp[len(prompt_ids) - 1 + t, y].item() for t, y in enumerate(target)) / len(target)
-        assert g == pytest.approx(ref, abs=1e-4)
+    return model, tok
+
+
+def _slow_mean_logp(model, tok, prompt: str, target: list[int]) -> float:
+    prompt_ids = [tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)
+    with torch.no_grad():
+        logp = F.log_softmax(model(torch.tensor([prompt_ids + target])).logits[0].float(), -1)
+    return sum(logp[len(prompt_ids) - 1 + t, y].item() for t, y in enumerate(target)) / len(target)
+
+
+def test_score_completions_matches_token_by_token_reference():
+    prompts = ["name: Ann", "city: Paris, France and more", "x"]
+    completions = ["hello there", "", "a longer completion about Paris"]
+    model, tok = _tiny(prompts + completions)
+    got = score_completions(model, tok, prompts, completions, max_prompt_tokens=256, batch_size=2, progress=False)
+    cut = score_completions(model, tok, prompts, completions, max_prompt_tokens=256, batch_size=2, progress=False,
+                            finished=[False, True, False])
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        ids = tok.encode(c, add_special_tokens=False)
+        assert got.mean_logp[i] == pytest.approx(_slow_mean_logp(model, tok, p, ids + [tok.eos_token_id]), abs=1e-4)
+        assert got.n_tokens[i] == len(ids) + 1
+        if i != 1:  # an unfinished sample: exactly its tokens, no EOS it never generated
+            assert cut.mean_logp[i] == pytest.approx(_slow_mean_logp(model, tok, p, ids), abs=1e-4)
+            assert cut.n_tokens[i] == len(ids)
+
+
+class _Identity:
+    def quality(self, output: str, example: dict) -> float:
+        return float(len(output))
+
+
+def test_calibration_scores_a_truncated_sample_without_an_eos():
+    """An untrained model never emits EOS within 3 tokens: every calibration sample is cut at the
+    budget, and its score must be the mean log-likelihood of exactly the 3 generated tokens."""
+    texts = ["alpha beta gamma delta", "one two three four five", "red green blue"]
+    model, tok = _tiny(texts)
+    examples = [{"prompt": t} for t in texts]
+    gen = generate(model, tok, texts, max_new_tokens=3, do_sample=True, num_return_sequences=2, seed=0,
+                   max_prompt_tokens=64, progress=False)
+    assert not any(f for fs in gen.finished for f in fs) and all(n == 3 for ns in gen.n_tokens for n in ns)
+    out = calibration_diagnostics(model, tok, _Identity(), examples, k=2, max_new_tokens=3, seed=0,
+                                  max_prompt_tokens=64, progress=False)
+    for ex, cands, scores in zip(examples, gen.texts, out["points"]["scores"]):
+        for c, s in zip(cands, scores):
+            ids = tok.encode(c, add_special_tokens=False)
+            assert s == pytest.approx(_slow_mean_logp(model, tok, ex["prompt"], ids), abs=1e-4)
+            assert s != pytest.approx(_slow_mean_logp(model, tok, ex["prompt"], ids + [tok.eos_token_id]), abs=1e-4)

@@ -38,10 +38,10 @@ def test_degenerate_share_counts_outputs():
     assert degenerate_share(outs) == 0.5 and degenerate_share([]) == 0.0
 
 
-def _slow_mean_logp(model, tok, prompt: str, completion: str) -> float:
-    """Mean log p(completion + EOS | BOS + prompt), one unpadded sequence, token by token."""
+def _slow_mean_logp(model, tok, prompt: str, completion: str, finished: bool) -> float:
+    """Mean log p(completion (+ EOS if it generated one) | BOS + prompt), one unpadded sequence."""
     prompt_ids = [tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)
-    target = tok.encode(completion, add_special_tokens=False) + [tok.eos_token_id]
+    target = tok.encode(completion, add_special_tokens=False) + [tok.eos_token_id] * finished
     with torch.no_grad():
         logp = F.log_softmax(model(torch.tensor([prompt_ids + target])).logits[0].float(), -1)
     return sum(logp[len(prompt_ids) - 1 + t, y].item() for t, y in enumerate(target)) / len(target)
@@ -54,11 +54,12 @@ def test_rerank_returns_the_candidate_with_the_highest_mean_logp():
     kw = dict(temperature=1.3, top_p=1.0, top_k=0, seed=5, max_new_tokens=8, max_prompt_tokens=64)
     r = rerank(model, tok, prompts, n=5, batch_size=4, progress=False, **kw)
     # The same seeded samples, scored independently one sequence at a time.
-    samples = generate(model, tok, prompts, num_return_sequences=5, do_sample=True, batch_size=2,
-                       progress=False, **kw).texts
+    gen = generate(model, tok, prompts, num_return_sequences=5, do_sample=True, batch_size=2, progress=False, **kw)
+    samples = gen.texts
     assert r.candidates == samples
-    for prompt, cands, got, idx, scores in zip(prompts, samples, r.texts, r.chosen, r.scores):
-        slow = [_slow_mean_logp(model, tok, prompt, c) for c in cands]
+    assert {f for fs in gen.finished for f in fs} == {True, False}  # both kinds are scored below
+    for prompt, cands, done, got, idx, scores in zip(prompts, samples, gen.finished, r.texts, r.chosen, r.scores):
+        slow = [_slow_mean_logp(model, tok, prompt, c, f) for c, f in zip(cands, done)]
         assert scores == pytest.approx(slow, abs=1e-4)
         assert idx == max(range(len(slow)), key=slow.__getitem__) and got == cands[idx]
     assert any(i != 0 for i in r.chosen)  # the choice is not simply the first sample

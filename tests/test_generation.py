@@ -5,7 +5,7 @@ import pytest
 import torch
 from pairs_testlib import PROMPTS, tiny_llama, tiny_t5, train_tokenizer
 
-from plad.data.collate import encode_prompt
+from plad.models.encoding import encode_prompt
 from plad.generation import GumbelSampler, generate
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from plad.data.collate import encode_example, encode_prompt, pad_batch
+from plad.models.encoding import encode_example, encode_prompt, pad_batch
 from plad.models.build import build_model, train_tokenizer
 from plad.models.logprobs import IGNORE_INDEX, is_encoder_decoder, sequence_logprobs
 

@@ -14,7 +14,7 @@ import torch
 from pairs_testlib import FakeTask, load_tiny, pairs_cfg, prompt_dataset, save_tiny, spy, train_tokenizer
 
 import plad.generation as generation
-from plad.data.collate import encode_example, pad_batch
+from plad.models.encoding import encode_example, pad_batch
 from plad.generation import GenerationOutput
 from plad.models.logprobs import sequence_logprobs
 from plad.pairs import store

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from plad.data.collate import encode_prompt, pad_batch
+from plad.models.encoding import encode_prompt, pad_batch
 from plad.models.logprobs import is_encoder_decoder
 
 _M32 = 0xFFFFFFFF
@@ -32,6 +32,7 @@ class GenerationOutput:
     texts: list[list[str]]     # per prompt, num_return_sequences samples (special tokens stripped)
     n_tokens: list[list[int]]  # generated token counts (incl. EOS if produced)
     seconds: float
+    finished: list[list[bool]] | None = None  # ended with EOS (False: cut at max_new_tokens)
 
     @property
     def total_tokens(self) -> int:
@@ -131,6 +132,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
     device = next(model.parameters()).device
     texts: list[list[str]] = [[] for _ in range(n)]
     counts: list[list[int]] = [[] for _ in range(n)]
+    finished: list[list[bool]] = [[] for _ in range(n)]
     n_generated = 0
     bar = tqdm(total=n, desc=desc, unit="prompt", disable=not progress, dynamic_ncols=True)
     was_training = model.training
@@ -160,10 +162,12 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
                 i = idx[row // r]
                 texts[i].append(tokenizer.decode(ids[:stop], skip_special_tokens=True).strip())
                 counts[i].append(stop)
+                finished[i].append(any(tok in eos_ids for tok in ids[:stop]))
                 n_generated += stop
             bar.update(len(idx))
             bar.set_postfix(tok_s=f"{n_generated / max(time.perf_counter() - start_time, 1e-9):.0f}")
     finally:
         bar.close()
         model.train(was_training)
-    return GenerationOutput(texts=texts, n_tokens=counts, seconds=time.perf_counter() - start_time)
+    return GenerationOutput(texts=texts, n_tokens=counts, seconds=time.perf_counter() - start_time,
+                            finished=finished)

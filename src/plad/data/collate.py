@@ -1,66 +1,12 @@
-"""Tokenising (prompt, completion) examples into the batch layout of ``plad.models.logprobs``.
-
-Prompt and completion are tokenised separately and concatenated, so the prompt/completion
-boundary is exact for every tokenizer. The completion always ends with EOS (unless truncated),
-and labels mark it, so a student learns to stop even when pad == eos.
-"""
+"""The collate_fn of the SFT data module: dict rows -> the padded batch layout of
+``plad.models.logprobs`` (the tokenising itself lives in ``plad.models.encoding``)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
 from torch import Tensor
 
-from plad.models.logprobs import IGNORE_INDEX
-
-
-def encode_prompt(tokenizer: Any, prompt: str, encoder_decoder: bool, max_prompt_tokens: int) -> list[int]:
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    if encoder_decoder:
-        return ids[: max(max_prompt_tokens - 1, 0)] + [tokenizer.eos_token_id]
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    # Keep the prompt's end (next to the completion); a plain ids[-k:] would keep everything at k == 0.
-    return bos + ids[max(len(ids) - (max_prompt_tokens - len(bos)), 0):]
-
-
-def encode_example(
-    tokenizer: Any, prompt: str, completion: str, encoder_decoder: bool,
-    max_prompt_tokens: int, max_completion_tokens: int,
-) -> dict[str, list[int]]:
-    """One example as ``input_ids`` + ``labels`` (lists; padding happens in ``pad_batch``)."""
-    prompt_ids = encode_prompt(tokenizer, prompt, encoder_decoder, max_prompt_tokens)
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    completion_ids = (completion_ids + [tokenizer.eos_token_id])[:max_completion_tokens]
-    if encoder_decoder:
-        return {"input_ids": prompt_ids, "labels": completion_ids}
-    return {"input_ids": prompt_ids + completion_ids,
-            "labels": [IGNORE_INDEX] * len(prompt_ids) + completion_ids}
-
-
-def _pad(seqs: Sequence[Sequence[int]], value: int, side: str) -> Tensor:
-    width = max(len(s) for s in seqs)
-    out = torch.full((len(seqs), width), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            if side == "left":
-                out[i, width - len(s):] = torch.as_tensor(s)
-            else:
-                out[i, : len(s)] = torch.as_tensor(s)
-    return out
-
-
-def pad_batch(features: Sequence[dict[str, Sequence[int]]], pad_token_id: int,
-              encoder_decoder: bool, padding_side: str = "right") -> dict[str, Tensor]:
-    """Pad encoded examples to the longest one. Decoder-only inputs may be left or right padded;
-    encoder-decoder labels are always right padded (they are decoder targets)."""
-    ids = [f["input_ids"] for f in features]
-    batch = {
-        "input_ids": _pad(ids, pad_token_id, padding_side),
-        "attention_mask": _pad([[1] * len(s) for s in ids], 0, padding_side),
-    }
-    label_side = "right" if encoder_decoder else padding_side
-    batch["labels"] = _pad([f["labels"] for f in features], IGNORE_INDEX, label_side)
-    return batch
+from plad.models.encoding import encode_example, pad_batch
 
 
 class Collator:

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from plad.cache import atomic_dir, fingerprint, is_complete
-from plad.data.collate import encode_example, pad_batch
+from plad.models.encoding import encode_example, pad_batch
 from plad.data.loader import ResumableLoader
 from plad.pairs.store import quiet_datasets, save
 

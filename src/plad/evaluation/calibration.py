@@ -7,18 +7,14 @@ agree: per-prompt Spearman correlation and pairwise ranking accuracy.
 """
 from __future__ import annotations
 
-import sys
 from itertools import combinations
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from scipy.stats import spearmanr
-from tqdm.auto import tqdm
 
-from plad.data.collate import encode_example, pad_batch
 from plad.generation import generate
-from plad.models.logprobs import is_encoder_decoder, sequence_logprobs
+from plad.models.scoring import score_completions
 
 
 def spearman_per_prompt(scores: Sequence[Sequence[float]], qualities: Sequence[Sequence[float]]) -> dict[str, float]:
@@ -52,32 +48,6 @@ def pairwise_rank_accuracy(scores: Sequence[Sequence[float]], qualities: Sequenc
     return {"rank_acc": hits / n if n else float("nan"), "n_pairs": n}
 
 
-@torch.inference_mode()
-def mean_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], *,
-                  batch_size: int = 16, max_prompt_tokens: int = 256, max_completion_tokens: int | None = None,
-                  progress: bool = True, desc: str = "score") -> list[float]:
-    """Mean token log-likelihood of each completion given its prompt (EOS included).
-
-    ``max_completion_tokens=None`` scores the whole text: a decoded sample can re-encode to more
-    tokens than were generated (byte fragments), and its score must cover all of it.
-    """
-    limit = max_completion_tokens if max_completion_tokens is not None else sys.maxsize
-    enc_dec = is_encoder_decoder(model)
-    device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    was_training = model.training
-    model.eval()
-    out: list[float] = []
-    starts = range(0, len(prompts), batch_size)
-    for i in tqdm(starts, desc=desc, disable=not progress or len(starts) <= 1, leave=False):
-        feats = [encode_example(tokenizer, p, c, enc_dec, max_prompt_tokens, limit)
-                 for p, c in zip(prompts[i:i + batch_size], completions[i:i + batch_size])]
-        batch = {k: v.to(device) for k, v in pad_batch(feats, pad_id, enc_dec, "right").items()}
-        out.extend(sequence_logprobs(model, **batch).mean_logp.tolist())
-    model.train(was_training)
-    return out
-
-
 def calibration_diagnostics(model: Any, tokenizer: Any, task: Any, examples: Sequence[dict[str, Any]], *,
                             k: int = 8, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                             max_new_tokens: int = 64, batch_size: int = 16, seed: int = 0,
@@ -97,9 +67,9 @@ def calibration_diagnostics(model: Any, tokenizer: Any, task: Any, examples: Seq
                    desc=f"calibration[{name}]", progress=progress)
     flat_prompts = [p for p, cands in zip(prompts, gen.texts) for _ in cands]
     flat_cands = [c for cands in gen.texts for c in cands]
-    flat_scores = mean_logprobs(model, tokenizer, flat_prompts, flat_cands, batch_size=batch_size,
-                                max_prompt_tokens=max_prompt_tokens, progress=progress,
-                                desc=f"calibration-score[{name}]")
+    flat_scores = score_completions(model, tokenizer, flat_prompts, flat_cands, max_prompt_tokens=max_prompt_tokens,
+                                    finished=[f for fs in gen.finished for f in fs], batch_size=batch_size,
+                                    progress=progress, desc=f"calibration-score[{name}]").mean_logp
     scores, qualities, pos = [], [], 0
     for ex, cands in zip(examples, gen.texts):
         scores.append(flat_scores[pos:pos + len(cands)])

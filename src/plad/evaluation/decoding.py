@@ -4,7 +4,7 @@
 * ``rerank``: sample ``eval.rerank.n`` outputs per prompt (seeded, so reruns agree) and return the
   one with the highest MEAN token log-likelihood under the evaluated model itself. This is where
   calibration pays off directly: a model whose likelihood ranks its own samples by quality picks
-  a better one. Candidates are scored by ``calibration.mean_logprobs``, the one scoring helper.
+  a better one. Candidates are scored by ``plad.models.scoring``, the one scoring helper.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from plad.evaluation.calibration import mean_logprobs
+from plad.models.scoring import score_completions
 from plad.generation import generate
 
 Decoder = Callable[..., tuple[list[str], dict[str, float]]]
@@ -42,9 +42,10 @@ def rerank(model: Any, tokenizer: Any, prompts: Sequence[str], *, n: int = 8, te
                    temperature=temperature, top_p=top_p, top_k=top_k, num_return_sequences=n,
                    batch_size=batch_size, seed=seed, max_prompt_tokens=max_prompt_tokens,
                    desc=f"generate[{desc}]", progress=progress)
-    flat = mean_logprobs(model, tokenizer, [p for p, c in zip(prompts, gen.texts) for _ in c],
-                         [t for c in gen.texts for t in c], batch_size=batch_size,
-                         max_prompt_tokens=max_prompt_tokens, progress=progress, desc=f"score[{desc}]")
+    flat = score_completions(model, tokenizer, [p for p, c in zip(prompts, gen.texts) for _ in c],
+                             [t for c in gen.texts for t in c], max_prompt_tokens=max_prompt_tokens,
+                             finished=[f for fs in gen.finished for f in fs], batch_size=batch_size,
+                             progress=progress, desc=f"score[{desc}]").mean_logp
     scores = [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
     chosen = [int(np.argmax(s)) for s in scores]
     return Reranked(texts=[c[j] for c, j in zip(gen.texts, chosen)], candidates=gen.texts, scores=scores,

@@ -2,7 +2,7 @@
 
 This is the only place that knows label shifting, padding side and EOS handling. Every loss,
 SFT, pair scoring and calibration consumes its output. Batches use one layout for every family
-(the collator in ``plad.data.collate`` builds it):
+(``plad.models.encoding`` builds it):
 
 * decoder-only: ``input_ids``/``attention_mask`` hold prompt + completion (left or right padded);
   ``labels`` equals ``input_ids`` on completion tokens (EOS included) and -100 elsewhere.

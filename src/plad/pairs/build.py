@@ -228,7 +228,8 @@ def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[
                   max_new_tokens: int, seed: int) -> None:
     """Phase 1: teacher samples per shard; phase 2: student samples + pair rows per shard."""
     from plad.generation import generate
-    from plad.pairs.rows import build_rows, completion_logps
+    from plad.models.scoring import score_completions
+    from plad.pairs.rows import build_rows
 
     size, writes = cfg.shard_size, 0
 
@@ -264,9 +265,9 @@ def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[
         return
     model, tok = load_student()
     score_fn = (lambda outs, exs: scorer(outs, exs, task)) if scorer is not None else None
-    logp_fn = lambda ps, cs: completion_logps(  # noqa: E731
+    logp_fn = lambda ps, cs: score_completions(  # noqa: E731  (training's layout: truncated to max_new_tokens)
         model, tok, ps, cs, max_prompt_tokens=max_prompt_tokens, max_completion_tokens=max_new_tokens,
-        batch_size=cfg.batch_size)
+        batch_size=cfg.batch_size, desc="reference log-probs").sum_logp
     for k in tqdm(todo, desc="pair shards", disable=len(todo) < 2):
         if teacher_outputs is not None:
             t_texts = teacher_outputs[k * size:(k + 1) * size]

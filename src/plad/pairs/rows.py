@@ -9,37 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-import torch
 from datasets import Dataset, Features, Sequence as Seq, Value
-from tqdm.auto import tqdm
-
-from plad.data.collate import encode_example, pad_batch
-from plad.models.logprobs import is_encoder_decoder, sequence_logprobs
 
 ScoreFn = Callable[[list[str], list[dict[str, Any]]], list[float]]  # (outputs, rows) -> scores
 LogpFn = Callable[[list[str], list[str]], list[float]]               # (prompts, completions) -> sum logp
-
-
-def completion_logps(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], *,
-                     max_prompt_tokens: int, max_completion_tokens: int, batch_size: int,
-                     progress: bool = True) -> list[float]:
-    """Summed log p(completion | prompt) under ``model``, batched by length (the training layout)."""
-    enc_dec = is_encoder_decoder(model)
-    feats = [encode_example(tokenizer, p, c, enc_dec, max_prompt_tokens, max_completion_tokens)
-             for p, c in zip(prompts, completions)]
-    order = sorted(range(len(feats)), key=lambda i: -len(feats[i]["input_ids"]) - len(feats[i]["labels"]))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
-    out = [0.0] * len(feats)
-    model.eval()
-    for start in tqdm(range(0, len(order), batch_size), desc="reference log-probs", disable=not progress):
-        idx = order[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in pad_batch([feats[i] for i in idx], pad, enc_dec).items()}
-        with torch.inference_mode():
-            logp = sequence_logprobs(model, **batch).sum_logp.tolist()
-        for i, v in zip(idx, logp):
-            out[i] = v
-    return out
 
 
 def features(has_reference: bool, has_scores: bool) -> tuple[Features, Features]:

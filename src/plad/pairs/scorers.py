@@ -67,9 +67,7 @@ class TeacherLikelihoodScorer(Scorer):
         return fingerprint("teacher_loglik", self._teacher_fp, self._budget[:2])
 
     def __call__(self, outputs: Sequence[str], examples: Sequence[dict[str, Any]], task: Any) -> list[float]:
-        from plad.data.collate import encode_example
-        from plad.models.logprobs import IGNORE_INDEX, is_encoder_decoder
-        from plad.pairs.rows import completion_logps
+        from plad.models.scoring import score_completions
 
         if self._load is None:
             raise ValueError("pairs.scorer: teacher_loglik needs the teacher model (call bind first)")
@@ -78,12 +76,9 @@ class TeacherLikelihoodScorer(Scorer):
         model, tok = self._model
         max_prompt, max_completion, batch_size = self._budget
         prompts = [ex["prompt"] for ex in examples]
-        sums = completion_logps(model, tok, prompts, list(outputs), max_prompt_tokens=max_prompt,
-                                max_completion_tokens=max_completion, batch_size=batch_size, progress=False)
-        enc_dec = is_encoder_decoder(model)
-        counts = [sum(t != IGNORE_INDEX for t in encode_example(tok, p, o, enc_dec, max_prompt, max_completion)["labels"])
-                  for p, o in zip(prompts, outputs)]
-        return [s / max(n, 1) for s, n in zip(sums, counts)]
+        return score_completions(model, tok, prompts, list(outputs), max_prompt_tokens=max_prompt,
+                                 max_completion_tokens=max_completion, batch_size=batch_size,
+                                 progress=False).mean_logp
 
     def close(self) -> None:
         self._model = None

@@ -37,5 +37,6 @@ def check_config(cfg: DictConfig) -> None:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: expected a subset of {list(STAGES)}, got unknown {unknown}")
-    if cfg.ckpt_path not in (None, "last") and not __import__("os").path.isfile(cfg.ckpt_path):
-        raise ValueError(f"ckpt_path: expected null, 'last' or an existing checkpoint file, got {cfg.ckpt_path!r}")
+    if cfg.ckpt_path not in (None, "last"):
+        from plad.resume import resolve_ckpt_path
+        resolve_ckpt_path(cfg)  # a missing checkpoint file or run directory fails here, in one line

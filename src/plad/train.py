@@ -11,7 +11,18 @@ from omegaconf import DictConfig
 
 import plad.resolvers  # noqa: F401  (registers ${wandb_offline:} before Hydra composes)
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+
+def config_dir() -> str:
+    """configs/ of the source checkout (editable install, ``python train.py``), else the copy that a
+    built wheel ships inside the package (``plad/configs``, see pyproject.toml)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parents[1] / "configs", here / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"configs: expected train.yaml in {here.parents[1] / 'configs'} or {here / 'configs'}")
+
+
+CONFIG_DIR = config_dir()
 
 
 def _config_error(exc: BaseException) -> ValueError | None:

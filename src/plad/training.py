@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from plad.data.sft import SFTDataModule
 from plad.models.logprobs import is_encoder_decoder
 from plad.module import DistillModule, SFTModule
+from plad.resume import resolve_ckpt_path
 
 # sft_selection.monitor -> the metric SFTModule logs (lower is better).
 SFT_MONITORS = {"val_loss": "sft/val_loss"}
@@ -154,6 +155,6 @@ def fit_distill(cfg: DictConfig, student_path: Path, teacher_path: Path, pairs_p
                        default_root_dir=str(out_dir), val_check_interval=d.val_check_interval,
                        check_val_every_n_epoch=None, num_sanity_val_steps=0,
                        log_every_n_steps=d.get("log_every_n_steps", 1))
-    trainer.fit(module, dm, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, dm, ckpt_path=resolve_ckpt_path(cfg))
     module.student.eval()
     return module, trainer

@@ -1,0 +1,74 @@
+"""``ckpt_path=last`` resumes the newest unfinished run of the same configuration: a real job is
+killed (SIGKILL) during distillation and a second job picks up its last checkpoint."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from plad.resume import config_key, unfinished_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_dir(log_dir: Path, name: str, cfg: dict, finished: bool = False) -> Path:
+    d = log_dir / "runs" / "2026-01-01" / name
+    (d / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(cfg), d / ".hydra" / "config.yaml")
+    (d / "checkpoints").mkdir()
+    (d / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    if finished:
+        (d / "run_summary.json").write_text("{}")
+    return d
+
+
+def test_only_unfinished_runs_of_the_same_configuration_are_candidates(tmp_path):
+    cfg = {"seed": 0, "loss": {"lr": 1e-4}, "paths": {"output_dir": "a"}, "ckpt_path": None}
+    same = _run_dir(tmp_path, "same", {**cfg, "paths": {"output_dir": "b"}, "ckpt_path": "last"})
+    _run_dir(tmp_path, "done", cfg, finished=True)
+    _run_dir(tmp_path, "other_seed", {**cfg, "seed": 1})
+    time.sleep(0.01)
+    newer = _run_dir(tmp_path, "newer", cfg)
+    assert unfinished_runs(tmp_path, config_key(OmegaConf.create(cfg))) == [newer, same]
+
+
+def _wait_for_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Until ``path`` exists with a stable size (fully written), or fail if the job ends first."""
+    deadline, last = time.time() + timeout, -1
+    while time.time() < deadline:
+        assert proc.poll() is None, "the job ended before it wrote a checkpoint"
+        size = path.stat().st_size if path.exists() else -1
+        if size > 0 and size == last:
+            return
+        last = size
+        time.sleep(0.2)
+    raise TimeoutError(path)
+
+
+def test_ckpt_path_last_resumes_a_killed_job(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    common = [sys.executable, str(ROOT / "train.py"), "debug=fast", f"paths.log_dir={tmp_path / 'logs'}",
+              "distill.max_steps=300", "distill.val_check_interval=2", "eval.calibration.n_prompts=2"]
+    first = subprocess.Popen([*common, f"hydra.run.dir={tmp_path / 'logs/runs/d/first'}"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "logs/runs/d/first/checkpoints/last.ckpt"
+    try:
+        _wait_for_checkpoint(ckpt, first)
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    killed_at = torch.load(ckpt, weights_only=False, map_location="cpu")["global_step"]
+    assert 0 < killed_at < 300
+
+    second = subprocess.run([*common, "ckpt_path=last", f"hydra.run.dir={tmp_path / 'logs/runs/d/second'}"],
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"resuming {ckpt}" in second.stdout + second.stderr
+    with open(tmp_path / "logs/runs/d/second/csv/version_0/metrics.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    assert steps[0] >= killed_at and steps[-1] == 299  # continued where the killed job stopped

@@ -144,10 +144,11 @@ def test_rerun_after_kill_reuses_what_was_complete_and_matches(point: KillPoint,
     assert reused(case.job.run_dir) == point.reused
     if point.resumed_shards is not None:
         assert pair_stats(case.job.cache)["resumed_shards"] == point.resumed_shards
-    for regex in point.rerun_says:
-        assert re.search(regex, case.rerun_output), f"the rerun never said {regex!r}"
-    for regex in point.rerun_never_says:
-        assert not re.search(regex, case.rerun_output), f"the rerun redid work that was complete: {regex!r}"
+    said = {regex: re.search(regex, case.rerun_output) is not None
+            for regex in point.rerun_says + point.rerun_never_says}
+    assert all(said[r] for r in point.rerun_says), f"the rerun never said {[r for r in point.rerun_says if not said[r]]}"
+    redone = [r for r in point.rerun_never_says if said[r]]
+    assert not redone, f"the rerun redid work that was complete: {redone}"
 
     reference: Job = launched["reference"].result()
     ref, got = results(reference.run_dir), results(case.job.run_dir)

@@ -60,7 +60,8 @@ def test_pairwise_batches_score_like_single_pairs(setup_, tok, padding_side):
     family, model, ps = setup_
     if family == "t5" and padding_side == "left":
         pytest.skip("encoder-decoder inputs are always right padded")
-    dm = module(ps, tok, family, ("chosen", "rejected"), padding_side=padding_side)
+    dm = module(ps, tok, family, ("chosen", "rejected"))
+    dm.collator.padding_side = padding_side  # a collator property: sequence_logprobs handles either side
     rows = ps.pairwise.to_list()
     seen = 0
     for batch in dm.loader(dm.train_dataset):

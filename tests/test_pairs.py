@@ -55,14 +55,33 @@ def generated(calls, role):
     return [p for r, ps in calls if r == role for p in ps]
 
 
-def test_fail_mid_run_resumes_from_finished_shards(models, reference, tmp_path, calls):
+class Injected(RuntimeError):
+    pass
+
+
+def fail_after(monkeypatch, writes: int) -> None:
+    """Fault injection: the run dies right after its ``writes``-th shard write."""
+    done, write = [], store.write_shard
+
+    def write_then_maybe_die(*args, **kwargs):
+        write(*args, **kwargs)
+        done.append(1)
+        if len(done) >= writes:
+            raise Injected(f"injected failure after {writes} shard writes")
+
+    monkeypatch.setattr(store, "write_shard", write_then_maybe_die)
+
+
+def test_fail_mid_run_resumes_from_finished_shards(models, reference, tmp_path, calls, monkeypatch):
     prompts = prompt_dataset(N)["prompt"]
-    with pytest.raises(RuntimeError, match="fail_after_shards"):
-        run(models, tmp_path, fail_after_shards=1)  # dies after teacher shard 0
+    with monkeypatch.context() as m, pytest.raises(Injected):
+        fail_after(m, 1)
+        run(models, tmp_path)  # dies after teacher shard 0
     assert generated(calls, "teacher") == prompts[:2] and not generated(calls, "student")
     calls.clear()
-    with pytest.raises(RuntimeError, match="fail_after_shards"):
-        run(models, tmp_path, fail_after_shards=3)  # teacher shards 1, 2 then pair shard 0
+    with monkeypatch.context() as m, pytest.raises(Injected):
+        fail_after(m, 3)
+        run(models, tmp_path)  # teacher shards 1, 2 then pair shard 0
     assert generated(calls, "teacher") == prompts[2:] and generated(calls, "student") == prompts[:2]
     calls.clear()
     ps = run(models, tmp_path, load_teacher=lambda: pytest.fail("teacher reloaded"))

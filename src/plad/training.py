@@ -112,7 +112,8 @@ def _pair_data(cfg: DictConfig, module: DistillModule, loss_cls: type, pairs_pat
     return PairDataModule(pairs_path, module.tokenizer, is_encoder_decoder(module.student),
                           inputs=tuple(loss_cls.inputs), batch_size=d.batch_size,
                           max_prompt_tokens=cfg.task.max_prompt_tokens,
-                          max_completion_tokens=cfg.task.max_new_tokens, val_size=d.val_size, seed=cfg.seed)
+                          max_completion_tokens=cfg.task.max_new_tokens, val_size=d.val_size, seed=cfg.seed,
+                          num_workers=d.get("num_workers", 0))
 
 
 def _train_split_data(cfg: DictConfig, module: DistillModule, loss_cls: type, pairs_path: Path | None,
@@ -126,7 +127,7 @@ def _train_split_data(cfg: DictConfig, module: DistillModule, loss_cls: type, pa
     val = val.select(range(min(int(d.val_size), len(val)))) if val is not None else None
     return SFTDataModule(data["train"], module.tokenizer, is_encoder_decoder(module.student), d.batch_size,
                          cfg.task.max_prompt_tokens, cfg.task.max_new_tokens, seed=cfg.seed, validation=val,
-                         distill_layout=True)
+                         distill_layout=True, num_workers=d.get("num_workers", 0))
 
 
 # CalibrationLoss.data_source -> the data module a distillation run trains on.

@@ -121,7 +121,7 @@ def _pairs_as_lists(ds: Dataset) -> Dataset:
 class PairDataModule(L.LightningDataModule):
     def __init__(self, pairs: Any, tokenizer: Any, encoder_decoder: bool,
                  inputs: Sequence[str] = ("chosen", "rejected"), batch_size: int = 8, max_prompt_tokens: int = 256, max_completion_tokens: int = 64,
-                 val_size: float = 0.05, seed: int = 0, num_workers: int = 0, padding_side: str = "right") -> None:
+                 val_size: float = 0.05, seed: int = 0, num_workers: int = 0) -> None:
         super().__init__()
         self.path = Path(getattr(pairs, "path", pairs))
         self.tokenizer = tokenizer
@@ -136,7 +136,7 @@ class PairDataModule(L.LightningDataModule):
         self.max_prompt_tokens, self.max_completion_tokens = max_prompt_tokens, max_completion_tokens
         self.val_size = val_size
         self.collator = PairCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                                     else tokenizer.eos_token_id, encoder_decoder, padding_side)
+                                     else tokenizer.eos_token_id, encoder_decoder)
         self.table = "listwise" if self.inputs == ("candidates",) else "pairwise"
         key = fingerprint(TOKENIZED_VERSION, tokenizer_fingerprint(tokenizer), encoder_decoder, self.inputs,
                           max_prompt_tokens, max_completion_tokens)

@@ -30,19 +30,19 @@ class DistillLayoutCollator(Collator):
 class SFTDataModule(L.LightningDataModule):
     def __init__(self, train: Dataset, tokenizer: Any, encoder_decoder: bool, batch_size: int,
                  max_prompt_tokens: int, max_completion_tokens: int, seed: int = 0,
-                 validation: Dataset | None = None, completion_key: str = "reference",
-                 distill_layout: bool = False) -> None:
+                 validation: Dataset | None = None, distill_layout: bool = False, num_workers: int = 0) -> None:
         super().__init__()
         if len(train) == 0:
             raise ValueError("train: expected at least one (prompt, reference) row, got an empty split")
         self.train, self.validation = train, validation
         self.batch_size, self.seed = batch_size, seed
         collator = DistillLayoutCollator if distill_layout else Collator
-        self.collate = collator(tokenizer, encoder_decoder, max_prompt_tokens, max_completion_tokens,
-                                completion_key=completion_key)
+        self.collate = collator(tokenizer, encoder_decoder, max_prompt_tokens, max_completion_tokens)
+        self.num_workers = num_workers
 
     def train_dataloader(self) -> DataLoader:
-        return ResumableLoader(self.train, self.batch_size, seed=self.seed, collate_fn=self.collate)
+        return ResumableLoader(self.train, self.batch_size, seed=self.seed, collate_fn=self.collate,
+                               num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         if self.validation is None or len(self.validation) == 0:

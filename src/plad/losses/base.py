@@ -45,14 +45,6 @@ class SequenceScores:
             return self.logp / self.n_tokens.clamp(min=1)
         raise ValueError(f"score: expected 'mean' or 'sum', got {mode!r}")
 
-    @property
-    def chosen(self) -> Tensor:
-        return self.logp[:, 0]
-
-    @property
-    def rejected(self) -> Tensor:
-        return self.logp[:, 1]
-
     def pair(self, mode: str = "mean") -> tuple[Tensor, Tensor]:
         """(s(y+|x), s(y-|x)) for pairwise losses, which need exactly two sequences per example."""
         if self.logp.dim() != 2 or self.logp.shape[1] != 2:

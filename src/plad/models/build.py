@@ -9,6 +9,7 @@ module returns is a plain float model that ``save_pretrained`` can write and the
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from pathlib import Path
@@ -26,6 +27,8 @@ from plad.models.tokenizer import (MIN_VOCAB, ensure_pad, load_tokenizer, obtain
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "org/name"
+TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "spiece.model", "tokenizer.model"}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 
 
 # ----------------------------------------------------------------------------- validation
@@ -37,7 +40,7 @@ def _looks_local(p: str) -> bool:
     return os.sep in p and not HUB_NAME.match(p)
 
 
-def _check_pretrained(spec: DictConfig, field: str) -> None:
+def _check_pretrained(spec: DictConfig, field: str, weights: bool = True) -> None:
     pretrained, gguf_file = spec.get("pretrained"), spec.get("gguf_file")
     if gguf_file and not pretrained:
         raise ValueError(f"{field}.gguf_file: expected `pretrained` (a dir or hub repo holding it), got pretrained=null")
@@ -49,6 +52,31 @@ def _check_pretrained(spec: DictConfig, field: str) -> None:
         raise ValueError(f"{field}.pretrained: path does not exist: {pretrained}")
     if gguf_file and os.path.isdir(path) and not os.path.isfile(os.path.join(path, gguf_file)):
         raise ValueError(f"{field}.gguf_file: file does not exist in {pretrained}: {gguf_file}")
+    if os.path.isdir(path) and not gguf_file:
+        _check_local_dir(path, f"{field}.pretrained", str(pretrained), weights=weights)
+
+
+def _check_local_dir(path: str, field: str, name: str, weights: bool) -> None:
+    """A local checkpoint dir must hold a tokenizer (and config + weights for a model) that fit together;
+    otherwise loading fails (or indexes past the embedding) only after the data and SFT stages."""
+    files = set(os.listdir(path))
+    if not files & TOKENIZER_FILES:
+        raise ValueError(f"{field}: expected a tokenizer ({', '.join(sorted(TOKENIZER_FILES))}) in {name}, got none")
+    if not weights:
+        return
+    if "config.json" not in files:
+        raise ValueError(f"{field}: expected a model directory with config.json, got none in {name}")
+    if not any(f.endswith(WEIGHT_SUFFIXES) for f in files):
+        raise ValueError(f"{field}: expected weights (*.safetensors or *.bin) in {name}, got none")
+    try:
+        vocab_size = json.loads(Path(path, "config.json").read_text()).get("vocab_size")
+        n_tokens = len(AutoTokenizer.from_pretrained(path))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{field}: expected a readable config.json and tokenizer in {name}, "
+                         f"got {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    if isinstance(vocab_size, int) and n_tokens > vocab_size:
+        raise ValueError(f"{field}: expected a tokenizer of at most {vocab_size} tokens (the model's vocab_size), "
+                         f"got {n_tokens} tokens in {name}")
 
 
 def _check_number(value: Any, field: str, minimum: float, strict: bool, integer: bool) -> None:
@@ -77,7 +105,7 @@ def validate_model_spec(spec: DictConfig, field: str) -> None:
 
 
 def validate_tokenizer_spec(spec: DictConfig, field: str = "model.tokenizer") -> None:
-    _check_pretrained(spec, field)
+    _check_pretrained(spec, field, weights=False)
     vocab_size = spec.get("vocab_size")
     if not spec.get("pretrained") and (not isinstance(vocab_size, int) or isinstance(vocab_size, bool)
                                        or vocab_size < MIN_VOCAB):
@@ -90,6 +118,16 @@ def validate_family(cfg_model: DictConfig, field: str = "model") -> None:
     validate_tokenizer_spec(cfg_model.tokenizer, f"{field}.tokenizer")
     for role in ("teacher", "student"):
         validate_model_spec(cfg_model[role], f"{field}.{role}")
+
+
+def tokenizer_source(cfg_model: DictConfig, role: str) -> tuple[str, str | None] | None:
+    """Where a role's tokenizer comes from: its own ``pretrained`` (+ gguf_file), the family's
+    pretrained tokenizer, or None for the BPE trained on the task (models built from config)."""
+    spec = cfg_model[role]
+    if spec.get("pretrained"):
+        return str(spec.pretrained), spec.get("gguf_file")
+    tok = cfg_model.tokenizer
+    return (str(tok.pretrained), tok.get("gguf_file")) if tok.get("pretrained") else None
 
 
 # ----------------------------------------------------------------------------- building / loading

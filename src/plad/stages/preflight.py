@@ -1,39 +1,56 @@
 """Checks of the whole run's configuration that must fail before any expensive stage, with one line
-naming the field: plain values, every instantiated object, and the protocol's rules (an oracle
-loss needs the oracle switch; SFT selection and decoding settings are valid)."""
+naming the field: plain values, every instantiated object, the input files it names, and the
+protocol's rules (an oracle loss needs the oracle switch; a white-box loss needs the teacher model;
+SFT selection and decoding settings are valid). ``load_checked`` loads the task's splits and checks
+them against the run's other inputs before they are cached: call it instead of ``task.load``."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from plad.config_checks import check_config
+from plad.stages.input_checks import build, check_data, check_eval, check_pairs, check_white_box, import_target
 
 
 def preflight(cfg: DictConfig) -> tuple[Any, type]:
     """Validate ``cfg``; returns the task object and the loss class."""
     from plad.evaluation.decoding import decoding_settings
+    from plad.losses.base import CalibrationLoss
     from plad.models.build import validate_family
     from plad.module import build_loss
     from plad.pairs.scorers import check_scorer
     from plad.training import check_sft_selection
 
     check_config(cfg)
-    task = instantiate(cfg.task)
+    task = build(cfg.task, "task")
+    loss_cls = import_target(cfg.loss, "loss", CalibrationLoss)
     build_loss(cfg.loss)
-    loss_cls = get_class(cfg.loss._target_)
     if loss_cls.needs_oracle_references and not oracle_references(cfg):
         raise ValueError(f"pairs.oracle_references: {loss_cls.__name__} trains on the references of the unlabeled "
                          "prompts (an oracle); expected true, got false")
+    check_pairs(cfg.pairs)  # the teacher file's format, before rules that mention it
+    if cfg.pairs.get("scorer") is not None:
+        import_target(cfg.pairs.scorer, "pairs.scorer")
     check_scorer(cfg.pairs)
     if "distill" in cfg.stages and "pairs" not in cfg.stages and loss_cls.data_source == "pairs":
         raise ValueError(f"stages: {loss_cls.__name__} trains on pairs; expected 'pairs' before 'distill', "
                          f"got {list(cfg.stages)}")
     validate_family(cfg.model)
+    check_white_box(cfg, loss_cls)
     check_sft_selection(cfg.sft_selection)
+    check_eval(cfg.eval)
     decoding_settings(OmegaConf.to_container(cfg.eval, resolve=True))
+    if cfg.get("judge") is not None:
+        import_target(cfg.judge, "judge")
     return task, loss_cls
+
+
+def load_checked(cfg: DictConfig, task: Any, cache: str | os.PathLike) -> Any:
+    """The task's splits (``task.load``), checked against the run's other inputs (the black-box
+    teacher file must answer exactly the unlabeled prompts) before they are cached and before SFT."""
+    return task.load(cache, validate=lambda data: check_data(cfg, data))
 
 
 def oracle_references(cfg: DictConfig) -> bool:

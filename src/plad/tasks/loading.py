@@ -12,7 +12,7 @@ import os
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 
 from plad.cache import atomic_dir, entry_dir, file_hash, fingerprint, is_complete
 from plad.tasks.base import SPLITS, Task
+from plad.tasks.source_checks import (check_not_empty, check_unique_ids, check_utf8, check_value, load_error,
+                                      warn_long_texts)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ def _local_files(source: str | Mapping[str, str]) -> dict[str, Path] | None:
             raise ValueError(f"task.source: file not found: {path}")
         if path.is_file() and path.suffix not in FORMATS:
             raise ValueError(f"task.source: expected a {'/'.join(FORMATS)} file, got {path}")
+        check_not_empty(path)
     return files
 
 
@@ -61,12 +64,17 @@ def load_source(source: str | Mapping[str, str]) -> DatasetDict:
     files = _local_files(source)
     if files is None:
         return load_dataset(str(source))  # hub name; needs network or a populated HF cache
-    if len(files) == 1 and next(iter(files.values())).is_dir():
-        return load_dataset(str(next(iter(files.values()))))
-    formats = {FORMATS[p.suffix] for p in files.values()}
+    formats = {FORMATS[p.suffix] for p in files.values() if p.is_file()}
     if len(formats) > 1:
         raise ValueError(f"task.source: expected files of one format, got {sorted(formats)}")
-    return load_dataset(formats.pop(), data_files={k: str(p) for k, p in files.items()})
+    for path in files.values():
+        check_utf8(path)
+    try:
+        if len(files) == 1 and next(iter(files.values())).is_dir():
+            return load_dataset(str(next(iter(files.values()))))
+        return load_dataset(formats.pop(), data_files={k: str(p) for k, p in files.items()})
+    except Exception as e:  # noqa: BLE001  (datasets raises StopIteration, codec and Arrow errors alike)
+        raise load_error(files, e) from e
 
 
 def source_hashes(source: str | Mapping[str, str] | None) -> dict[str, str]:
@@ -195,23 +203,33 @@ class DataTask(Task):
     def convert(self, row: dict[str, Any]) -> dict[str, Any]:
         """A source row (our column names, ``id`` filled) -> a row with prompt, reference, extras."""
 
-    def load(self, cache_root: str | os.PathLike | None = None) -> DatasetDict:
+    def load(self, cache_root: str | os.PathLike | None = None,
+             validate: Callable[[DatasetDict], None] | None = None) -> DatasetDict:
         """The splits; with ``cache_root``, stored once as Arrow under ``<cache>/data/<fingerprint>``
-        (generating 100k embedded examples takes a minute; reading them back, a second)."""
+        (generating 100k embedded examples takes a minute; reading them back, a second).
+        ``validate`` (checks against the run's other inputs) runs before anything is cached."""
         if cache_root is None:
-            return self._load()
-        entry = entry_dir(cache_root, "data", f"{self.name}-{self.fingerprint()}")
-        if not is_complete(entry):
             data = self._load()
-            with atomic_dir(entry) as tmp:
-                data.save_to_disk(str(tmp / "splits"))
-        return load_from_disk(str(entry / "splits"))
+        else:
+            entry = entry_dir(cache_root, "data", f"{self.name}-{self.fingerprint()}")
+            if is_complete(entry):
+                data = load_from_disk(str(entry / "splits"))
+            else:
+                data = self._load()
+                if validate is not None:
+                    validate(data)
+                with atomic_dir(entry) as tmp:
+                    data.save_to_disk(str(tmp / "splits"))
+                data = load_from_disk(str(entry / "splits"))
+                validate = None  # already checked
+        if validate is not None:
+            validate(data)
+        warn_long_texts(data, self.max_prompt_tokens, self.max_new_tokens)
+        return data
 
     def _load(self) -> DatasetDict:
         data = self.generate() if self.source is None else self.load_real()
-        ids = [i for name in SPLITS for i in data[name]["id"]]
-        if len(set(ids)) != len(ids):
-            raise ValueError("task.columns.id: expected unique ids across all splits, got duplicates")
+        check_unique_ids([i for name in SPLITS for i in data[name]["id"]])
         return data
 
     def load_real(self) -> DatasetDict:
@@ -245,6 +263,8 @@ class DataTask(Task):
         rows = []
         for idx, row in enumerate(tqdm(ds, desc="converting source rows", disable=len(ds) < 20000)):
             ours = {k: row[v] for k, v in self.columns.items()}
+            for column in self.required_columns:
+                check_value(column, ours[column], origin[idx])
             ours["id"] = str(ours["id"]) if "id" in ours else origin[idx]
             rows.append(self.convert(ours))
         return Dataset.from_list(rows, features=self.features)

@@ -178,13 +178,17 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(setup_):
 def _continued_sft_cfg(max_steps: int = 6):
     from omegaconf import OmegaConf
 
-    return OmegaConf.create({
+    distill_yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "distill" / "default.yaml")
+    cfg = OmegaConf.create({
         "seed": 0, "ckpt_path": None, "callbacks": {}, "task": {"max_prompt_tokens": 32, "max_new_tokens": 8},
         "loss": {"_target_": "plad.losses.sft.SFTLoss", "reg_weight": 0.0, "lr": 1e-2},
         "distill": {"max_steps": max_steps, "batch_size": 4, "lr": "${loss.lr}", "warmup_steps": 0,
-                    "weight_decay": 0.0, "val_size": 4, "val_check_interval": max_steps, "max_nonfinite": 3},
+                    "weight_decay": 0.0, "val_size": 4, "val_check_interval": max_steps, "max_nonfinite": 3,
+                    "num_workers": 0},
         "trainer": {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 1,
                     "enable_progress_bar": False, "enable_model_summary": False}})
+    cfg.distill.module, cfg.distill.datamodule = distill_yaml.module, distill_yaml.datamodule  # from config
+    return cfg
 
 
 def _nll(model, tok, rows) -> float:

@@ -1,85 +1,71 @@
-"""The stage graph of one run: data -> teacher SFT -> student SFT -> pairs -> distillation ->
-evaluation. Stages 2-4 are cached under content fingerprints (``plad.cache``) that include the run
-seed, so a multirun over losses at one seed pays only for distillation and evaluation. What each
-stage does lives in ``plad.stages``."""
+"""The stage graph of one run, and nothing else: data -> SFT (teacher, initial student) -> pairs ->
+distillation -> evaluation. Each stage is a module of ``plad.stages`` with the same shape (config +
+upstream references in, a reference out); stages 2-4 are cached under content fingerprints, so a
+multirun over losses at one seed pays only for distillation and evaluation. A stage left out of
+``stages`` must find its output in the cache (``plad.stages.plan``)."""
 from __future__ import annotations
 
-import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import plad.resolvers  # noqa: F401  (${wandb_offline:} in logger configs, also for in-process callers)
-from plad.stages import distill as distill_stage, evaluate as evaluate_stage, pairs as pairs_stage, sft as sft_stage
+from plad.loggers import open_loggers
+from plad.stages import data as data_stage, distill as distill_stage, evaluate as evaluate_stage, plan
+from plad.stages import pairs as pairs_stage, sft as sft_stage
 from plad.stages.preflight import is_oracle_run, preflight
-from plad.stages.refs import ModelRef
-from plad.summary import print_summary
+from plad.summary import print_summary, write_run_summary
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    start = time.perf_counter()
-    run_dir, cache = Path(cfg.paths.output_dir), Path(cfg.paths.cache_dir)
+    run_dir, cache, stages = Path(cfg.paths.output_dir), Path(cfg.paths.cache_dir), list(cfg.stages)
     task, loss_cls = preflight(cfg)  # bad values fail here, before any expensive work
-    stages, timings = list(cfg.stages), {}
+    results: dict[str, Any] = {"oracle": is_oracle_run(cfg, loss_cls), "diagnostics": {}, "timings": {}}
+    timed = _timer(results["timings"])
+    start = time.perf_counter()
 
-    t = time.perf_counter()
-    data = task.load(cache)  # generated or converted once, then read back from the cache
-    eval_split = cfg.eval.get("split", "test")
-    if eval_split not in data:
-        raise ValueError(f"eval.split: expected one of {list(data)}, got {eval_split!r}")
-    timings["data"] = time.perf_counter() - t
+    with timed("data"):
+        data = data_stage.run(cfg, task, cache)
+    teacher, student0 = (sft_stage.entry(cfg, role, task, cache) for role in ("teacher", "student"))
+    plan.check_inputs(stages, loss_cls, {  # an input neither listed nor cached fails now, in one line
+        "sft": lambda: next((str(r.path) for r in (teacher, student0) if not r.reused), None),
+        "pairs": lambda: None if pairs_stage.run(cfg, teacher, student0, data, task, cache, lookup_only=True)
+        else "the pair set of this configuration"})
 
-    t = time.perf_counter()
-    shared_tok, tok_fp = sft_stage.tokenizer(cfg, task, data, cache)
-    teacher = sft_stage.obtain_sft_model(cfg, "teacher", task, data, shared_tok, tok_fp, cache, run_dir)
-    student0 = sft_stage.obtain_sft_model(cfg, "student", task, data, shared_tok, tok_fp, cache, run_dir)
-    timings["sft"] = time.perf_counter() - t
-
-    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
-    full_config = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                   for k, v in cfg.items() if k != "hydra"}
-    for lg in loggers:  # the whole composed config, so runs can be filtered and compared by any value
-        lg.log_hyperparams(full_config)
-    systems: dict[str, ModelRef] = {"teacher": teacher, "student_init": student0}
-    results: dict[str, Any] = {"oracle": is_oracle_run(cfg, loss_cls), "diagnostics": {}}
-    reused = {"teacher": teacher.reused, "student_init": student0.reused}  # cached stages this run
-    pairs_path = None
-    try:
-        if "pairs" in stages:
-            t = time.perf_counter()
-            pairs = pairs_stage.obtain(cfg, teacher, student0, data, task, cache)
-            results["diagnostics"] = pairs_stage.diagnostics(pairs, data["unlabeled"], task)
-            timings["pairs"] = time.perf_counter() - t
-            results["pairs"], pairs_path = {"path": str(pairs.path), "stats": pairs.stats}, pairs.path
-            reused["pairs"] = pairs.reused
-        if "distill" in stages:  # preflight checked that a pair-trained loss has the pairs stage
-            t = time.perf_counter()
-            systems["student"] = distill_stage.distill(cfg, student0, teacher, pairs_path, data, loggers, run_dir)
-            timings["distill"] = time.perf_counter() - t
+    with timed("sft"):
+        teacher, student0 = (sft_stage.run(cfg, role, task, data, cache, run_dir) for role in ("teacher", "student"))
+    systems = {"teacher": teacher, "student_init": student0}
+    results["reused"] = {"teacher": teacher.reused, "student_init": student0.reused}
+    pairs = None
+    with open_loggers(cfg) as loggers:
+        if "pairs" in stages or "pairs" in plan.needed_from_cache(stages, loss_cls):
+            with timed("pairs"):
+                pairs = pairs_stage.run(cfg, teacher, student0, data, task, cache)
+                results["diagnostics"] = pairs_stage.diagnostics(pairs, data["unlabeled"], task)
+            results["pairs"] = {"path": str(pairs.path), "stats": pairs.stats}
+            results["reused"]["pairs"] = pairs.reused
+        if "distill" in stages:
+            with timed("distill"):
+                systems["student"] = distill_stage.run(cfg, student0, teacher, pairs, data, loggers, run_dir)
         if "evaluate" in stages:
-            t = time.perf_counter()
-            extra = {"oracle": results["oracle"], "diagnostics": results["diagnostics"]}
-            results["metrics"] = evaluate_stage.evaluate(cfg, task, data[eval_split], systems, cache, run_dir,
-                                                         loggers, extra)
-            timings["evaluate"] = time.perf_counter() - t
-    finally:
-        _finish_loggers(loggers)
-    timings["total"] = time.perf_counter() - start
-    results["timings"], results["reused"] = timings, reused
-    (run_dir / "run_summary.json").write_text(json.dumps(
-        {"timings": timings, "reused": reused, "oracle": results["oracle"], "diagnostics": results["diagnostics"],
-         "systems": {k: str(v.path) for k, v in systems.items()},
-         "config": OmegaConf.to_container(cfg, resolve=False)}, indent=2, default=str))
-    print_summary(task, results, run_dir, timings)
+            with timed("evaluate"):
+                extra = {"oracle": results["oracle"], "diagnostics": results["diagnostics"]}
+                results["metrics"] = evaluate_stage.run(cfg, task, data[cfg.eval.get("split", "test")], systems,
+                                                        cache, run_dir, loggers, extra)
+    results["timings"]["total"] = time.perf_counter() - start
+    results["systems"] = {k: str(v.path) for k, v in systems.items()}
+    write_run_summary(run_dir, results, cfg)
+    print_summary(task, results, run_dir, results["timings"])
     return results
 
 
-def _finish_loggers(loggers: list[Any]) -> None:
-    """Close W&B runs explicitly so jobs of a multirun never merge into one run."""
-    for lg in loggers:
-        if type(lg).__name__ == "WandbLogger":
-            import wandb
-            wandb.finish()
+def _timer(timings: dict[str, float]):
+    @contextmanager
+    def timed(stage: str) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        timings[stage] = time.perf_counter() - t
+    return timed

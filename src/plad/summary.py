@@ -3,9 +3,11 @@ match, leak rate and degenerate share first), the pseudo-label noise of the pair
 run's outputs are."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -25,6 +27,14 @@ def summary_columns(main_metric: str, systems: dict[str, dict[str, Any]], max_co
     seen = list(dict.fromkeys(k for m in systems.values() for k in m if isinstance(m.get(k), (int, float))))
     first = [main_metric] + [k for k in HEADLINE if k in seen and k != main_metric]
     return (first + [k for k in seen if k not in first])[:max(max_columns, len(first))]
+
+
+def write_run_summary(run_dir: Path, results: dict[str, Any], cfg: DictConfig) -> None:
+    """run_summary.json: timings, which stages came from the cache, where each system is. Written
+    last, it also marks the run as finished (``ckpt_path=last`` resumes only unfinished runs)."""
+    summary = {k: results.get(k) for k in ("timings", "reused", "oracle", "diagnostics", "systems")}
+    summary["config"] = OmegaConf.to_container(cfg, resolve=False)
+    (run_dir / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
 
 def print_summary(task: Any, results: dict[str, Any], run_dir: Path, timings: dict[str, float]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -101,40 +101,6 @@ def fit_sft(cfg: DictConfig, model: Any, tokenizer: Any, sft: DictConfig, train:
                           "patience": sel.patience, "min_delta": sel.min_delta}}
 
 
-def _pair_data(cfg: DictConfig, module: DistillModule, loss_cls: type, pairs_path: Path | None,
-               data: DatasetDict | None) -> L.LightningDataModule:
-    """The cached pair set of the unlabeled prompts, serving the columns the loss declares."""
-    from plad.data.pairs import PairDataModule
-
-    if pairs_path is None:
-        raise ValueError(f"loss: {loss_cls.__name__} trains on pairs, but the pairs stage did not run (stages)")
-    d = cfg.distill
-    return PairDataModule(pairs_path, module.tokenizer, is_encoder_decoder(module.student),
-                          inputs=tuple(loss_cls.inputs), batch_size=d.batch_size,
-                          max_prompt_tokens=cfg.task.max_prompt_tokens,
-                          max_completion_tokens=cfg.task.max_new_tokens, val_size=d.val_size, seed=cfg.seed,
-                          num_workers=d.get("num_workers", 0))
-
-
-def _train_split_data(cfg: DictConfig, module: DistillModule, loss_cls: type, pairs_path: Path | None,
-                      data: DatasetDict | None) -> L.LightningDataModule:
-    """The labeled train split's (prompt, reference); the first ``distill.val_size`` validation rows
-    give val/loss."""
-    if data is None or "train" not in data:
-        raise ValueError(f"loss: {loss_cls.__name__} trains on the labeled train split, but no data was given")
-    d = cfg.distill
-    val = data.get("validation")
-    val = val.select(range(min(int(d.val_size), len(val)))) if val is not None else None
-    return SFTDataModule(data["train"], module.tokenizer, is_encoder_decoder(module.student), d.batch_size,
-                         cfg.task.max_prompt_tokens, cfg.task.max_new_tokens, seed=cfg.seed, validation=val,
-                         distill_layout=True, num_workers=d.get("num_workers", 0))
-
-
-# CalibrationLoss.data_source -> the data module a distillation run trains on.
-DATA_SOURCES: dict[str, Callable[..., L.LightningDataModule]] = {
-    "pairs": _pair_data, "train_split": _train_split_data}
-
-
 def fit_distill(cfg: DictConfig, student_path: Path, teacher_path: Path, pairs_path: Path | None,
                 loggers: list[Any], out_dir: Path, data: DatasetDict | None = None
                 ) -> tuple[DistillModule, L.Trainer]:
@@ -143,14 +109,21 @@ def fit_distill(cfg: DictConfig, student_path: Path, teacher_path: Path, pairs_p
     L.seed_everything(cfg.seed, verbose=False)
     d = cfg.distill
     loss_cls = get_class(cfg.loss._target_)
-    if loss_cls.data_source not in DATA_SOURCES:
-        raise ValueError(f"loss: {loss_cls.__name__}.data_source: expected one of {list(DATA_SOURCES)}, "
-                         f"got {loss_cls.data_source!r}")
-    module = DistillModule(str(student_path), cfg.loss, lr=d.lr, max_steps=d.max_steps,
-                           warmup_steps=d.warmup_steps, weight_decay=d.weight_decay,
-                           teacher_path=str(teacher_path) if loss_cls.needs_teacher else None,
-                           max_nonfinite=d.max_nonfinite, optim=cfg.get("optim"))
-    dm = DATA_SOURCES[loss_cls.data_source](cfg, module, loss_cls, pairs_path, data)
+    if loss_cls.data_source not in d.datamodule:
+        raise ValueError(f"loss: {loss_cls.__name__}.data_source: expected one of {list(d.datamodule)} "
+                         f"(distill.datamodule), got {loss_cls.data_source!r}")
+    module = instantiate(d.module)(student_path=str(student_path), loss=cfg.loss, optim=cfg.get("optim"),
+                                   teacher_path=str(teacher_path) if loss_cls.needs_teacher else None)
+    make_data = instantiate(d.datamodule[loss_cls.data_source])
+    enc_dec = is_encoder_decoder(module.student)
+    if loss_cls.data_source == "pairs":
+        if pairs_path is None:
+            raise ValueError(f"loss: {loss_cls.__name__} trains on pairs, but the pairs stage did not run (stages)")
+        dm = make_data(pairs_path, module.tokenizer, enc_dec, inputs=tuple(loss_cls.inputs))
+    else:
+        if data is None or "train" not in data:
+            raise ValueError(f"loss: {loss_cls.__name__} trains on the labeled train split, but no data was given")
+        dm = make_data(data, module.tokenizer, enc_dec)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     trainer = _trainer(cfg, d.max_steps, logger=loggers or False, callbacks=callbacks,
                        default_root_dir=str(out_dir), val_check_interval=d.val_check_interval,

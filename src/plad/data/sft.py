@@ -40,6 +40,17 @@ class SFTDataModule(L.LightningDataModule):
         self.collate = collator(tokenizer, encoder_decoder, max_prompt_tokens, max_completion_tokens)
         self.num_workers = num_workers
 
+    @classmethod
+    def for_distillation(cls, data: Any, tokenizer: Any, encoder_decoder: bool, batch_size: int,
+                         max_prompt_tokens: int, max_completion_tokens: int, val_size: int, seed: int = 0,
+                         num_workers: int = 0) -> "SFTDataModule":
+        """Continued SFT as a distillation method: the labeled train split in the pair batch layout,
+        val/loss on the first ``val_size`` rows of the validation split."""
+        val = data.get("validation")
+        val = val.select(range(min(int(val_size), len(val)))) if val is not None else None
+        return cls(data["train"], tokenizer, encoder_decoder, batch_size, max_prompt_tokens, max_completion_tokens,
+                   seed=seed, validation=val, distill_layout=True, num_workers=num_workers)
+
     def train_dataloader(self) -> DataLoader:
         return ResumableLoader(self.train, self.batch_size, seed=self.seed, collate_fn=self.collate,
                                num_workers=self.num_workers)

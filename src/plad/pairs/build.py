@@ -31,7 +31,7 @@ from plad.pairs import store
 log = logging.getLogger(__name__)
 PAIRS_VERSION = "pairs-v1"
 # Keys that change how a run proceeds but not what it produces (never part of the cache key).
-RUN_KEYS = ("rebuild", "fail_after_shards", "batch_size", "wait_timeout_s", "poll_s", "teacher_outputs", "scorer")
+RUN_KEYS = ("rebuild", "batch_size", "wait_timeout_s", "poll_s", "teacher_outputs", "scorer")
 SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k")
 Loader = Callable[[], tuple[Any, Any]]
 
@@ -145,8 +145,9 @@ def _concat(parts: list[Dataset]) -> Dataset:
 
 def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, load_teacher: Loader, load_student: Loader,
                  teacher_fp: str, student_fp: str, cache_root: Path, max_prompt_tokens: int,
-                 max_new_tokens: int, seed: int) -> PairSet:
-    """The pair set for these prompts and models: from the cache when it is complete and intact."""
+                 max_new_tokens: int, seed: int, lookup_only: bool = False) -> PairSet | None:
+    """The pair set for these prompts and models: from the cache when it is complete and intact.
+    ``lookup_only``: never build; None when the cache has no such entry (loads no model)."""
     started = time.time()
     _check_cfg(cfg)
     rank, world = dist_info()
@@ -170,6 +171,8 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, load_teacher: Loa
     fp = fingerprint(PAIRS_VERSION, teacher_key, student_fp, _hash_prompts(ids, texts), generation_cfg,
                      scorer.fingerprint(task) if scorer else None, max_prompt_tokens, max_new_tokens, seed)
     entry = entry_dir(cache_root, "pairs", fp)
+    if lookup_only:
+        return _try_load(entry, fp, warn=False)
     timeout, poll = float(cfg.get("wait_timeout_s", 86400)), float(cfg.get("poll_s", 2.0))
 
     if cfg.rebuild and rank == 0:
@@ -231,16 +234,10 @@ def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[
     from plad.models.scoring import score_completions
     from plad.pairs.rows import build_rows
 
-    size, writes = cfg.shard_size, 0
+    size = cfg.shard_size
 
     def rows_of(k: int) -> list[dict[str, Any]]:
         return examples[k * size:(k + 1) * size]
-
-    def written() -> None:
-        nonlocal writes
-        writes += 1
-        if cfg.get("fail_after_shards") is not None and writes >= cfg.fail_after_shards:
-            raise RuntimeError(f"pairs.fail_after_shards: injected failure after {writes} shard writes")
 
     def sample(model: Any, tok: Any, k: int, role: str, n: int) -> Any:
         return generate(model, tok, [r["prompt"] for r in rows_of(k)], num_return_sequences=n,
@@ -256,7 +253,6 @@ def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[
             out = sample(model, tok, k, "teacher", cfg.n_teacher)
             meta = {"samples": len(out.texts) * cfg.n_teacher, "tokens": out.total_tokens, "seconds": out.seconds}
             store.write_shard(entry, "teacher", k, {"outputs": Dataset.from_dict({"texts": out.texts})}, meta)
-            written()
         model = tok = None
         _free_memory()
 
@@ -285,7 +281,6 @@ def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[
                               "seconds": out.seconds, "empty": sum(not t.strip() for ts in out.texts for t in ts)},
                   "rows_seconds": time.perf_counter() - t0}
         store.write_shard(entry, "shards", k, tables, stats)
-        written()
     if scorer is not None:
         scorer.close()
     model = tok = None

@@ -10,11 +10,13 @@ from omegaconf import DictConfig
 from plad.stages.refs import ModelRef
 
 
-def distill(cfg: DictConfig, student0: ModelRef, teacher: ModelRef, pairs_path: Path | None, data: Any,
-            loggers: list[Any], run_dir: Path) -> ModelRef:
+def run(cfg: DictConfig, student0: ModelRef, teacher: ModelRef, pairs: Any, data: Any, loggers: list[Any],
+        run_dir: Path) -> ModelRef:
+    """``pairs``: the PairSet of the pairs stage (None for losses trained on the labeled split)."""
     from plad.models.build import save_model
     from plad.training import fit_distill
 
+    pairs_path = pairs.path if pairs is not None else None
     module, _ = fit_distill(cfg, student0.path, teacher.path, pairs_path, loggers, run_dir, data=data)
     save_model(module.student, module.tokenizer, run_dir / "student")
     return ModelRef(run_dir / "student", "")

@@ -26,8 +26,8 @@ def output_cache_entries(eval_cfg: dict[str, Any], task: Any, systems: dict[str,
             for name, ref in systems.items() if ref.fingerprint}
 
 
-def evaluate(cfg: DictConfig, task: Any, split: Any, systems: dict[str, ModelRef], cache: Path, run_dir: Path,
-             loggers: list[Any], extra: dict[str, Any]) -> dict[str, Any]:
+def run(cfg: DictConfig, task: Any, split: Any, systems: dict[str, ModelRef], cache: Path, run_dir: Path,
+        loggers: list[Any], extra: dict[str, Any]) -> dict[str, Any]:
     """metrics.json (+ samples, plots) of every system; ``extra`` adds top-level entries to it."""
     from plad.evaluation.evaluate import evaluate as run_evaluation
     from plad.evaluation.log_results import log_results

@@ -13,12 +13,15 @@ from plad.stages.refs import ModelRef
 log = logging.getLogger("plad")
 
 
-def obtain(cfg: DictConfig, teacher: ModelRef, student0: ModelRef, data: Any, task: Any, cache: Path) -> Any:
-    """The pair set (``plad.pairs.build.PairSet``); samples are seeded by the run seed."""
+def run(cfg: DictConfig, teacher: ModelRef, student0: ModelRef, data: Any, task: Any, cache: Path,
+        lookup_only: bool = False) -> Any:
+    """The pair set (``plad.pairs.build.PairSet``); samples are seeded by the run seed. With
+    ``lookup_only`` the cached set or None, without loading any model."""
     from plad.pairs.build import obtain_pairs
 
     return obtain_pairs(cfg.pairs, data["unlabeled"], task, teacher.load, student0.load, teacher.fingerprint,
-                        student0.fingerprint, cache, cfg.task.max_prompt_tokens, cfg.task.max_new_tokens, cfg.seed)
+                        student0.fingerprint, cache, cfg.task.max_prompt_tokens, cfg.task.max_new_tokens, cfg.seed,
+                        lookup_only=lookup_only)
 
 
 def diagnostics(pairs: Any, unlabeled: Any, task: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from plad.config_checks import check_config
+from plad.stages import plan
 from plad.stages.input_checks import build, check_data, check_eval, check_pairs, check_white_box, import_target
 
 
@@ -34,9 +35,7 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
     if cfg.pairs.get("scorer") is not None:
         import_target(cfg.pairs.scorer, "pairs.scorer")
     check_scorer(cfg.pairs)
-    if "distill" in cfg.stages and "pairs" not in cfg.stages and loss_cls.data_source == "pairs":
-        raise ValueError(f"stages: {loss_cls.__name__} trains on pairs; expected 'pairs' before 'distill', "
-                         f"got {list(cfg.stages)}")
+    plan.check_order(list(cfg.stages))  # inputs of stages left out are checked against the cache later
     validate_family(cfg.model)
     check_white_box(cfg, loss_cls)
     check_sft_selection(cfg.sft_selection)

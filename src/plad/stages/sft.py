@@ -21,38 +21,42 @@ log = logging.getLogger("plad")
 SFT_VERSION = "sft-v2"  # v2: checkpoint chosen on validation; seeded by the run seed
 
 
-def tokenizer(cfg: DictConfig, task: Any, data: Any, cache: Path) -> tuple[Any, str]:
-    """The tokenizer shared by built-from-config models (None when both are pretrained) and its key."""
+def tokenizer(cfg: DictConfig, task: Any, data: Any, cache: Path) -> Any:
+    """The tokenizer shared by built-from-config models, trained on the train split once per task."""
     from plad.models.build import obtain_tokenizer
 
+    return obtain_tokenizer(cfg.model.tokenizer,
+                            lambda: list(data["train"]["prompt"]) + list(data["train"]["reference"]),
+                            task.fingerprint(), cache)
+
+
+def entry(cfg: DictConfig, role: str, task: Any, cache: Path) -> ModelRef:
+    """Where the SFT'd ``role`` lives in the cache (computed from the config alone, no training)."""
+    spec = cfg.model[role]
     tok_fp = fingerprint(cfg.model.tokenizer, task.fingerprint())
-    if cfg.model.teacher.pretrained and cfg.model.student.pretrained:
-        return None, tok_fp
-    tok = obtain_tokenizer(cfg.model.tokenizer,
-                           lambda: list(data["train"]["prompt"]) + list(data["train"]["reference"]),
-                           task.fingerprint(), cache)
-    return tok, tok_fp
+    seed = int(cfg.base_seed if role == "teacher" else cfg.seed)
+    fp = fingerprint(spec, tok_fp if not spec.pretrained else None, task.fingerprint(), seed,
+                     cfg.sft_selection, cfg.task.max_prompt_tokens, cfg.task.max_new_tokens, SFT_VERSION)
+    path = entry_dir(cache, "models", f"{cfg.model.family}-{role}-{fp}")
+    return ModelRef(path, fp, reused=is_complete(path))
 
 
-def obtain_sft_model(cfg: DictConfig, role: str, task: Any, data: Any, shared_tok: Any, tok_fp: str,
-                     cache: Path, run_dir: Path) -> ModelRef:
+def run(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: Path) -> ModelRef:
     """The SFT'd teacher or initial student: from the cache, or built/loaded and fine-tuned here
     with its checkpoint chosen on the validation split (``sft_stats.json`` in the entry says how)."""
     from plad.models.build import build_model, count_parameters, load_pretrained, save_model
     from plad.training import fit_sft
 
+    ref = entry(cfg, role, task, cache)
+    if ref.reused:
+        log.info("%s: reusing cached SFT model %s", role, ref.path)
+        return ref
     spec = cfg.model[role]
     seed = int(cfg.base_seed if role == "teacher" else cfg.seed)
-    fp = fingerprint(spec, tok_fp if not spec.pretrained else None, task.fingerprint(), seed,
-                     cfg.sft_selection, cfg.task.max_prompt_tokens, cfg.task.max_new_tokens, SFT_VERSION)
-    path = entry_dir(cache, "models", f"{cfg.model.family}-{role}-{fp}")
-    if is_complete(path):
-        log.info("%s: reusing cached SFT model %s", role, path)
-        return ModelRef(path, fp, reused=True)
     if spec.pretrained:
         model, tok = load_pretrained(spec)
     else:
-        tok = shared_tok
+        tok = tokenizer(cfg, task, data, cache)
         model = build_model(spec, tok, seed=seed)
     stats: dict[str, Any] = {"role": role, "parameters": count_parameters(model), "seed": seed}
     log.info("%s: %s with %.2fM parameters, SFT for up to %d steps", role, type(model).__name__,
@@ -62,7 +66,7 @@ def obtain_sft_model(cfg: DictConfig, role: str, task: Any, data: Any, shared_to
                               seed=seed))
         log.info("%s: chose step %s of %s (validation loss %s)", role, stats["chosen_step"], stats["steps"],
                  stats["best_val_loss"])
-    with atomic_dir(path) as tmp:
+    with atomic_dir(ref.path) as tmp:
         save_model(model, tok, tmp)
         (tmp / "sft_stats.json").write_text(json.dumps(stats, indent=2))
-    return ModelRef(path, fp)
+    return ModelRef(ref.path, ref.fingerprint)

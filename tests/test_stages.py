@@ -1,0 +1,53 @@
+"""The stage dependency rule (``stages``): a stage takes its inputs from an earlier listed stage or
+from the cache, and an input that is neither fails in one line before any training."""
+import json
+from pathlib import Path
+
+import pytest
+
+
+def _cache_entries(log_dir: Path) -> list[Path]:
+    return sorted(p for p in (log_dir / "cache").glob("*/*") if p.is_dir()) if (log_dir / "cache").exists() else []
+
+
+@pytest.fixture(scope="module")
+def warm_logs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("warm_logs")
+
+
+@pytest.mark.parametrize("stages,needs", [("[distill,evaluate]", "sft"), ("[pairs]", "sft"), ("[evaluate]", "sft")])
+def test_an_input_neither_listed_nor_cached_fails_before_any_training(run_pipeline, tmp_path, stages, needs):
+    with pytest.raises(ValueError, match=rf"^stages: '\w+' needs the output of '{needs}', which is not in"):
+        run_pipeline("debug=fast", f"stages={stages}", log_dir=tmp_path / "cold")
+    assert not list((tmp_path / "cold" / "cache").glob("models/*"))  # no SFT ran
+
+
+def test_stages_out_of_order_fail(run_pipeline, tmp_path):
+    with pytest.raises(ValueError, match=r"^stages: expected stages in the order"):
+        run_pipeline("debug=fast", "stages=[distill,pairs]", log_dir=tmp_path / "cold")
+
+
+def test_distill_and_evaluate_from_the_cache_actually_distill(run_pipeline, warm_logs):
+    """The case that used to skip distillation silently: after a full run, stages=[distill,evaluate]
+    takes SFT models and pairs from the cache, builds nothing cached, and trains the student."""
+    run_pipeline("debug=fast", log_dir=warm_logs, name="full")
+    before = {p: (p / "COMPLETE").stat().st_mtime for p in _cache_entries(warm_logs) if (p / "COMPLETE").exists()}
+    results = run_pipeline("debug=fast", "stages=[distill,evaluate]", log_dir=warm_logs, name="resumed")
+    assert results["reused"] == {"teacher": True, "student_init": True, "pairs": True}
+    assert "distill" in results["timings"] and (results["run_dir"] / "student" / "model.safetensors").is_file()
+    assert set(json.loads((results["run_dir"] / "metrics.json").read_text())["systems"]) == {
+        "teacher", "student_init", "student"}
+    assert {p: (p / "COMPLETE").stat().st_mtime for p in before} == before  # nothing cached was rebuilt
+
+
+def test_pair_loss_without_cached_pairs_fails_before_training(run_pipeline, warm_logs):
+    """SFT models are cached, but no pair set with 3 student samples exists: the rule names 'pairs'."""
+    with pytest.raises(ValueError, match=r"^stages: 'distill' needs the output of 'pairs'"):
+        run_pipeline("debug=fast", "stages=[distill,evaluate]", "pairs.n_student=3", log_dir=warm_logs,
+                     name="no_pairs")
+
+
+def test_sft_and_evaluate_only_evaluate_the_sft_models(run_pipeline, warm_logs):
+    results = run_pipeline("debug=fast", "stages=[sft,evaluate]", log_dir=warm_logs, name="sft_eval")
+    assert "pairs" not in results["reused"] and "distill" not in results["timings"]
+    assert set(results["metrics"]["systems"]) == {"teacher", "student_init"}

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from pairs_testlib import FakeTask, load_tiny, pairs_cfg, prompt_dataset, save_tiny
-from plad.data.pairs import PairDataModule
+from plad.data.pair_datamodule import PairDataModule
 from plad.losses.base import CalibrationLoss, SequenceScores
 from plad.module import DistillModule
 from plad.pairs.build import obtain_pairs
@@ -207,7 +207,7 @@ def test_sft_baseline_trains_on_the_labeled_train_split_not_the_pairs(setup_, tm
     reports val/loss on the validation split's first val_size rows."""
     from datasets import Dataset, DatasetDict
 
-    from plad.training import fit_distill
+    from plad.fit import fit_distill
 
     root, student, _ = setup_
     train = Dataset.from_dict({"prompt": [f"Anonymize: row {i}" for i in range(12)],

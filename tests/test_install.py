@@ -28,7 +28,7 @@ def test_installed_wheel_runs_debug_fast_from_another_directory(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env["PYTHONPATH"] = str(site)  # ahead of the editable source checkout on sys.path
-    where = subprocess.run([sys.executable, "-c", "import plad.train as t; print(t.__file__); print(t.CONFIG_DIR)"],
+    where = subprocess.run([sys.executable, "-c", "import plad.cli as t; print(t.__file__); print(t.CONFIG_DIR)"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert all(Path(p).is_relative_to(site) for p in where), where
     run = subprocess.run([str(site / "bin" / "plad-train"), "debug=fast", "eval.calibration.n_prompts=2"],

@@ -14,11 +14,11 @@ LAYERS = {
     "plad.models": 2, "plad.tasks": 2, "plad.generation": 2, "plad.resume": 2, "plad.config_checks": 2,
     "plad.pairs": 3, "plad.evaluation": 3, "plad.module": 3,
     "plad.data": 4,  # serves the pair store (plad.pairs.store) to Lightning; pairs never imports data
-    "plad.training": 5,
-    "plad.stages": 6, "plad.loggers": 6, "plad.summary": 6, "plad.report": 6, "plad.report_jobs": 6,
+    "plad.fit": 5,
+    "plad.stages": 6, "plad.loggers": 6, "plad.run_summary": 6, "plad.report": 6, "plad.report_jobs": 6,
     "plad.report_rows": 6, "plad.report_stats": 6,
     "plad.pipeline": 7,
-    "plad.train": 8, "plad": 8,
+    "plad.cli": 8, "plad": 8,
 }
 
 

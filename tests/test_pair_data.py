@@ -8,7 +8,7 @@ import torch
 from pairs_testlib import FakeTask, pairs_cfg, prompt_dataset, tiny_llama, tiny_t5, train_tokenizer
 
 from plad.models.encoding import encode_example, pad_batch
-from plad.data.pairs import PairDataModule, val_ids
+from plad.data.pair_datamodule import PairDataModule, val_ids
 from plad.models.logprobs import sequence_logprobs
 from plad.pairs.build import obtain_pairs
 

@@ -9,10 +9,10 @@ from datasets import Dataset
 from omegaconf import OmegaConf
 
 from pairs_testlib import tiny_llama, train_tokenizer
-from plad.data.sft import SFTDataModule
+from plad.data.sft_datamodule import SFTDataModule
 from plad.models.build import load_saved, save_model
 from plad.models.logprobs import sequence_logprobs
-from plad.training import check_sft_selection, fit_sft
+from plad.fit import check_sft_selection, fit_sft
 
 CFG = {"seed": 0, "task": {"max_prompt_tokens": 32, "max_new_tokens": 12},
        "sft_selection": {"val_check_interval": 3, "patience": 3, "monitor": "val_loss", "min_delta": 0.0},

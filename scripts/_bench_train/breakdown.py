@@ -25,7 +25,7 @@ def run_breakdown(work: Path, a: argparse.Namespace) -> dict[str, Any]:
     from trl import DPOTrainer
     from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE, _ChunkedLogProbFunction, add_fused_lm_head
 
-    from plad.data.pairs import PairDataModule
+    from plad.data.pair_datamodule import PairDataModule
     from plad.models.build import load_saved
     from plad.module import DistillModule
 

@@ -18,7 +18,7 @@ def run_plad(work: Path, a: argparse.Namespace) -> dict[str, Any]:
     from datasets import load_from_disk
     from hydra.utils import instantiate
 
-    from plad.data.pairs import PairDataModule
+    from plad.data.pair_datamodule import PairDataModule
     from plad.models.build import load_saved
     from plad.models.scoring import score_completions
     from plad.module import DistillModule

@@ -17,7 +17,7 @@ from plad.loggers import open_loggers
 from plad.stages import data as data_stage, distill as distill_stage, evaluate as evaluate_stage, plan
 from plad.stages import pairs as pairs_stage, sft as sft_stage
 from plad.stages.preflight import is_oracle_run, preflight
-from plad.summary import print_summary, write_run_summary
+from plad.run_summary import print_summary, write_run_summary
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

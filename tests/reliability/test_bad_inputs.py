@@ -152,12 +152,12 @@ def data_dir(tmp_path_factory) -> Path:
 def tripwires(monkeypatch):
     """SFT and generation raise ``Reached``: a case that gets that far failed to stop early."""
     import plad.generation
-    import plad.training
+    import plad.fit
 
     def reached(*args, **kwargs):
         raise Reached("an expensive stage started")
 
-    monkeypatch.setattr(plad.training, "fit_sft", reached)
+    monkeypatch.setattr(plad.fit, "fit_sft", reached)
     monkeypatch.setattr(plad.generation, "generate", reached)
 
 
@@ -198,7 +198,7 @@ def test_bad_input_stops_before_expensive_work(overrides, expected, data_dir, pr
                                                caplog):
     """``processes`` is only requested to start the real processes early."""
     from plad.pipeline import run
-    from plad.train import _config_error
+    from plad.cli import _config_error
 
     log_dir = tmp_path / "logs"
     (tmp_path / "run").mkdir()

@@ -14,7 +14,7 @@ def run(cfg: DictConfig, student0: ModelRef, teacher: ModelRef, pairs: Any, data
         run_dir: Path) -> ModelRef:
     """``pairs``: the PairSet of the pairs stage (None for losses trained on the labeled split)."""
     from plad.models.build import save_model
-    from plad.training import fit_distill
+    from plad.fit import fit_distill
 
     pairs_path = pairs.path if pairs is not None else None
     module, _ = fit_distill(cfg, student0.path, teacher.path, pairs_path, loggers, run_dir, data=data)

@@ -22,7 +22,7 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
     from plad.models.build import validate_family
     from plad.module import build_loss
     from plad.pairs.scorers import check_scorer
-    from plad.training import check_sft_selection
+    from plad.fit import check_sft_selection
 
     check_config(cfg)
     task = build(cfg.task, "task")

@@ -45,7 +45,7 @@ def run(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: 
     """The SFT'd teacher or initial student: from the cache, or built/loaded and fine-tuned here
     with its checkpoint chosen on the validation split (``sft_stats.json`` in the entry says how)."""
     from plad.models.build import build_model, count_parameters, load_pretrained, save_model
-    from plad.training import fit_sft
+    from plad.fit import fit_sft
 
     ref = entry(cfg, role, task, cache)
     if ref.reused:

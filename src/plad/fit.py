@@ -13,7 +13,7 @@ from datasets import Dataset, DatasetDict
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
-from plad.data.sft import SFTDataModule
+from plad.data.sft_datamodule import SFTDataModule
 from plad.models.logprobs import is_encoder_decoder
 from plad.module import DistillModule, SFTModule
 from plad.resume import resolve_ckpt_path

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from plad.summary import print_summary, summary_columns
+from plad.run_summary import print_summary, summary_columns
 
 SYSTEMS = {"teacher": {"rougeL": 0.7, "rouge1": 0.8, "gen_tokens": 12.0, "degenerate": 0.01, "quality": 0.7},
            "student": {"rougeL": 0.6, "rouge1": 0.7, "gen_tokens": 11.0, "degenerate": 0.05, "quality": 0.6,

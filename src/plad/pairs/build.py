@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +26,7 @@ from datasets import Dataset, concatenate_datasets
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from plad.cache import entry_dir, file_hash, fingerprint, is_complete
+from plad.cache import entry_dir, file_hash, fingerprint, is_complete, locked
 from plad.pairs import store
 
 log = logging.getLogger(__name__)
@@ -174,55 +175,57 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, load_teacher: Loa
     if lookup_only:
         return _try_load(entry, fp, warn=False)
     timeout, poll = float(cfg.get("wait_timeout_s", 86400)), float(cfg.get("poll_s", 2.0))
+    # Rank 0 holds the entry's lock for the whole build: a concurrent run of the same config waits
+    # for it, then reuses the entry, and never has the partial shards removed under it.
+    with locked(entry) if rank == 0 else nullcontext():
+        if cfg.rebuild and rank == 0:
+            store.remove(entry)
+            store.remove(store.partial_dir(entry))
+        elif cfg.rebuild:  # only rank 0 rebuilds; wait for an entry newer than this run
+            return _wait_for_entry(entry, fp, timeout, poll, f"rank 0 to rebuild {entry}", newer_than=started)
+        elif (cached := _try_load(entry, fp)) is not None:
+            if world == 1:
+                store.remove(store.partial_dir(entry))  # left behind if a run died right after merging
+            log.info("pairs: %d cached pairwise rows from %s", len(cached.pairwise), entry)
+            cached.reused = True
+            return cached
+        elif rank == 0 and is_complete(entry):
+            store.remove(entry)
 
-    if cfg.rebuild and rank == 0:
-        store.remove(entry)
+        n_shards = max(1, -(-len(ids) // cfg.shard_size))
+        mine = [k for k in range(n_shards) if k % world == rank]
+        resumed = sum(store.shard_done(entry, "shards", k) for k in range(n_shards))
+        examples = [{**row, "id": i} for i, row in zip(ids, prompts)]
+        teacher_outputs = None
+        if black_box:
+            from plad.pairs.teacher_file import read_teacher_outputs
+
+            teacher_outputs = read_teacher_outputs(black_box, ids, texts)
+        listwise = (max(map(len, teacher_outputs)) if teacher_outputs else cfg.n_teacher) + cfg.n_student > 2
+        has_reference = "reference" in prompts.column_names and all(isinstance(r, str) for r in prompts["reference"])
+        _build_shards(cfg, entry, mine, examples, teacher_outputs, task, scorer, load_teacher, load_student,
+                      listwise=listwise, has_reference=has_reference, max_prompt_tokens=max_prompt_tokens,
+                      max_new_tokens=max_new_tokens, seed=seed)
+
+        if rank != 0:
+            return _wait_for_entry(entry, fp, timeout, poll, f"rank 0 to merge {entry}")
+        missing = lambda: [k for k in range(n_shards) if not store.shard_done(entry, "shards", k)]  # noqa: E731
+        _wait(lambda: not missing(), timeout, poll, lambda: f"shards {missing()[:5]} from other ranks")
+        shards = [store.read_shard(entry, "shards", k) for k in range(n_shards)]
+        stats: dict[str, Any] = {}
+        for _, meta in shards:
+            _add(stats, meta)
+        tables = {name: _concat([t[name] for t, _ in shards]) if listwise or name == "pairwise" else None
+                  for name in store.TABLES}
+        stats = {"fingerprint": fp, "version": PAIRS_VERSION, "n_prompts": len(ids), "n_shards": n_shards,
+                 "resumed_shards": resumed, "world_size": world, "teacher_source": "file" if black_box else "model",
+                 "oracle": bool(cfg.get("oracle_references", False)),
+                 "ref_lengths": {"max_prompt_tokens": max_prompt_tokens, "max_completion_tokens": max_new_tokens},
+                 "rows": {name: len(t) if t is not None else 0 for name, t in tables.items()}, **stats}
+        store.write_entry(entry, tables, stats)
         store.remove(store.partial_dir(entry))
-    elif cfg.rebuild:  # only rank 0 rebuilds; wait for an entry newer than this run
-        return _wait_for_entry(entry, fp, timeout, poll, f"rank 0 to rebuild {entry}", newer_than=started)
-    elif (cached := _try_load(entry, fp)) is not None:
-        if world == 1:
-            store.remove(store.partial_dir(entry))  # left behind if a run died right after merging
-        log.info("pairs: %d cached pairwise rows from %s", len(cached.pairwise), entry)
-        cached.reused = True
-        return cached
-    elif rank == 0 and is_complete(entry):
-        store.remove(entry)
-
-    n_shards = max(1, -(-len(ids) // cfg.shard_size))
-    mine = [k for k in range(n_shards) if k % world == rank]
-    resumed = sum(store.shard_done(entry, "shards", k) for k in range(n_shards))
-    examples = [{**row, "id": i} for i, row in zip(ids, prompts)]
-    teacher_outputs = None
-    if black_box:
-        from plad.pairs.teacher_file import read_teacher_outputs
-
-        teacher_outputs = read_teacher_outputs(black_box, ids, texts)
-    listwise = (max(map(len, teacher_outputs)) if teacher_outputs else cfg.n_teacher) + cfg.n_student > 2
-    has_reference = "reference" in prompts.column_names and all(isinstance(r, str) for r in prompts["reference"])
-    _build_shards(cfg, entry, mine, examples, teacher_outputs, task, scorer, load_teacher, load_student,
-                  listwise=listwise, has_reference=has_reference, max_prompt_tokens=max_prompt_tokens,
-                  max_new_tokens=max_new_tokens, seed=seed)
-
-    if rank != 0:
-        return _wait_for_entry(entry, fp, timeout, poll, f"rank 0 to merge {entry}")
-    missing = lambda: [k for k in range(n_shards) if not store.shard_done(entry, "shards", k)]  # noqa: E731
-    _wait(lambda: not missing(), timeout, poll, lambda: f"shards {missing()[:5]} from other ranks")
-    shards = [store.read_shard(entry, "shards", k) for k in range(n_shards)]
-    stats: dict[str, Any] = {}
-    for _, meta in shards:
-        _add(stats, meta)
-    tables = {name: _concat([t[name] for t, _ in shards]) if listwise or name == "pairwise" else None
-              for name in store.TABLES}
-    stats = {"fingerprint": fp, "version": PAIRS_VERSION, "n_prompts": len(ids), "n_shards": n_shards,
-             "resumed_shards": resumed, "world_size": world, "teacher_source": "file" if black_box else "model",
-             "oracle": bool(cfg.get("oracle_references", False)),
-             "ref_lengths": {"max_prompt_tokens": max_prompt_tokens, "max_completion_tokens": max_new_tokens},
-             "rows": {name: len(t) if t is not None else 0 for name, t in tables.items()}, **stats}
-    store.write_entry(entry, tables, stats)
-    store.remove(store.partial_dir(entry))
-    log.info("pairs: %d pairwise rows in %s", stats["rows"]["pairwise"], entry)
-    return _load(entry, fp)
+        log.info("pairs: %d pairwise rows in %s", stats["rows"]["pairwise"], entry)
+        return _load(entry, fp)
 
 
 def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[dict[str, Any]],

@@ -51,3 +51,26 @@ def test_sft_and_evaluate_only_evaluate_the_sft_models(run_pipeline, warm_logs):
     results = run_pipeline("debug=fast", "stages=[sft,evaluate]", log_dir=warm_logs, name="sft_eval")
     assert "pairs" not in results["reused"] and "distill" not in results["timings"]
     assert set(results["metrics"]["systems"]) == {"teacher", "student_init"}
+
+
+def test_a_stage_version_bump_moves_that_stage_and_its_dependents_only(tmp_path, monkeypatch):
+    """Cache keys come from one helper (plad.cache.stage_key) with one version per stage."""
+    from hydra.utils import instantiate
+
+    from conftest import compose_run_config
+    from plad.cache import STAGE_VERSIONS
+    from plad.stages import evaluate, sft
+
+    cfg = compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast")
+    task = instantiate(cfg.task)
+
+    def keys() -> tuple[str, str]:
+        student = sft.entry(cfg, "student", task, tmp_path)
+        outputs = evaluate.output_cache_entries({"split": "test"}, task, {"student_init": student}, tmp_path)
+        return student.fingerprint, outputs["student_init"].name
+
+    before = keys()
+    monkeypatch.setitem(STAGE_VERSIONS, "eval", "eval-bumped")
+    assert keys()[0] == before[0] and keys()[1] != before[1]
+    monkeypatch.setitem(STAGE_VERSIONS, "models", "sft-bumped")
+    assert keys()[0] != before[0]

@@ -59,6 +59,26 @@ def fingerprint(*parts: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
+# One version per cached stage. Bump a stage's version when what it writes changes: its entries are
+# rebuilt, and the stages after it follow because their keys include their inputs' keys.
+STAGE_VERSIONS = {
+    "data": "data-v1",                # task splits (the task's own CODE_VERSION covers its generator)
+    "tokenizers": "tokenizer-v1",     # trained or GGUF-converted tokenizers
+    "models": "sft-v2",               # SFT'd teacher / initial student (v2: chosen on validation)
+    "pairs": "pairs-v1",              # pseudo-preference pairs
+    "pair_tokens": "pair-tokens-v1",  # a pair set tokenised for one tokenizer and length budget
+    "eval": "eval-v2",                # outputs of fixed models on the evaluation split (v2: decoding keys)
+}
+
+
+def stage_key(stage: str, *parts: Any) -> str:
+    """The cache key of an entry of ``stage``: its version and everything its output depends on
+    (config subtree, its inputs' keys). Every stage computes its key here and nowhere else."""
+    if stage not in STAGE_VERSIONS:
+        raise KeyError(f"cache stage: expected one of {list(STAGE_VERSIONS)}, got {stage!r}")
+    return fingerprint(stage, STAGE_VERSIONS[stage], *parts)
+
+
 def file_hash(path: str | os.PathLike, length: int = 16) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

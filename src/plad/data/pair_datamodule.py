@@ -22,13 +22,12 @@ from datasets.fingerprint import Hasher
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from plad.cache import atomic_dir, fingerprint, is_complete
+from plad.cache import atomic_dir, fingerprint, is_complete, stage_key
 from plad.models.encoding import encode_example, pad_batch
 from plad.data.loader import ResumableLoader
 from plad.pairs.store import quiet_datasets, save
 
 log = logging.getLogger(__name__)
-TOKENIZED_VERSION = "pair-tokens-v1"
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -138,8 +137,8 @@ class PairDataModule(L.LightningDataModule):
         self.collator = PairCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                                      else tokenizer.eos_token_id, encoder_decoder)
         self.table = "listwise" if self.inputs == ("candidates",) else "pairwise"
-        key = fingerprint(TOKENIZED_VERSION, tokenizer_fingerprint(tokenizer), encoder_decoder, self.inputs,
-                          max_prompt_tokens, max_completion_tokens)
+        key = stage_key("pair_tokens", tokenizer_fingerprint(tokenizer), encoder_decoder, self.inputs,
+                        max_prompt_tokens, max_completion_tokens)
         self.cache_dir = self.path / "tokenized" / key
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None

@@ -16,9 +16,8 @@ from omegaconf import DictConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from plad.cache import atomic_dir, entry_dir, fingerprint, is_complete
+from plad.cache import atomic_dir, entry_dir, is_complete, stage_key
 
-VERSION = "tokenizer-v1"  # bump when training or conversion changes what gets cached
 PKG_PREFIX = "pkg://"
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 MIN_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte plus the special tokens
@@ -84,9 +83,9 @@ def obtain_tokenizer(spec_tokenizer: DictConfig, texts: Callable[[], Iterable[st
     if pretrained and not gguf_file:
         return load_tokenizer(pretrained)
     if pretrained:
-        fp = fingerprint("gguf", str(pretrained), gguf_file, VERSION)
+        fp = stage_key("tokenizers", "gguf", str(pretrained), gguf_file)
     else:
-        fp = fingerprint(spec_tokenizer.get("vocab_size"), data_fp, VERSION)
+        fp = stage_key("tokenizers", spec_tokenizer.get("vocab_size"), data_fp)
     final = entry_dir(cache_root, "tokenizers", fp)
     if not is_complete(final):
         tok = load_tokenizer(pretrained, gguf_file) if pretrained else train_tokenizer(texts(), spec_tokenizer.get("vocab_size"))

@@ -26,11 +26,10 @@ from datasets import Dataset, concatenate_datasets
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from plad.cache import entry_dir, file_hash, fingerprint, is_complete, locked
+from plad.cache import STAGE_VERSIONS, entry_dir, file_hash, fingerprint, is_complete, locked, stage_key
 from plad.pairs import store
 
 log = logging.getLogger(__name__)
-PAIRS_VERSION = "pairs-v1"
 # Keys that change how a run proceeds but not what it produces (never part of the cache key).
 RUN_KEYS = ("rebuild", "batch_size", "wait_timeout_s", "poll_s", "teacher_outputs", "scorer")
 SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k")
@@ -169,7 +168,7 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, load_teacher: Loa
     black_box = cfg.get("teacher_outputs")
     teacher_key = {"file": file_hash(black_box)} if black_box else {"model": teacher_fp}
     generation_cfg = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RUN_KEYS}
-    fp = fingerprint(PAIRS_VERSION, teacher_key, student_fp, _hash_prompts(ids, texts), generation_cfg,
+    fp = stage_key("pairs", teacher_key, student_fp, _hash_prompts(ids, texts), generation_cfg,
                      scorer.fingerprint(task) if scorer else None, max_prompt_tokens, max_new_tokens, seed)
     entry = entry_dir(cache_root, "pairs", fp)
     if lookup_only:
@@ -217,7 +216,7 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, load_teacher: Loa
             _add(stats, meta)
         tables = {name: _concat([t[name] for t, _ in shards]) if listwise or name == "pairwise" else None
                   for name in store.TABLES}
-        stats = {"fingerprint": fp, "version": PAIRS_VERSION, "n_prompts": len(ids), "n_shards": n_shards,
+        stats = {"fingerprint": fp, "version": STAGE_VERSIONS["pairs"], "n_prompts": len(ids), "n_shards": n_shards,
                  "resumed_shards": resumed, "world_size": world, "teacher_source": "file" if black_box else "model",
                  "oracle": bool(cfg.get("oracle_references", False)),
                  "ref_lengths": {"max_prompt_tokens": max_prompt_tokens, "max_completion_tokens": max_new_tokens},

@@ -8,10 +8,9 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from plad.cache import entry_dir, fingerprint
+from plad.cache import entry_dir, stage_key
 from plad.stages.refs import ModelRef
 
-EVAL_VERSION = "eval-v2"  # bump when generation for evaluation changes (v2: keyed by decoding settings)
 
 
 def output_cache_entries(eval_cfg: dict[str, Any], task: Any, systems: dict[str, ModelRef],
@@ -21,8 +20,8 @@ def output_cache_entries(eval_cfg: dict[str, Any], task: Any, systems: dict[str,
     from plad.evaluation.decoding import decoding_settings
 
     key = (task.fingerprint(), eval_cfg.get("split", "test"), eval_cfg.get("max_examples"),
-           eval_cfg.get("batch_size"), decoding_settings(eval_cfg), EVAL_VERSION)
-    return {name: entry_dir(cache, "eval", f"{name}-{fingerprint(ref.fingerprint, *key)}")
+           eval_cfg.get("batch_size"), decoding_settings(eval_cfg))
+    return {name: entry_dir(cache, "eval", f"{name}-{stage_key('eval', ref.fingerprint, *key)}")
             for name, ref in systems.items() if ref.fingerprint}
 
 

@@ -1,6 +1,6 @@
 """Stages 2-3: the shared tokenizer, then the SFT'd teacher and initial student, cached under
 ``<cache>/models/<family>-<role>-<fp>``. The key covers the model spec, the tokenizer, the task,
-the seed (init and data order), the SFT selection settings and ``SFT_VERSION``.
+the seed (init and data order), the SFT selection settings and the stage version (``plad.cache``).
 
 The teacher is a fixed, given model (as the teacher LLM is in the paper): it is seeded by
 ``base_seed`` and shared by every run seed. The initial student is seeded by the run ``seed``, so
@@ -14,11 +14,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from plad.cache import atomic_dir, entry_dir, fingerprint, is_complete
+from plad.cache import atomic_dir, entry_dir, fingerprint, is_complete, stage_key
 from plad.stages.refs import ModelRef
 
 log = logging.getLogger("plad")
-SFT_VERSION = "sft-v2"  # v2: checkpoint chosen on validation; seeded by the run seed
 
 
 def tokenizer(cfg: DictConfig, task: Any, data: Any, cache: Path) -> Any:
@@ -35,8 +34,8 @@ def entry(cfg: DictConfig, role: str, task: Any, cache: Path) -> ModelRef:
     spec = cfg.model[role]
     tok_fp = fingerprint(cfg.model.tokenizer, task.fingerprint())
     seed = int(cfg.base_seed if role == "teacher" else cfg.seed)
-    fp = fingerprint(spec, tok_fp if not spec.pretrained else None, task.fingerprint(), seed,
-                     cfg.sft_selection, cfg.task.max_prompt_tokens, cfg.task.max_new_tokens, SFT_VERSION)
+    fp = stage_key("models", spec, tok_fp if not spec.pretrained else None, task.fingerprint(), seed,
+                   cfg.sft_selection, cfg.task.max_prompt_tokens, cfg.task.max_new_tokens)
     path = entry_dir(cache, "models", f"{cfg.model.family}-{role}-{fp}")
     return ModelRef(path, fp, reused=is_complete(path))
 

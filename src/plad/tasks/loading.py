@@ -19,7 +19,7 @@ from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, l
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from plad.cache import atomic_dir, entry_dir, file_hash, fingerprint, is_complete
+from plad.cache import atomic_dir, entry_dir, file_hash, fingerprint, is_complete, stage_key
 from plad.tasks.base import SPLITS, Task
 from plad.tasks.source_checks import (check_not_empty, check_unique_ids, check_utf8, check_value, load_error,
                                       warn_long_texts)
@@ -211,7 +211,7 @@ class DataTask(Task):
         if cache_root is None:
             data = self._load()
         else:
-            entry = entry_dir(cache_root, "data", f"{self.name}-{self.fingerprint()}")
+            entry = entry_dir(cache_root, "data", f"{self.name}-{stage_key('data', self.fingerprint())}")
             if is_complete(entry):
                 data = load_from_disk(str(entry / "splits"))
             else:

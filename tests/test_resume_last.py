@@ -27,6 +27,21 @@ def _run_dir(log_dir: Path, name: str, cfg: dict, finished: bool = False) -> Pat
     return d
 
 
+def test_a_truncated_last_checkpoint_is_skipped(tmp_path):
+    """A job killed while writing last.ckpt leaves a truncated file: the previous run is resumed."""
+    from plad.resume import resolve_ckpt_path
+
+    cfg = {"seed": 0, "ckpt_path": "last", "paths": {"log_dir": str(tmp_path), "output_dir": str(tmp_path / "new")}}
+    older = _run_dir(tmp_path, "older", cfg)
+    torch.save({"global_step": 4}, older / "checkpoints" / "last.ckpt")
+    time.sleep(0.01)
+    newer = _run_dir(tmp_path, "newer", cfg)
+    torch.save({"global_step": 6}, newer / "checkpoints" / "last.ckpt")
+    data = (newer / "checkpoints" / "last.ckpt").read_bytes()
+    (newer / "checkpoints" / "last.ckpt").write_bytes(data[: len(data) // 2])
+    assert resolve_ckpt_path(OmegaConf.create(cfg)) == str(older / "checkpoints" / "last.ckpt")
+
+
 def test_only_unfinished_runs_of_the_same_configuration_are_candidates(tmp_path):
     cfg = {"seed": 0, "loss": {"lr": 1e-4}, "paths": {"output_dir": "a"}, "ckpt_path": None}
     same = _run_dir(tmp_path, "same", {**cfg, "paths": {"output_dir": "b"}, "ckpt_path": "last"})

@@ -49,13 +49,27 @@ def unfinished_runs(log_dir: Path, key: str, exclude: Path | None = None) -> lis
     return sorted(found, key=lambda d: _last_ckpt(d).stat().st_mtime, reverse=True)
 
 
+def readable(ckpt: Path) -> bool:
+    """Whether a checkpoint opens: a job killed while writing last.ckpt leaves a truncated file (its
+    zip directory, at the end, is missing), which must not be resumed from."""
+    import torch
+
+    try:
+        torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+        return True
+    except Exception as e:  # truncated, empty or not a checkpoint
+        log.warning("resume: %s does not open (%s); skipping it", ckpt, type(e).__name__)
+        return False
+
+
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     """The checkpoint file to resume from, or None to start fresh."""
     ck = cfg.get("ckpt_path")
     if ck is None:
         return None
     if ck == "last":
-        runs = unfinished_runs(Path(cfg.paths.log_dir), config_key(cfg), exclude=Path(cfg.paths.output_dir))
+        runs = [r for r in unfinished_runs(Path(cfg.paths.log_dir), config_key(cfg), exclude=Path(cfg.paths.output_dir))
+                if readable(_last_ckpt(r))]
         if not runs:
             log.warning("ckpt_path=last: no unfinished run of this configuration under %s; starting fresh",
                         cfg.paths.log_dir)

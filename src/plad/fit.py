@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from datasets import Dataset, DatasetDict
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from plad.data.sft_datamodule import SFTDataModule
 from plad.models.logprobs import is_encoder_decoder
@@ -72,7 +72,7 @@ def fit_sft(cfg: DictConfig, model: Any, tokenizer: Any, sft: DictConfig, train:
                        cfg.task.max_new_tokens, seed=seed, validation=validation)
     module = SFTModule(model, lr=sft.lr, max_steps=sft.max_steps, warmup_steps=sft.warmup_steps,
                        weight_decay=sft.get("weight_decay", 0.0), optim=cfg.get("optim"),
-                       max_nonfinite=cfg.distill.max_nonfinite)
+                       max_nonfinite=OmegaConf.select(cfg, "distill.max_nonfinite", default=10))
     monitor = SFT_MONITORS[sel.monitor]
     best = BestWeights(monitor, sel.min_delta)
     callbacks: list[L.Callback] = [L.pytorch.callbacks.TQDMProgressBar(refresh_rate=10), best]

@@ -20,8 +20,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) train.py
 
+# Two pytest workers (one per core, one torch thread each: two 2-thread processes on 2 cores slow
+# each other down many times over); tests of one file share a worker and its module fixtures.
 test: $(STAMP)
-	WANDB_MODE=offline $(PY) -m pytest -q
+	WANDB_MODE=offline OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 clean-cache:
 	rm -rf logs/cache

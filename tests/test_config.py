@@ -80,15 +80,12 @@ def test_cli_unknown_option_names_the_choices():
     assert "nonexistent" in res.stderr and "ranking" in res.stderr and "margin" in res.stderr
 
 
+# Real processes (exit code 2, one stderr line); the full catalogue of bad inputs runs in-process
+# in tests/reliability/test_bad_inputs.py (a process start costs ~14 s of CPU here).
 @pytest.mark.parametrize("override,field", [
     ("distill.lr=-1", "distill.lr"),
-    ("task.n_train=0", "task.n_train"),
     ("model.teacher.pretrained=./no/such/model", "model.teacher.pretrained"),
-    ("model.student.sft.batch_size=0", "model.student.sft.batch_size"),
-    ("task.source=./missing.jsonl", "task.source"),
     ("loss=sft_oracle", "pairs.oracle_references"),      # an oracle needs the explicit switch
-    ("sft_selection.patience=0", "sft_selection.patience"),
-    ("eval.decoding=beam", "eval.decoding"),
 ])
 def test_cli_bad_values_fail_fast_with_one_line(tmp_path, override, field):
     res = _cli(override, f"paths.log_dir={tmp_path}")

@@ -1,4 +1,5 @@
 """Shared fixtures: run the pipeline in-process on composed configs (no process start-up cost)."""
+import ast
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -37,3 +38,50 @@ def run_pipeline(tmp_path: Path) -> Callable[..., dict[str, Any]]:
         return results
 
     return _run
+
+
+# The reliability suite's tables: (label, module file, table name).
+RELIABILITY = Path(__file__).resolve().parent / "reliability"
+TABLES = (("kill points", "test_kill.py", "KILL_POINTS"),
+          ("corruption cases", "test_corruption.py", "CORRUPTIONS"),
+          ("bad inputs", "test_bad_inputs.py", "BAD_INPUTS"))
+
+
+def table_size(file: str, name: str) -> str:
+    """Length of a literal table read off the module's file; else why not."""
+    path = RELIABILITY / file
+    if not path.is_file():
+        return "n/a (no module)"
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError):
+        return "? (unreadable)"
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign):
+            targets, value = [node.target], node.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            literal = isinstance(value, (ast.List, ast.Tuple, ast.Set, ast.Dict))
+            if literal and not any(isinstance(e, (ast.Starred, type(None))) for e in _elements(value)):
+                return str(len(_elements(value)))
+            return "? (not a literal table)"
+    return f"? (no {name})"
+
+
+def _elements(node: ast.expr) -> list:
+    return list(node.keys) if isinstance(node, ast.Dict) else list(node.elts)  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """One line after a session that ran a reliability table module: how many kill points, corruption
+    cases and bad inputs the suite covers, so a shrinking table shows up in the log. Read from the
+    reports, not from collection: under pytest-xdist the controller collects nothing."""
+    ran = {Path(r.nodeid.split("::")[0]).name for reports in terminalreporter.stats.values() for r in reports
+           if getattr(r, "nodeid", "").startswith("tests/reliability/")}
+    if not ran & {file for _, file, _ in TABLES}:
+        return
+    counts = ", ".join(f"{label}: {table_size(file, name)}" for label, file, name in TABLES)
+    terminalreporter.write_line(f"reliability suite: {counts}")

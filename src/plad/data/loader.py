@@ -1,6 +1,12 @@
 """A DataLoader whose position Lightning saves in checkpoints, so a resumed run sees exactly the
 batches an uninterrupted run would have seen (Lightning resumes any loader that implements
-``state_dict`` / ``load_state_dict``)."""
+``state_dict`` / ``load_state_dict``).
+
+Under several processes (torch.distributed initialised, e.g. Lightning DDP) the sampler shards
+every epoch itself, like ``DistributedSampler``: one (seed, epoch) permutation, padded by wrapping
+to a multiple of the world size, rank r taking positions r, r + world, ... So the trainer configs
+set ``use_distributed_sampler: false``: Lightning must not swap in its own sampler, which would
+lose the resumable position (and cannot re-instantiate this loader)."""
 from __future__ import annotations
 
 from typing import Any, Iterator
@@ -9,22 +15,39 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """Shuffles with a generator seeded by (seed, epoch); can skip the first ``start`` indices."""
+def dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
+
+class EpochShuffleSampler(Sampler[int]):
+    """Shuffles with a generator seeded by (seed, epoch), takes this rank's share (``rank``/``world``
+    default to torch.distributed's) and can skip the first ``start`` indices of it."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int | None = None,
+                 world: int | None = None) -> None:
         self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.rank, self.world = (rank, world) if rank is not None and world is not None else dist_rank_world()
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"sampler rank: expected 0 <= rank < world, got rank {self.rank}, world {self.world}")
         self.epoch, self.start = 0, 0
+
+    def _share(self) -> int:
+        return -(-self.n // self.world)  # every rank the same count: ranks step together
 
     def __iter__(self) -> Iterator[int]:
         order = list(range(self.n))
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(self.n, generator=g).tolist()
+        if self.world > 1:
+            total = self._share() * self.world
+            order = (order * (-(-total // max(self.n, 1))))[:total][self.rank::self.world]
         return iter(order[self.start:])
 
     def __len__(self) -> int:
-        return self.n - self.start
+        return self._share() - self.start
 
 
 class ResumableLoader(DataLoader):
@@ -35,8 +58,9 @@ class ResumableLoader(DataLoader):
     ``load_state_dict``, which continues the saved epoch where it stopped.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, shuffle: bool = True, **kwargs: Any) -> None:
-        self.sampler_ = EpochShuffleSampler(len(dataset), seed, shuffle)  # type: ignore[arg-type]
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, shuffle: bool = True,
+                 rank: int | None = None, world: int | None = None, **kwargs: Any) -> None:
+        self.sampler_ = EpochShuffleSampler(len(dataset), seed, shuffle, rank, world)  # type: ignore[arg-type]
         super().__init__(dataset, batch_size=batch_size, sampler=self.sampler_, **kwargs)
         self.full_len = super().__len__()
         self.served = 0

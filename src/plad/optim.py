@@ -59,7 +59,7 @@ class GuardedModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams
-        optim = plain_optim(h.get("optim"))
+        optim = h.optim  # always set: the subclasses store plain_optim(optim)
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": h.weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
@@ -78,9 +78,10 @@ class GuardedModule(L.LightningModule):
         opt.zero_grad(set_to_none=True)
         if self._finite(bool(torch.isfinite(loss))):
             self.manual_backward(loss)
-            grads = [p.grad for p in self.parameters() if p.grad is not None]
-            if self._finite(all(bool(torch.isfinite(g).all()) for g in grads)):
-                clip = plain_optim(self.hparams.get("optim")).get("gradient_clip_val")
+            grads = [torch.isfinite(p.grad).all() for p in self.parameters() if p.grad is not None]
+            # One device sync for all parameters, not one per tensor.
+            if self._finite(bool(torch.stack(grads).all()) if grads else True):
+                clip = self.hparams.optim.get("gradient_clip_val")
                 if clip:
                     self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
                 opt.step()

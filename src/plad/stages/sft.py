@@ -29,11 +29,15 @@ def tokenizer(cfg: DictConfig, task: Any, data: Any, cache: Path) -> Any:
                             task.fingerprint(), cache)
 
 
+def _seed(cfg: DictConfig, role: str) -> int:
+    return int(cfg.base_seed if role == "teacher" else cfg.seed)
+
+
 def entry(cfg: DictConfig, role: str, task: Any, cache: Path) -> ModelRef:
     """Where the SFT'd ``role`` lives in the cache (computed from the config alone, no training)."""
     spec = cfg.model[role]
     tok_fp = fingerprint(cfg.model.tokenizer, task.fingerprint())
-    seed = int(cfg.base_seed if role == "teacher" else cfg.seed)
+    seed = _seed(cfg, role)
     fp = stage_key("models", spec, tok_fp if not spec.pretrained else None, task.fingerprint(), seed,
                    cfg.sft_selection, cfg.task.max_prompt_tokens, cfg.task.max_new_tokens)
     path = entry_dir(cache, "models", f"{cfg.model.family}-{role}-{fp}")
@@ -50,8 +54,7 @@ def run(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: 
     if ref.reused:
         log.info("%s: reusing cached SFT model %s", role, ref.path)
         return ref
-    spec = cfg.model[role]
-    seed = int(cfg.base_seed if role == "teacher" else cfg.seed)
+    spec, seed = cfg.model[role], _seed(cfg, role)
     if spec.pretrained:
         model, tok = load_pretrained(spec)
     else:

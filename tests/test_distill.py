@@ -184,7 +184,7 @@ def _continued_sft_cfg(max_steps: int = 6):
         "loss": {"_target_": "plad.losses.sft.SFTLoss", "reg_weight": 0.0, "lr": 1e-2},
         "distill": {"max_steps": max_steps, "batch_size": 4, "lr": "${loss.lr}", "warmup_steps": 0,
                     "weight_decay": 0.0, "val_size": 4, "val_check_interval": max_steps, "max_nonfinite": 3,
-                    "num_workers": 0},
+                    "num_workers": 0, "accumulate_grad_batches": 1},
         "trainer": {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 1,
                     "enable_progress_bar": False, "enable_model_summary": False}})
     cfg.distill.module, cfg.distill.datamodule = distill_yaml.module, distill_yaml.datamodule  # from config

@@ -36,9 +36,13 @@ def _config_error(exc: BaseException) -> ValueError | None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
+    from plad import distributed
     from plad.pipeline import run
 
     try:
+        if distributed.processes(cfg.trainer) > 1 and not distributed.launched_externally():
+            _launch(cfg)  # this process only starts and waits for the N that do the work
+            return
         run(cfg)
     except (ValueError, InstantiationException) as e:  # config and input errors: one line, exit 2
         error = _config_error(e)
@@ -46,6 +50,19 @@ def main(cfg: DictConfig) -> None:
             raise
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def _launch(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from plad.distributed import launch
+
+    hc = HydraConfig.get()
+    rc = launch(cfg, list(hc.overrides.task), cfg.paths.output_dir, hc.job.name)
+    if rc != 0:
+        print(f"error: a process of the {cfg.trainer.devices}-process run exited with status {rc} "
+              f"(logs: {cfg.paths.output_dir})", file=sys.stderr)
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

@@ -68,8 +68,9 @@ def fit_sft(cfg: DictConfig, model: Any, tokenizer: Any, sft: DictConfig, train:
     validation value (``cfg.sft_selection``); returns timing, the chosen step and the curve."""
     sel = cfg.sft_selection
     L.seed_everything(seed, verbose=False)
+    accumulate = int(sft.get("accumulate_grad_batches", 1))
     dm = SFTDataModule(train, tokenizer, is_encoder_decoder(model), sft.batch_size, cfg.task.max_prompt_tokens,
-                       cfg.task.max_new_tokens, seed=seed, validation=validation)
+                       cfg.task.max_new_tokens, seed=seed, validation=validation, accumulate_grad_batches=accumulate)
     module = SFTModule(model, lr=sft.lr, max_steps=sft.max_steps, warmup_steps=sft.warmup_steps,
                        weight_decay=sft.get("weight_decay", 0.0), optim=cfg.get("optim"),
                        max_nonfinite=OmegaConf.select(cfg, "distill.max_nonfinite", default=10))
@@ -80,7 +81,7 @@ def fit_sft(cfg: DictConfig, model: Any, tokenizer: Any, sft: DictConfig, train:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor, min_delta=sel.min_delta, patience=sel.patience,
                                                            mode="min", check_on_train_epoch_end=False))
         # At least one validation, at the last step, when the interval exceeds the budget.
-        val_kw: dict[str, Any] = {"val_check_interval": min(sel.val_check_interval, sft.max_steps),
+        val_kw: dict[str, Any] = {"val_check_interval": min(sel.val_check_interval, sft.max_steps) * accumulate,
                                   "check_val_every_n_epoch": None}
     else:
         val_kw = {"limit_val_batches": 0}
@@ -125,8 +126,10 @@ def fit_distill(cfg: DictConfig, student_path: Path, teacher_path: Path, pairs_p
             raise ValueError(f"loss: {loss_cls.__name__} trains on the labeled train split, but no data was given")
         dm = make_data(data, module.tokenizer, enc_dec)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    # Lightning counts validation intervals in batches; ours are in optimizer steps.
+    accumulate = int(d.get("accumulate_grad_batches", 1))
     trainer = _trainer(cfg, d.max_steps, logger=loggers or False, callbacks=callbacks,
-                       default_root_dir=str(out_dir), val_check_interval=d.val_check_interval,
+                       default_root_dir=str(out_dir), val_check_interval=d.val_check_interval * accumulate,
                        check_val_every_n_epoch=None, num_sanity_val_steps=0,
                        log_every_n_steps=d.get("log_every_n_steps", 1))
     trainer.fit(module, dm, ckpt_path=resolve_ckpt_path(cfg))

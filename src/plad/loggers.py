@@ -11,6 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 @contextmanager
 def open_loggers(cfg: DictConfig) -> Iterator[list[Any]]:
+    """Every rank builds them (the Trainer needs them for callbacks such as LearningRateMonitor);
+    Lightning's loggers write on rank 0 only (``rank_zero_only``; W&B opens no run elsewhere)."""
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
     full_config = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                    for k, v in cfg.items() if k != "hydra"}

@@ -14,8 +14,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from plad.models.encoding import target_counts
 from plad.losses.base import CalibrationLoss, SequenceScores
-from plad.models.logprobs import sequence_logprobs
+from plad.models.logprobs import is_encoder_decoder, sequence_logprobs
 from plad.optim import GuardedModule, plain_optim
 
 # Keys of a loss config that configure its training run, not the loss object (stripped here only).
@@ -47,15 +48,18 @@ class SFTModule(GuardedModule):
         # Token-weighted mean over the whole validation split (not a mean of per-batch means).
         self.val_nll = torchmetrics.MeanMetric()
 
-    def _nll(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def _nll(self, batch: dict[str, Tensor], n_tokens: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Summed NLL / ``n_tokens`` (default: this batch's token count)."""
         out = sequence_logprobs(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-        n_tokens = out.n_tokens.sum().clamp(min=1)
+        n_tokens = (out.n_tokens.sum() if n_tokens is None else n_tokens).clamp(min=1)
         return -out.sum_logp.sum() / n_tokens, n_tokens
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        loss, _ = self._nll(batch)
-        if self.update(loss):
-            self.log("sft/loss", loss.detach(), prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        # Token-averaged over the optimizer step's global batch (all ranks, all micro-batches).
+        local = target_counts(batch, is_encoder_decoder(self.model))
+        loss, _ = self._nll(batch, self.global_batch(batch, local)[1])
+        if self.update(loss, batch):
+            self.log("sft/loss", self.step_loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, n_tokens = self._nll(batch)
@@ -121,9 +125,14 @@ class DistillModule(GuardedModule):
                      sync_dist=prefix == "val")
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        loss, metrics = self.loss_fn(self.scores(batch))
-        if self.update(loss):  # skipped (not applied, not counted) when the loss or a gradient is not finite
-            self._log_metrics("train", loss.detach(), metrics, batch["mask"].shape[0])
+        scores = self.scores(batch)
+        # Losses average over the optimizer step's global batch (all ranks, all micro-batches).
+        size = self.global_batch(batch, target_counts(batch, is_encoder_decoder(self.student)))
+        scores.global_examples, scores.global_first_tokens = size[0], size[1]
+        loss, metrics = self.loss_fn(scores)
+        # None inside an accumulation window; False when skipped (non-finite loss or gradient).
+        if self.update(loss, batch):
+            self._log_metrics("train", self.step_loss, metrics, batch["mask"].shape[0])
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, metrics = self.loss_fn(self.scores(batch))

@@ -48,14 +48,21 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps
 
 
 class GuardedModule(L.LightningModule):
-    """Base of SFTModule and DistillModule: configured optimizer + schedule, and ``update(loss)``,
-    which applies a step only when the loss and every gradient are finite on every rank."""
+    """Base of SFTModule and DistillModule: configured optimizer + schedule, gradient accumulation
+    and ``update(loss)``, which applies a step only when the losses and every gradient of the
+    accumulation window are finite on every rank.
+
+    Losses are normalised by the size of the global batch of one optimizer step (``global_batch``:
+    all ranks, all micro-batches of the window), and scaled by the world size because DDP averages
+    gradients over ranks: N ranks x batch b, 1 rank x batch N*b and b x N accumulation steps then
+    give the same update (``tests/distributed/test_equivalence.py``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.nonfinite_in_row = 0
         self.register_buffer("nonfinite_total", torch.zeros((), dtype=torch.long))
+        self._micro, self._window_ok, self._window_loss = 0, True, 0.0
 
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams
@@ -67,17 +74,38 @@ class GuardedModule(L.LightningModule):
         sched = instantiate(optim["scheduler"])(opt, warmup_steps=h.warmup_steps, max_steps=h.max_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def global_batch(self, batch: dict[str, Tensor], local: Tensor) -> Tensor:
+        """[examples, first-sequence target tokens] of the optimizer step's global batch. ``local``:
+        this micro-batch's; under accumulation the loader gives the window's (``batch["window"]``)."""
+        counts = batch["window"][:2] if "window" in batch else local
+        counts = counts.to(self.device, torch.float32)
+        strategy = self.trainer.strategy
+        return strategy.reduce(counts, reduce_op="sum") if strategy.world_size > 1 else counts
+
     def _finite(self, ok: bool) -> bool:
         """All ranks skip together, or none does (a skip on one rank alone would desynchronise DDP)."""
         return bool(self.trainer.strategy.reduce_boolean_decision(ok, all=True))
 
-    def update(self, loss: Tensor) -> bool:
-        """Backward + clip + optimizer and schedule step; False (and nothing applied) when the loss
-        or a gradient is not finite."""
+    def update(self, loss: Tensor, batch: dict[str, Tensor]) -> bool | None:
+        """Backward of this micro-batch's share of the step loss; at the window's last micro-batch
+        clip + optimizer and schedule step. Returns None inside a window, True when the step was
+        applied, False (nothing applied) when a loss or a gradient of the window was not finite."""
         opt, sched = self.optimizers(), self.lr_schedulers()
-        opt.zero_grad(set_to_none=True)
-        if self._finite(bool(torch.isfinite(loss))):
-            self.manual_backward(loss)
+        window_len = int(batch["window"][2]) if "window" in batch else 1
+        if self._micro == 0:
+            opt.zero_grad(set_to_none=True)
+            self._window_ok, self._window_loss = True, 0.0
+        self._micro += 1
+        scaled = loss * self.trainer.world_size  # DDP averages gradients over ranks; we want their sum
+        if self._window_ok and self._finite(bool(torch.isfinite(loss))):
+            self.manual_backward(scaled)
+            self._window_loss = self._window_loss + scaled.detach()  # a tensor: no device sync here
+        else:
+            self._window_ok = False
+        if self._micro < window_len:
+            return None
+        self._micro = 0
+        if self._window_ok:
             grads = [torch.isfinite(p.grad).all() for p in self.parameters() if p.grad is not None]
             # One device sync for all parameters, not one per tensor.
             if self._finite(bool(torch.stack(grads).all()) if grads else True):
@@ -88,7 +116,7 @@ class GuardedModule(L.LightningModule):
                 sched.step()
                 self.nonfinite_in_row = 0
                 return True
-            opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
         self.nonfinite_in_row += 1
         self.nonfinite_total += 1
         self.log("train/nonfinite_steps", self.nonfinite_total.float())
@@ -97,3 +125,8 @@ class GuardedModule(L.LightningModule):
             raise RuntimeError(f"training: {self.nonfinite_in_row} non-finite losses or gradients in a row "
                                f"(max_nonfinite={limit}); lower the learning rate or check the data")
         return False
+
+    @property
+    def step_loss(self) -> Tensor:
+        """The loss of the last optimizer step (this rank's estimate of the global batch's loss)."""
+        return torch.as_tensor(self._window_loss)

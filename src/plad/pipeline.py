@@ -13,6 +13,7 @@ from typing import Any, Iterator
 from omegaconf import DictConfig
 
 import plad.resolvers  # noqa: F401  (${wandb_offline:} in logger configs, also for in-process callers)
+from plad import distributed
 from plad.loggers import open_loggers
 from plad.stages import data as data_stage, distill as distill_stage, evaluate as evaluate_stage, plan
 from plad.stages import pairs as pairs_stage, sft as sft_stage
@@ -23,12 +24,13 @@ from plad.run_summary import print_summary, write_run_summary
 def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir, cache, stages = Path(cfg.paths.output_dir), Path(cfg.paths.cache_dir), list(cfg.stages)
     task, loss_cls = preflight(cfg)  # bad values fail here, before any expensive work
+    distributed.connect(cfg)  # several processes: one group for every stage (README, "Rank policy")
     results: dict[str, Any] = {"oracle": is_oracle_run(cfg, loss_cls), "diagnostics": {}, "timings": {}}
     timed = _timer(results["timings"])
     start = time.perf_counter()
 
     with timed("data"):
-        data = data_stage.run(cfg, task, cache)
+        data = distributed.main_first(lambda: data_stage.run(cfg, task, cache))
     teacher, student0 = (sft_stage.entry(cfg, role, task, cache) for role in ("teacher", "student"))
     plan.check_inputs(stages, loss_cls, {  # an input neither listed nor cached fails now, in one line
         "sft": lambda: next((str(r.path) for r in (teacher, student0) if not r.reused), None),
@@ -50,6 +52,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if "distill" in stages:
             with timed("distill"):
                 systems["student"] = distill_stage.run(cfg, student0, teacher, pairs, data, loggers, run_dir)
+        if not distributed.is_main():
+            return results  # evaluation, metrics and the summary are rank 0's; this rank is done
         if "evaluate" in stages:
             with timed("evaluate"):
                 extra = {"oracle": results["oracle"], "diagnostics": results["diagnostics"]}

@@ -13,3 +13,28 @@ def wandb_offline() -> bool:
 
 
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+
+
+def run_time() -> str:
+    """The time part of a run directory. Processes of one multi-process launch (torchrun, srun)
+    must agree on it without talking, so they use the launch's id instead of their own clock."""
+    import datetime
+
+    if int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", 1))) > 1:
+        run_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID", "none")
+        if run_id == "none":
+            raise ValueError("hydra.run.dir: the processes of this launch share no run id; start torchrun with "
+                             "--standalone or --rdzv-id=<id>, or pass hydra.run.dir=<dir>")
+        step = os.environ.get("SLURM_STEP_ID")
+        return f"launch-{run_id}" + (f".{step}" if step else "")
+    return datetime.datetime.now().strftime("%H-%M-%S.%f")
+
+
+def rank_suffix() -> str:
+    """'' on rank 0, '_rank<r>' elsewhere: one log file per process in a shared run directory."""
+    r = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
+    return f"_rank{r}" if r else ""
+
+
+OmegaConf.register_new_resolver("run_time", run_time, replace=True, use_cache=True)  # like ${now:}: one value per sweep
+OmegaConf.register_new_resolver("rank_suffix", rank_suffix, replace=True)

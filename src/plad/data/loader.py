@@ -9,7 +9,8 @@ set ``use_distributed_sampler: false``: Lightning must not swap in its own sampl
 lose the resumable position (and cannot re-instantiate this loader)."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from itertools import islice
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -59,8 +60,16 @@ class ResumableLoader(DataLoader):
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, shuffle: bool = True,
-                 rank: int | None = None, world: int | None = None, **kwargs: Any) -> None:
+                 rank: int | None = None, world: int | None = None, accumulate: int = 1,
+                 counts: Callable[[dict[str, Any]], Any] | None = None, **kwargs: Any) -> None:
+        """``accumulate`` > 1: batches come in windows of that many micro-batches (one optimizer
+        step), each carrying ``window`` = [examples, first-sequence tokens, micro-batches] of its
+        window (``counts`` gives a batch's first two), so losses can be normalised by the whole
+        step's size before its first backward."""
+        if accumulate < 1 or (accumulate > 1 and counts is None):
+            raise ValueError(f"accumulate_grad_batches: expected an int >= 1 (and a counts function), got {accumulate!r}")
         self.sampler_ = EpochShuffleSampler(len(dataset), seed, shuffle, rank, world)  # type: ignore[arg-type]
+        self.accumulate, self.counts = accumulate, counts
         super().__init__(dataset, batch_size=batch_size, sampler=self.sampler_, **kwargs)
         self.full_len = super().__len__()
         self.served = 0
@@ -78,9 +87,15 @@ class ResumableLoader(DataLoader):
         self._started = True
         self.sampler_.epoch, self.served = epoch, served
         self.sampler_.start = served * self.batch_size  # type: ignore[operator]
-        for batch in super().__iter__():
-            self.served += 1
-            yield batch
+        batches = super().__iter__()
+        while window := list(islice(batches, self.accumulate)):
+            if self.accumulate > 1:
+                size = sum(self.counts(b) for b in window)  # type: ignore[misc]
+                for b in window:
+                    b["window"] = torch.cat([size, size.new_tensor([len(window)])])
+            for batch in window:
+                self.served += 1
+                yield batch
 
     def __len__(self) -> int:
         return self.full_len

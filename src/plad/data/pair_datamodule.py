@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from functools import partial
 from typing import Any, Sequence
 
 import lightning as L
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from plad.cache import atomic_dir, fingerprint, is_complete, stage_key
 from plad.models.encoding import encode_example, pad_batch
+from plad.models.encoding import target_counts
 from plad.data.loader import ResumableLoader
 from plad.pairs.store import quiet_datasets, save
 
@@ -120,9 +122,10 @@ def _pairs_as_lists(ds: Dataset) -> Dataset:
 class PairDataModule(L.LightningDataModule):
     def __init__(self, pairs: Any, tokenizer: Any, encoder_decoder: bool,
                  inputs: Sequence[str] = ("chosen", "rejected"), batch_size: int = 8, max_prompt_tokens: int = 256, max_completion_tokens: int = 64,
-                 val_size: float = 0.05, seed: int = 0, num_workers: int = 0) -> None:
+                 val_size: float = 0.05, seed: int = 0, num_workers: int = 0, accumulate_grad_batches: int = 1) -> None:
         super().__init__()
         self.path = Path(getattr(pairs, "path", pairs))
+        self.accumulate = accumulate_grad_batches
         self.tokenizer = tokenizer
         self.encoder_decoder = encoder_decoder
         self.inputs = tuple(inputs)
@@ -211,7 +214,8 @@ class PairDataModule(L.LightningDataModule):
         ds = ds.with_format(columns=[c for c in ds.column_names if c != "id"])
         kw = dict(collate_fn=self.collator, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
         if shuffle:
-            return ResumableLoader(ds, self.batch_size, seed=self.seed, **kw)
+            return ResumableLoader(ds, self.batch_size, seed=self.seed, accumulate=self.accumulate,
+                                   counts=partial(target_counts, encoder_decoder=self.encoder_decoder), **kw)
         return DataLoader(ds, batch_size=self.batch_size, **kw)
 
     def train_dataloader(self) -> DataLoader:

@@ -6,6 +6,7 @@ continued-SFT baseline); with ``distill_layout`` a batch also carries the ``mask
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Sequence
 
 import lightning as L
@@ -15,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from plad.data.collate import Collator
+from plad.models.encoding import target_counts
 from plad.data.loader import ResumableLoader
 
 
@@ -30,7 +32,8 @@ class DistillLayoutCollator(Collator):
 class SFTDataModule(L.LightningDataModule):
     def __init__(self, train: Dataset, tokenizer: Any, encoder_decoder: bool, batch_size: int,
                  max_prompt_tokens: int, max_completion_tokens: int, seed: int = 0,
-                 validation: Dataset | None = None, distill_layout: bool = False, num_workers: int = 0) -> None:
+                 validation: Dataset | None = None, distill_layout: bool = False, num_workers: int = 0,
+                 accumulate_grad_batches: int = 1) -> None:
         super().__init__()
         if len(train) == 0:
             raise ValueError("train: expected at least one (prompt, reference) row, got an empty split")
@@ -38,22 +41,25 @@ class SFTDataModule(L.LightningDataModule):
         self.batch_size, self.seed = batch_size, seed
         collator = DistillLayoutCollator if distill_layout else Collator
         self.collate = collator(tokenizer, encoder_decoder, max_prompt_tokens, max_completion_tokens)
-        self.num_workers = num_workers
+        self.num_workers, self.accumulate = num_workers, accumulate_grad_batches
+        self.encoder_decoder = encoder_decoder
 
     @classmethod
     def for_distillation(cls, data: Any, tokenizer: Any, encoder_decoder: bool, batch_size: int,
                          max_prompt_tokens: int, max_completion_tokens: int, val_size: int, seed: int = 0,
-                         num_workers: int = 0) -> "SFTDataModule":
+                         num_workers: int = 0, accumulate_grad_batches: int = 1) -> "SFTDataModule":
         """Continued SFT as a distillation method: the labeled train split in the pair batch layout,
         val/loss on the first ``val_size`` rows of the validation split."""
         val = data.get("validation")
         val = val.select(range(min(int(val_size), len(val)))) if val is not None else None
         return cls(data["train"], tokenizer, encoder_decoder, batch_size, max_prompt_tokens, max_completion_tokens,
-                   seed=seed, validation=val, distill_layout=True, num_workers=num_workers)
+                   seed=seed, validation=val, distill_layout=True, num_workers=num_workers,
+                   accumulate_grad_batches=accumulate_grad_batches)
 
     def train_dataloader(self) -> DataLoader:
         return ResumableLoader(self.train, self.batch_size, seed=self.seed, collate_fn=self.collate,
-                               num_workers=self.num_workers)
+                               num_workers=self.num_workers, accumulate=self.accumulate,
+                               counts=partial(target_counts, encoder_decoder=self.encoder_decoder))
 
     def val_dataloader(self) -> DataLoader:
         if self.validation is None or len(self.validation) == 0:

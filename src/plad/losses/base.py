@@ -36,6 +36,12 @@ class SequenceScores:
     logits: Tensor | None = None      # [B*K, L, V] student logits (white-box KD only)
     teacher_logits: Tensor | None = None  # [B*K, L, V] teacher logits aligned with ``logits``
     labels: Tensor | None = None      # [B*K, L] targets aligned with ``logits`` (-100 = ignored)
+    # Size of the GLOBAL batch (all ranks, all accumulation micro-batches) that one optimizer step
+    # averages over: examples, and target tokens of the first sequences. Set by the training module;
+    # None = this batch alone. Every loss divides sums by these, so 2 ranks x batch b, batch 2b and
+    # b x 2 accumulation steps give the same gradient (the module scales by the world size).
+    global_examples: Tensor | None = None
+    global_first_tokens: Tensor | None = None
 
     def score(self, mode: str = "mean") -> Tensor:
         """Sequence score s(y|x): the summed or length-normalised log-likelihood."""
@@ -52,9 +58,20 @@ class SequenceScores:
         scores = self.score(mode)
         return scores[:, 0], scores[:, 1]
 
+    def example_mean(self, per_example: Tensor) -> Tensor:
+        """Mean of a per-example loss over the global batch (this batch's share of it)."""
+        if self.global_examples is None:
+            return per_example.mean()
+        return per_example.sum() / self.global_examples.clamp(min=1)
+
+    def token_mean(self, total: Tensor, local_tokens: Tensor) -> Tensor:
+        """``total`` (a sum over first-sequence target tokens) per target token of the global batch."""
+        n = self.global_first_tokens if self.global_first_tokens is not None else local_tokens
+        return total / n.clamp(min=1)
+
     def nll_first(self) -> Tensor:
         """Token-level cross-entropy on the first sequence (y+), averaged over its tokens."""
-        return -self.logp[:, 0].sum() / self.n_tokens[:, 0].sum().clamp(min=1)
+        return self.token_mean(-self.logp[:, 0].sum(), self.n_tokens[:, 0].sum())
 
 
 class CalibrationLoss(nn.Module):

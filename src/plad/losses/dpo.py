@@ -35,7 +35,7 @@ class DPOLoss(CalibrationLoss):
         logits = reward_chosen - reward_rejected
         eps = self.label_smoothing
         per_example = -(1 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits)
-        return per_example.mean(), {
+        return s.example_mean(per_example), {
             "reward_chosen": reward_chosen.detach().mean(),
             "reward_rejected": reward_rejected.detach().mean(),
             "reward_acc": (logits > 0).float().mean().detach(),

@@ -34,7 +34,7 @@ class IPOLoss(CalibrationLoss):
             log_ratio = log_ratio / s.n_tokens.clamp(min=1)
         h = log_ratio[:, 0] - log_ratio[:, 1]
         per_example = (h - 1 / (2 * self.beta)) ** 2
-        return per_example.mean(), {
+        return s.example_mean(per_example), {
             "log_ratio_gap": h.detach().mean(),
             "log_ratio_chosen": log_ratio[:, 0].detach().mean(),
             "log_ratio_rejected": log_ratio[:, 1].detach().mean(),

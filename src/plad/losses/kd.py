@@ -66,7 +66,7 @@ class KDLoss(CalibrationLoss):
         p_teacher = log_p_teacher.exp()
         # where(): a teacher probability of exactly 0 (e.g. a -inf logit) contributes 0, not nan.
         kl = torch.where(p_teacher > 0, p_teacher * (log_p_teacher - log_p_student), 0.0).sum(-1)
-        loss = kl.sum() / mask.sum().clamp(min=1) * t**2
+        loss = s.token_mean(kl.sum(), mask.sum()) * t**2
         agree = (student[mask].argmax(-1) == teacher[mask].argmax(-1)).float()
         return loss, {
             "kl": loss.detach(),

@@ -74,7 +74,7 @@ class ListwiseLoss(CalibrationLoss):
         raw = scores.detach() * self.temperature
         gaps = raw[:, :, None] - raw[:, None, :]
         n_pairs = ordered.sum().clamp(min=1)
-        return per_list.mean(), {
+        return s.example_mean(per_list), {
             # Over pairs with a defined order: share ranked correctly, and mean score gap.
             "rank_acc": ((gaps > 0).float() * ordered).sum() / n_pairs,
             "margin": (gaps * ordered).sum() / n_pairs,

@@ -29,7 +29,7 @@ class MarginLoss(CalibrationLoss):
         assert s.quality is not None  # checked in forward
         gap = (s.quality[:, 0] - s.quality[:, 1]).to(chosen.dtype)
         per_example = torch.relu(self.beta * gap - chosen + rejected)
-        return per_example.mean(), {
+        return s.example_mean(per_example), {
             "hinge_active": (per_example > 0).float().mean(),
             "quality_gap": gap.detach().mean(),
             "chosen_score": chosen.detach().mean(),

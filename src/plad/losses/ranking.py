@@ -26,7 +26,7 @@ class RankingLoss(CalibrationLoss):
     def compute(self, s: SequenceScores) -> tuple[Tensor, dict[str, Tensor]]:
         chosen, rejected = s.pair(self.score)
         per_example = torch.relu(self.beta - chosen + rejected)
-        return per_example.mean(), {
+        return s.example_mean(per_example), {
             "hinge_active": (per_example > 0).float().mean(),
             "chosen_score": chosen.detach().mean(),
             "rejected_score": rejected.detach().mean(),

@@ -35,7 +35,7 @@ class SimPOLoss(CalibrationLoss):
         logits = self.beta * (chosen - rejected) - self.gamma
         eps = self.label_smoothing
         per_example = -(1 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits)
-        return per_example.mean(), {
+        return s.example_mean(per_example), {
             "margin_met": (logits > 0).float().mean().detach(),
             "chosen_score": chosen.detach().mean(),
             "rejected_score": rejected.detach().mean(),

@@ -66,3 +66,13 @@ def pad_batch(features: Sequence[dict[str, Sequence[int]]], pad_token_id: int,
     label_side = "right" if encoder_decoder else padding_side
     batch["labels"] = _pad([f["labels"] for f in features], IGNORE_INDEX, label_side)
     return batch
+
+
+def target_counts(batch: dict[str, Tensor], encoder_decoder: bool) -> Tensor:
+    """[examples, target tokens of each example's first sequence] of a collated batch: what a loss
+    averages over (per-example terms; the NLL on y+ or the reference). Decoder-only position 0 is
+    never a target (``plad.models.logprobs`` predicts from the previous token)."""
+    labels = batch["labels"] if encoder_decoder else batch["labels"][:, 1:]
+    k = batch["mask"].shape[1] if "mask" in batch else 1
+    first = labels.view(-1, k, labels.shape[-1])[:, 0]
+    return torch.tensor([first.shape[0], int((first != IGNORE_INDEX).sum())], dtype=torch.float32)

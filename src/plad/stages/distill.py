@@ -13,10 +13,13 @@ from plad.stages.refs import ModelRef
 def run(cfg: DictConfig, student0: ModelRef, teacher: ModelRef, pairs: Any, data: Any, loggers: list[Any],
         run_dir: Path) -> ModelRef:
     """``pairs``: the PairSet of the pairs stage (None for losses trained on the labeled split)."""
+    from plad import distributed
     from plad.models.build import save_model
     from plad.fit import fit_distill
 
     pairs_path = pairs.path if pairs is not None else None
     module, _ = fit_distill(cfg, student0.path, teacher.path, pairs_path, loggers, run_dir, data=data)
-    save_model(module.student, module.tokenizer, run_dir / "student")
+    if distributed.is_main():
+        save_model(module.student, module.tokenizer, run_dir / "student")
+    distributed.barrier()
     return ModelRef(run_dir / "student", "")

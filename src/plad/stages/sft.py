@@ -12,9 +12,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from plad.cache import atomic_dir, entry_dir, fingerprint, is_complete, stage_key
+from plad.distributed import processes
 from plad.stages.refs import ModelRef
 
 log = logging.getLogger("plad")
@@ -22,15 +23,28 @@ log = logging.getLogger("plad")
 
 def tokenizer(cfg: DictConfig, task: Any, data: Any, cache: Path) -> Any:
     """The tokenizer shared by built-from-config models, trained on the train split once per task."""
+    from plad.distributed import main_first
     from plad.models.build import obtain_tokenizer
 
-    return obtain_tokenizer(cfg.model.tokenizer,
+    return main_first(lambda: obtain_tokenizer(cfg.model.tokenizer,
                             lambda: list(data["train"]["prompt"]) + list(data["train"]["reference"]),
-                            task.fingerprint(), cache)
+                            task.fingerprint(), cache))
 
 
 def _seed(cfg: DictConfig, role: str) -> int:
     return int(cfg.base_seed if role == "teacher" else cfg.seed)
+
+
+def _keyed_spec(cfg: DictConfig, role: str) -> dict[str, Any]:
+    """The model spec as the cache key sees it: SFT's batch is the GLOBAL one (per-process batch x
+    processes x accumulation), so 2 processes x 8 and 1 x 16 share an entry (the same math, see
+    GuardedModule) and 2 x 16 does not (1-process keys are unchanged)."""
+    spec = OmegaConf.to_container(cfg.model[role], resolve=True)
+    sft = spec.get("sft") or {}
+    factor = processes(cfg.trainer) * int(sft.pop("accumulate_grad_batches", 1))
+    if factor > 1:
+        sft["batch_size"] = sft["batch_size"] * factor
+    return spec
 
 
 def entry(cfg: DictConfig, role: str, task: Any, cache: Path) -> ModelRef:
@@ -38,8 +52,8 @@ def entry(cfg: DictConfig, role: str, task: Any, cache: Path) -> ModelRef:
     spec = cfg.model[role]
     tok_fp = fingerprint(cfg.model.tokenizer, task.fingerprint())
     seed = _seed(cfg, role)
-    fp = stage_key("models", spec, tok_fp if not spec.pretrained else None, task.fingerprint(), seed,
-                   cfg.sft_selection, cfg.task.max_prompt_tokens, cfg.task.max_new_tokens)
+    fp = stage_key("models", _keyed_spec(cfg, role), tok_fp if not spec.pretrained else None, task.fingerprint(),
+                   seed, cfg.sft_selection, cfg.task.max_prompt_tokens, cfg.task.max_new_tokens)
     path = entry_dir(cache, "models", f"{cfg.model.family}-{role}-{fp}")
     return ModelRef(path, fp, reused=is_complete(path))
 
@@ -47,10 +61,12 @@ def entry(cfg: DictConfig, role: str, task: Any, cache: Path) -> ModelRef:
 def run(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: Path) -> ModelRef:
     """The SFT'd teacher or initial student: from the cache, or built/loaded and fine-tuned here
     with its checkpoint chosen on the validation split (``sft_stats.json`` in the entry says how)."""
+    from plad import distributed
     from plad.models.build import build_model, count_parameters, load_pretrained, save_model
     from plad.fit import fit_sft
 
     ref = entry(cfg, role, task, cache)
+    ref = ModelRef(ref.path, ref.fingerprint, reused=distributed.broadcast(ref.reused))  # all ranks train, or none
     if ref.reused:
         log.info("%s: reusing cached SFT model %s", role, ref.path)
         return ref
@@ -68,7 +84,9 @@ def run(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: 
                               seed=seed))
         log.info("%s: chose step %s of %s (validation loss %s)", role, stats["chosen_step"], stats["steps"],
                  stats["best_val_loss"])
-    with atomic_dir(ref.path) as tmp:
-        save_model(model, tok, tmp)
-        (tmp / "sft_stats.json").write_text(json.dumps(stats, indent=2))
+    if distributed.is_main():  # one distributed fit; rank 0 writes the entry, the others wait for it
+        with atomic_dir(ref.path) as tmp:
+            save_model(model, tok, tmp)
+            (tmp / "sft_stats.json").write_text(json.dumps(stats, indent=2))
+    distributed.barrier()
     return ModelRef(ref.path, ref.fingerprint)

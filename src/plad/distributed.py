@@ -1,0 +1,126 @@
+"""Several processes, one run: who does what (README, "Rank policy").
+
+A multi-process run is N copies of the whole pipeline, started by ``torchrun``, SLURM's ``srun`` or
+by ``launch`` below (``python train.py trainer=ddp_sim trainer.devices=2``). ``connect`` opens the
+process group through the configured Lightning strategy (so the backend and cluster environment are
+Lightning's: gloo on CPU, nccl on GPU; SLURM and torchrun variables are read by Lightning), and the
+stages then use three patterns:
+
+* ``main_first(fn)``: rank 0 computes and writes the cache entry, the others wait and read it;
+* one distributed Lightning fit over all ranks (SFT, distillation), rank 0 saving the result;
+* ``is_main()`` guards for everything written once (metrics, plots, samples, summary, W&B).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any, Callable, TypeVar
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+T = TypeVar("T")
+
+# Strategies that need one process per device. "auto" on one device, "single_device" run in-process.
+MULTI_PROCESS = ("ddp", "fsdp", "deepspeed")
+
+
+def env_world() -> int:
+    """World size the launcher announced (torchrun / launch: WORLD_SIZE; srun: SLURM_NTASKS)."""
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def initialized() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def rank() -> int:
+    return torch.distributed.get_rank() if initialized() else int(os.environ.get("RANK", 0))
+
+
+def world() -> int:
+    return torch.distributed.get_world_size() if initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if initialized():
+        torch.distributed.barrier()
+
+
+def broadcast(obj: T) -> T:
+    """Rank 0's value of ``obj`` on every rank (a decision taken once)."""
+    if not initialized():
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def main_first(fn: Callable[[], T]) -> T:
+    """Rank 0 runs ``fn`` (writing its cache entry), then the others run it and find the entry."""
+    if not initialized():
+        return fn()
+    out = fn() if is_main() else None
+    barrier()
+    return out if is_main() else fn()  # type: ignore[return-value]
+
+
+def strategy_name(trainer_cfg: DictConfig) -> str:
+    s = trainer_cfg.get("strategy", "auto")
+    if isinstance(s, str):
+        return s
+    return str(OmegaConf.select(trainer_cfg, "strategy._target_", default="")).rsplit(".", 1)[-1].lower()
+
+
+def processes(trainer_cfg: DictConfig) -> int:
+    """How many processes the trainer config asks for (devices x nodes under a multi-process strategy)."""
+    name = strategy_name(trainer_cfg)
+    if not any(name.startswith(s) for s in MULTI_PROCESS):
+        return 1
+    devices = trainer_cfg.get("devices", 1)
+    if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
+        raise ValueError(f"trainer.devices: expected an int >= 1 under strategy {name!r}, got {devices!r}")
+    return devices * int(trainer_cfg.get("num_nodes", 1))
+
+
+def connect(cfg: DictConfig) -> None:
+    """Open the process group with the configured strategy's own set-up (no-op in one process).
+    Later fits find it open and reuse it."""
+    if env_world() <= 1 or initialized():
+        return
+    from hydra.utils import instantiate
+
+    trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+    trainer.strategy.setup_environment()
+
+
+def launched_externally() -> bool:
+    """True inside torchrun / srun / our own launch: the processes exist, do not start more."""
+    return "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ or (
+        "SLURM_NTASKS" in os.environ and int(os.environ["SLURM_NTASKS"]) > 1)
+
+
+def launch(cfg: DictConfig, overrides: list[str], run_dir: str, job_name: str = "train") -> int:
+    """Start ``processes(cfg.trainer)`` copies of this run on this machine with torchrun, all in
+    ``run_dir`` (this job's directory: no second Hydra output dir), and wait for them."""
+    n = processes(cfg.trainer)
+    if int(cfg.trainer.get("num_nodes", 1)) > 1:
+        raise ValueError("trainer.num_nodes: a multi-node run is started by torchrun or srun on every node "
+                         "(README, 'Several GPUs and nodes'), not from one process")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "plad.cli", *overrides, f"hydra.run.dir={run_dir}", "hydra.mode=RUN", "hydra.output_subdir=null",
+           f"hydra.job.name={job_name}"]
+    env = dict(os.environ, PLAD_LAUNCHED="1")
+    if cfg.trainer.get("accelerator") == "cpu":  # N processes share the cores: one thread each
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.call(cmd, env=env)
+
+
+def all_reduce_sum(t: torch.Tensor, strategy: Any) -> torch.Tensor:
+    """Sum of ``t`` over ranks through the Lightning strategy (identity in one process)."""
+    return strategy.reduce(t, reduce_op="sum") if strategy.world_size > 1 else t

@@ -82,3 +82,59 @@ def test_a_two_process_run_builds_each_stage_once_and_measures_what_one_process_
     differ = {k: (a[k], b[k]) for k in a if a[k] != b[k] and not (
         isinstance(a[k], float) and isinstance(b[k], float) and abs(a[k] - b[k]) <= 1e-5)}
     assert differ == {}
+
+
+def _trainer_cfg(name: str, **over):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "trainer" / f"{name}.yaml")
+    cfg = OmegaConf.merge({k: v for k, v in cfg.items() if k != "defaults"}, over)
+    return cfg
+
+
+def test_sharded_strategies_fail_in_one_line_where_they_cannot_run():
+    from plad.distributed import check_strategy
+
+    with pytest.raises(ValueError, match=r"^trainer.accelerator: strategy 'fsdp_strategy' runs on GPUs only"):
+        check_strategy(_trainer_cfg("fsdp", accelerator="cpu"))
+    with pytest.raises(ValueError, match=r"^trainer.devices: expected an int >= 1"):
+        check_strategy(_trainer_cfg("ddp", devices="two"))
+    try:
+        import deepspeed  # noqa: F401
+    except ModuleNotFoundError:
+        with pytest.raises(ValueError, match=r"^trainer.strategy: 'deepspeed_stage_2' needs DeepSpeed, an optional "
+                                             r"extra: pip install 'plad\[deepspeed\]'$"):
+            check_strategy(_trainer_cfg("deepspeed", accelerator="gpu"))
+
+
+def test_the_fsdp_preset_wraps_each_decoder_layer_and_nothing_else():
+    from hydra.utils import instantiate
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    policy = instantiate(_trainer_cfg("fsdp").strategy).kwargs["auto_wrap_policy"]
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2, vocab_size=64))
+    wrapped = [name for name, m in model.named_modules() if policy(module=m, recurse=False, nonwrapped_numel=0)]
+    assert wrapped == ["model.layers.0", "model.layers.1"]
+
+
+def test_processes_of_one_launch_agree_on_the_run_directory(monkeypatch):
+    from plad.resolvers import rank_suffix, run_time
+
+    for key in ("WORLD_SIZE", "SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID", "RANK",
+                "SLURM_PROCID"):
+        monkeypatch.delenv(key, raising=False)
+    import re
+    assert re.fullmatch(r"\d\d-\d\d-\d\d\.\d{6}", run_time())  # one process: its own clock, microseconds
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "f00d")
+    assert run_time() == "launch-f00d"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun without --standalone / --rdzv-id
+    with pytest.raises(ValueError, match=r"^hydra.run.dir: the processes of this launch share no run id"):
+        run_time()
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    assert run_time() == "launch-123.0"
+    assert rank_suffix() == ""
+    monkeypatch.setenv("RANK", "1")
+    assert rank_suffix() == "_rank1"

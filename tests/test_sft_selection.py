@@ -41,7 +41,7 @@ def test_saved_model_is_the_best_validation_step(tmp_path):
     tok = train_tokenizer()
     model = tiny_llama(tok, seed=0)
     spec = OmegaConf.create({"batch_size": 4, "lr": 1e-2, "max_steps": 90, "warmup_steps": 0})
-    stats = fit_sft(OmegaConf.create(CFG), model, tok, spec, TRAIN, VALIDATION, tmp_path, "student", seed=0)
+    model, stats = fit_sft(OmegaConf.create(CFG), model, tok, spec, TRAIN, VALIDATION, tmp_path, "student", seed=0)
     steps, values = zip(*stats["curve"])
     best = min(range(len(values)), key=values.__getitem__)
 

@@ -28,7 +28,7 @@ MULTI_PROCESS = ("ddp", "fsdp", "deepspeed")
 
 def env_world() -> int:
     """World size the launcher announced (torchrun / launch: WORLD_SIZE; srun: SLURM_NTASKS)."""
-    return int(os.environ.get("WORLD_SIZE", 1))
+    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", 1)))
 
 
 def initialized() -> bool:
@@ -36,7 +36,9 @@ def initialized() -> bool:
 
 
 def rank() -> int:
-    return torch.distributed.get_rank() if initialized() else int(os.environ.get("RANK", 0))
+    if initialized():
+        return torch.distributed.get_rank()
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
 
 
 def world() -> int:
@@ -111,7 +113,7 @@ def launch(cfg: DictConfig, overrides: list[str], run_dir: str, job_name: str = 
     n = processes(cfg.trainer)
     if int(cfg.trainer.get("num_nodes", 1)) > 1:
         raise ValueError("trainer.num_nodes: a multi-node run is started by torchrun or srun on every node "
-                         "(README, 'Several GPUs and nodes'), not from one process")
+                         "(README, 'Several processes, GPUs and nodes'), not from one process")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
            "-m", "plad.cli", *overrides, f"hydra.run.dir={run_dir}", "hydra.mode=RUN", "hydra.output_subdir=null",
            f"hydra.job.name={job_name}"]
@@ -124,3 +126,32 @@ def launch(cfg: DictConfig, overrides: list[str], run_dir: str, job_name: str = 
 def all_reduce_sum(t: torch.Tensor, strategy: Any) -> torch.Tensor:
     """Sum of ``t`` over ranks through the Lightning strategy (identity in one process)."""
     return strategy.reduce(t, reduce_op="sum") if strategy.world_size > 1 else t
+
+
+def check_strategy(trainer_cfg: DictConfig) -> None:
+    """Fail before any work, in one line, when the strategy cannot run here."""
+    name = strategy_name(trainer_cfg)
+    processes(trainer_cfg)
+    sharded = name.startswith(("fsdp", "deepspeed"))
+    if sharded and trainer_cfg.get("accelerator") == "cpu":
+        raise ValueError(f"trainer.accelerator: strategy {name!r} runs on GPUs only (Lightning); expected 'gpu', "
+                         "got 'cpu' (CPU processes: trainer=ddp_sim)")
+    if name.startswith("deepspeed"):
+        try:
+            import deepspeed  # noqa: F401
+        except ModuleNotFoundError:
+            raise ValueError(f"trainer.strategy: {name!r} needs DeepSpeed, an optional extra: "
+                             "pip install 'plad[deepspeed]'") from None
+
+
+def fsdp_strategy(wrap: list[str], **kwargs: Any) -> Any:
+    """Lightning's FSDPStrategy with every module whose class name is in ``wrap`` (the decoder
+    layers of the model families) as one FSDP unit; ``kwargs`` go to FSDPStrategy."""
+    from functools import partial
+
+    from lightning.pytorch.strategies import FSDPStrategy
+    from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
+
+    names = frozenset(wrap)
+    policy = partial(lambda_auto_wrap_policy, lambda_fn=lambda module: type(module).__name__ in names)
+    return FSDPStrategy(auto_wrap_policy=policy, **kwargs)

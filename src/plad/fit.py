@@ -59,13 +59,48 @@ class BestWeights(L.Callback):
         self.curve.append((step, value))
         if math.isfinite(value) and (self.best is None or value < self.best - self.min_delta):
             self.best, self.best_step = value, step
-            self.state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.model.state_dict().items()}
+            self.state = full_state(trainer, "model")  # every rank calls it: a collective when sharded
+
+
+def is_sharded(strategy: Any) -> bool:
+    """FSDP / DeepSpeed: parameters live in shards (and layers in wrappers) during and after a fit."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+
+    return isinstance(strategy, (FSDPStrategy, DeepSpeedStrategy))
+
+
+def full_state(trainer: L.Trainer, attr: str) -> dict[str, torch.Tensor] | None:
+    """Full weights of the LightningModule's ``attr`` (a Hugging Face model) on CPU; None on ranks
+    other than 0 when the strategy shards parameters (gathered by the strategy, all ranks call)."""
+    if is_sharded(trainer.strategy):
+        state = trainer.strategy.lightning_module_state_dict()
+        if not trainer.is_global_zero:
+            return None
+    else:
+        state = trainer.lightning_module.state_dict()
+    return {k[len(attr) + 1:]: v.detach().to("cpu", copy=True) for k, v in state.items() if k.startswith(attr + ".")}
+
+
+def trained_model(trainer: L.Trainer, model: Any, state: dict[str, torch.Tensor] | None) -> Any:
+    """The model to save: ``model`` itself (loaded with ``state`` when given) in one process or
+    under DDP; under FSDP/DeepSpeed, whose wrapping changed ``model``, a fresh copy built from its
+    config with the gathered ``state`` (rank 0; the other ranks get None)."""
+    if not is_sharded(trainer.strategy):
+        if state is not None:
+            model.load_state_dict(state)
+        return model
+    if state is None:
+        return None
+    fresh = type(model)(model.config)
+    fresh.load_state_dict(state)
+    return fresh
 
 
 def fit_sft(cfg: DictConfig, model: Any, tokenizer: Any, sft: DictConfig, train: Dataset,
-            validation: Dataset | None, run_dir: Path, name: str, seed: int) -> dict[str, Any]:
-    """Fine-tune ``model`` in place on (prompt, reference) and leave it at the step with the best
-    validation value (``cfg.sft_selection``); returns timing, the chosen step and the curve."""
+            validation: Dataset | None, run_dir: Path, name: str, seed: int) -> tuple[Any, dict[str, Any]]:
+    """Fine-tune ``model`` on (prompt, reference) and return it at the step with the best validation
+    value (``cfg.sft_selection``; None on ranks > 0 under FSDP/DeepSpeed), with timing, the chosen
+    step and the curve."""
     sel = cfg.sft_selection
     L.seed_everything(seed, verbose=False)
     accumulate = int(sft.get("accumulate_grad_batches", 1))
@@ -89,11 +124,12 @@ def fit_sft(cfg: DictConfig, model: Any, tokenizer: Any, sft: DictConfig, train:
                        callbacks=callbacks, enable_checkpointing=False, num_sanity_val_steps=0, **val_kw)
     start = time.perf_counter()
     trainer.fit(module, dm)
-    if best.state is not None:
-        model.load_state_dict(best.state)
-    model.eval()
+    state = best.state if best.best_step is not None else full_state(trainer, "model")
+    model = trained_model(trainer, model, state)
+    if model is not None:
+        model.eval()
     loss = trainer.callback_metrics.get("sft/loss")
-    return {"seconds": time.perf_counter() - start, "steps": trainer.global_step,
+    return model, {"seconds": time.perf_counter() - start, "steps": trainer.global_step,
             "final_loss": float(loss) if loss is not None else float("nan"),
             "chosen_step": best.best_step if best.best_step is not None else trainer.global_step,
             "best_val_loss": best.best, "curve": best.curve,

@@ -57,7 +57,12 @@ def _check_cfg(cfg: DictConfig) -> None:
 
 
 def dist_info() -> tuple[int, int]:
-    """(rank, world size) from the torchrun / Lightning environment variables."""
+    """(rank, world size) of the run's process group (``plad.distributed.connect``; srun included),
+    else from the torchrun environment variables."""
+    from plad import distributed
+
+    if distributed.initialized():
+        return distributed.rank(), distributed.world()
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if not 0 <= rank < world:
         raise ValueError(f"RANK/WORLD_SIZE: expected 0 <= RANK < WORLD_SIZE, got {rank}/{world}")

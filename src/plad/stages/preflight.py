@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from plad.config_checks import check_config
+from plad.distributed import check_strategy
 from plad.stages import plan
 from plad.stages.input_checks import build, check_data, check_eval, check_pairs, check_white_box, import_target
 
@@ -25,6 +26,7 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
     from plad.fit import check_sft_selection
 
     check_config(cfg)
+    check_strategy(cfg.trainer)
     task = build(cfg.task, "task")
     loss_cls = import_target(cfg.loss, "loss", CalibrationLoss)
     build_loss(cfg.loss)

@@ -80,8 +80,9 @@ def run(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: 
     log.info("%s: %s with %.2fM parameters, SFT for up to %d steps", role, type(model).__name__,
              stats["parameters"] / 1e6, spec.sft.max_steps)
     if spec.sft.max_steps > 0:
-        stats.update(fit_sft(cfg, model, tok, spec.sft, data["train"], data.get("validation"), run_dir, role,
-                              seed=seed))
+        model, fit_stats = fit_sft(cfg, model, tok, spec.sft, data["train"], data.get("validation"), run_dir, role,
+                                   seed=seed)
+        stats.update(fit_stats)
         log.info("%s: chose step %s of %s (validation loss %s)", role, stats["chosen_step"], stats["steps"],
                  stats["best_val_loss"])
     if distributed.is_main():  # one distributed fit; rank 0 writes the entry, the others wait for it

@@ -84,6 +84,22 @@ def test_a_two_process_run_builds_each_stage_once_and_measures_what_one_process_
     assert differ == {}
 
 
+def test_a_nonfinite_loss_on_one_rank_is_skipped_by_every_rank(tmp_path: Path, monkeypatch):
+    """Rank 1 alone sees a NaN loss on its second batch: both ranks skip that step (no backward, no
+    update, not counted), DDP does not hang or desynchronise, and the run makes its 4 real steps."""
+    import csv
+
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent))  # distributed_losses, in the children
+    job = Job(tmp_path, "nan", ("debug=fast", *TWO, "loss._target_=distributed_losses.RankOneNaN",
+                                "stages=[sft,pairs,distill]"))
+    finish(job)
+    rows = list(csv.DictReader(open(next(job.run_dir.glob("csv/version_0/metrics.csv")))))
+    skipped = [float(r["train/nonfinite_steps"]) for r in rows if r.get("train/nonfinite_steps")]
+    assert skipped and set(skipped) == {1.0}  # one skipped step in all (a running total)
+    assert max(int(r["step"]) for r in rows) == 4  # distill.max_steps real updates
+    assert all(bool(t.isfinite().all()) for t in weights(job.run_dir).values())
+
+
 def _trainer_cfg(name: str, **over):
     from omegaconf import OmegaConf
 

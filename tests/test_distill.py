@@ -9,6 +9,9 @@ from torch import Tensor
 from pairs_testlib import FakeTask, load_tiny, pairs_cfg, prompt_dataset, save_tiny
 from plad.data.pair_datamodule import PairDataModule
 from plad.losses.base import CalibrationLoss, SequenceScores
+from omegaconf import OmegaConf
+
+from plad.models.logprobs import sequence_logprobs
 from plad.module import DistillModule
 from plad.pairs.build import obtain_pairs
 
@@ -176,7 +179,6 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(setup_):
 
 
 def _continued_sft_cfg(max_steps: int = 6):
-    from omegaconf import OmegaConf
 
     distill_yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "distill" / "default.yaml")
     cfg = OmegaConf.create({
@@ -184,7 +186,7 @@ def _continued_sft_cfg(max_steps: int = 6):
         "loss": {"_target_": "plad.losses.sft.SFTLoss", "reg_weight": 0.0, "lr": 1e-2},
         "distill": {"max_steps": max_steps, "batch_size": 4, "lr": "${loss.lr}", "warmup_steps": 0,
                     "weight_decay": 0.0, "val_size": 4, "val_check_interval": max_steps, "max_nonfinite": 3,
-                    "num_workers": 0, "accumulate_grad_batches": 1},
+                    "num_workers": 0, "accumulate_grad_batches": 1, "disable_dropout": True},
         "trainer": {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 1,
                     "enable_progress_bar": False, "enable_model_summary": False}})
     cfg.distill.module, cfg.distill.datamodule = distill_yaml.module, distill_yaml.datamodule  # from config
@@ -226,3 +228,35 @@ def test_sft_baseline_trains_on_the_labeled_train_split_not_the_pairs(setup_, tm
     cfg.loss = {"_target_": "plad.losses.ranking.RankingLoss", "lr": 1e-2}
     with pytest.raises(ValueError, match="pairs stage did not run"):
         fit_distill(cfg, student, student, None, [], tmp_path, data=DatasetDict(train=train, validation=validation))
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neo", "t5"])
+@pytest.mark.parametrize("disable", [True, False])
+def test_at_step_0_the_student_scores_its_pairs_like_the_cached_reference(family: str, disable: bool, tmp_path):
+    """DPO's implicit reward beta * (log pi(y) - log ref(y)) must be 0 before any update: the training-mode
+    student (what DistillModule scores) must give the eval-mode log-likelihoods the pair cache stores
+    as ``ref_logp``. With ``distill.disable_dropout`` (the default) it does for every family; without
+    it, T5's 0.1 dropout breaks it (the other presets have no dropout)."""
+    from plad.data.sft_datamodule import DistillLayoutCollator
+    from plad.models.build import build_model, save_model
+    from plad.models.tokenizer import train_tokenizer
+
+    texts = [f"Rewrite: Ana Li lives at {n} Oak Road." for n in range(40)]
+    tok = train_tokenizer(texts + ["Ana Li lives at [ADDRESS]."], vocab_size=300)
+    spec = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "model" / f"{family}.yaml").student
+    save_model(build_model(spec, tok, seed=0), tok, tmp_path / "student")
+    module = DistillModule(str(tmp_path / "student"), {"_target_": "plad.losses.dpo.DPOLoss"}, lr=1e-3,
+                           max_steps=1, disable_dropout=disable)
+    enc_dec = module.student.config.is_encoder_decoder
+    batch = DistillLayoutCollator(tok, enc_dec, 32, 16)([{"prompt": t, "reference": "Ana Li lives at [ADDRESS]."}
+                                                        for t in texts[:8]])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        train_mode = module.scores(batch).logp
+        ref = sequence_logprobs(module.student.eval(), batch["input_ids"], batch["attention_mask"],
+                                batch["labels"]).sum_logp.view_as(train_mode)
+    reward_at_step_0 = (train_mode - ref).abs().max().item()
+    if disable or family != "t5":
+        assert reward_at_step_0 < 1e-4
+    else:
+        assert reward_at_step_0 > 1e-2

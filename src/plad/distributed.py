@@ -117,15 +117,10 @@ def launch(cfg: DictConfig, overrides: list[str], run_dir: str, job_name: str = 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
            "-m", "plad.cli", *overrides, f"hydra.run.dir={run_dir}", "hydra.mode=RUN", "hydra.output_subdir=null",
            f"hydra.job.name={job_name}"]
-    env = dict(os.environ, PLAD_LAUNCHED="1")
+    env = dict(os.environ)
     if cfg.trainer.get("accelerator") == "cpu":  # N processes share the cores: one thread each
         env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.call(cmd, env=env)
-
-
-def all_reduce_sum(t: torch.Tensor, strategy: Any) -> torch.Tensor:
-    """Sum of ``t`` over ranks through the Lightning strategy (identity in one process)."""
-    return strategy.reduce(t, reduce_op="sum") if strategy.world_size > 1 else t
 
 
 def check_strategy(trainer_cfg: DictConfig) -> None:

@@ -124,7 +124,10 @@ def fit_sft(cfg: DictConfig, model: Any, tokenizer: Any, sft: DictConfig, train:
                        callbacks=callbacks, enable_checkpointing=False, num_sanity_val_steps=0, **val_kw)
     start = time.perf_counter()
     trainer.fit(module, dm)
-    state = best.state if best.best_step is not None else full_state(trainer, "model")
+    if best.best_step is not None:
+        state = best.state
+    else:  # no validation: the last weights (only sharded strategies need them gathered)
+        state = full_state(trainer, "model") if is_sharded(trainer.strategy) else None
     model = trained_model(trainer, model, state)
     if model is not None:
         model.eval()

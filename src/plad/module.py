@@ -34,6 +34,18 @@ def build_loss(loss: dict | DictConfig) -> CalibrationLoss:
     return instantiate(loss_arguments(loss))
 
 
+def zero_dropout(model: torch.nn.Module) -> None:
+    """Every dropout of ``model`` to 0: ``nn.Dropout`` modules and the float rates that attention
+    layers apply functionally (T5Attention.dropout, LlamaAttention.attention_dropout). T5's 0.1
+    would make DPO's log-ratio to the reference non-zero before any update, and scores noisy."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        for name, value in vars(m).items():
+            if "dropout" in name and isinstance(value, float):
+                setattr(m, name, 0.0)
+
+
 class SFTModule(GuardedModule):
     """Token-averaged cross-entropy on (prompt, reference); the model is saved with save_pretrained."""
 
@@ -78,7 +90,8 @@ class DistillModule(GuardedModule):
 
     def __init__(self, student_path: str, loss: dict | DictConfig, lr: float, max_steps: int,
                  warmup_steps: int = 0, weight_decay: float = 0.0, teacher_path: str | None = None,
-                 max_nonfinite: int = 10, optim: dict | DictConfig | None = None) -> None:
+                 max_nonfinite: int = 10, optim: dict | DictConfig | None = None,
+                 disable_dropout: bool = True) -> None:
         super().__init__()
         from plad.models.build import load_saved
 
@@ -86,9 +99,12 @@ class DistillModule(GuardedModule):
         self.save_hyperparameters({"student_path": student_path, "loss": loss, "lr": lr,
                                    "max_steps": max_steps, "warmup_steps": warmup_steps,
                                    "weight_decay": weight_decay, "teacher_path": teacher_path,
-                                   "max_nonfinite": max_nonfinite, "optim": plain_optim(optim)})
+                                   "max_nonfinite": max_nonfinite, "optim": plain_optim(optim),
+                                   "disable_dropout": disable_dropout})
         self.student, self.tokenizer = load_saved(student_path)
         self.student.train()  # from_pretrained returns eval mode
+        if disable_dropout:  # as TRL does: at step 0 the student scores its pairs exactly like the cached reference
+            zero_dropout(self.student)
         self.loss_fn: CalibrationLoss = build_loss(loss)
         self._teacher: list[torch.nn.Module] = []  # a list keeps it out of state_dict and .parameters()
         if self.loss_fn.needs_teacher:

@@ -230,8 +230,7 @@ def test_sft_baseline_trains_on_the_labeled_train_split_not_the_pairs(setup_, tm
         fit_distill(cfg, student, student, None, [], tmp_path, data=DatasetDict(train=train, validation=validation))
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt_neo", "t5"])
-@pytest.mark.parametrize("disable", [True, False])
+@pytest.mark.parametrize("family,disable", [("llama", True), ("gpt_neo", True), ("t5", True), ("t5", False)])
 def test_at_step_0_the_student_scores_its_pairs_like_the_cached_reference(family: str, disable: bool, tmp_path):
     """DPO's implicit reward beta * (log pi(y) - log ref(y)) must be 0 before any update: the training-mode
     student (what DistillModule scores) must give the eval-mode log-likelihoods the pair cache stores
@@ -256,7 +255,7 @@ def test_at_step_0_the_student_scores_its_pairs_like_the_cached_reference(family
         ref = sequence_logprobs(module.student.eval(), batch["input_ids"], batch["attention_mask"],
                                 batch["labels"]).sum_logp.view_as(train_mode)
     reward_at_step_0 = (train_mode - ref).abs().max().item()
-    if disable or family != "t5":
+    if disable:
         assert reward_at_step_0 < 1e-4
-    else:
+    else:  # T5 with its dropout left on
         assert reward_at_step_0 > 1e-2

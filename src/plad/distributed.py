@@ -31,18 +31,21 @@ def env_world() -> int:
     return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", 1)))
 
 
+def env_rank() -> int:
+    """This process's rank as the launcher announced it (torchrun: RANK; srun: SLURM_PROCID)."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
+
+
 def initialized() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def rank() -> int:
-    if initialized():
-        return torch.distributed.get_rank()
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
+    return torch.distributed.get_rank() if initialized() else env_rank()
 
 
 def world() -> int:
-    return torch.distributed.get_world_size() if initialized() else 1
+    return torch.distributed.get_world_size() if initialized() else env_world()
 
 
 def is_main() -> bool:
@@ -126,7 +129,7 @@ def launch(cfg: DictConfig, overrides: list[str], run_dir: str, job_name: str = 
 def check_strategy(trainer_cfg: DictConfig) -> None:
     """Fail before any work, in one line, when the strategy cannot run here."""
     name = strategy_name(trainer_cfg)
-    processes(trainer_cfg)
+    processes(trainer_cfg)  # validates trainer.devices
     sharded = name.startswith(("fsdp", "deepspeed"))
     if sharded and trainer_cfg.get("accelerator") == "cpu":
         raise ValueError(f"trainer.accelerator: strategy {name!r} runs on GPUs only (Lightning); expected 'gpu', "

@@ -20,7 +20,9 @@ def run_time() -> str:
     must agree on it without talking, so they use the launch's id instead of their own clock."""
     import datetime
 
-    if int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", 1))) > 1:
+    from plad.distributed import env_world
+
+    if env_world() > 1:
         run_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID", "none")
         if run_id == "none":
             raise ValueError("hydra.run.dir: the processes of this launch share no run id; start torchrun with "
@@ -32,7 +34,9 @@ def run_time() -> str:
 
 def rank_suffix() -> str:
     """'' on rank 0, '_rank<r>' elsewhere: one log file per process in a shared run directory."""
-    r = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
+    from plad.distributed import env_rank
+
+    r = env_rank()
     return f"_rank{r}" if r else ""
 
 

@@ -23,4 +23,3 @@ class Collator:
         feats = [encode_example(self.tokenizer, r["prompt"], r["reference"], self.encoder_decoder,
                                 self.max_prompt_tokens, self.max_completion_tokens) for r in rows]
         return pad_batch(feats, self.tokenizer.pad_token_id, self.encoder_decoder)
-

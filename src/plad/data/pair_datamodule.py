@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Any, Sequence
 
 import lightning as L
@@ -24,8 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from plad.cache import atomic_dir, fingerprint, is_complete, stage_key
-from plad.models.encoding import encode_example, pad_batch
-from plad.models.encoding import target_counts
+from plad.models.encoding import encode_example, pad_batch, target_counts
 from plad.data.loader import ResumableLoader
 from plad.pairs.store import quiet_datasets, save
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -57,13 +56,11 @@ def _check_cfg(cfg: DictConfig) -> None:
 
 
 def dist_info() -> tuple[int, int]:
-    """(rank, world size) of the run's process group (``plad.distributed.connect``; srun included),
-    else from the torchrun environment variables."""
+    """(rank, world size) of the run's process group (``plad.distributed.connect``), else as the
+    launcher's environment variables announce them (torchrun, srun)."""
     from plad import distributed
 
-    if distributed.initialized():
-        return distributed.rank(), distributed.world()
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world = distributed.rank(), distributed.world()
     if not 0 <= rank < world:
         raise ValueError(f"RANK/WORLD_SIZE: expected 0 <= RANK < WORLD_SIZE, got {rank}/{world}")
     return rank, world

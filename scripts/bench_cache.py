@@ -26,6 +26,7 @@ def child(work: Path, max_new_tokens: int) -> None:
     from datasets import load_from_disk
     from omegaconf import OmegaConf
 
+    from plad.models.ref import ModelRef
     from plad.pairs.build import obtain_pairs
 
     def loader(name: str):
@@ -38,8 +39,8 @@ def child(work: Path, max_new_tokens: int) -> None:
     cfg = OmegaConf.load(ROOT / "configs" / "pairs" / "default.yaml")
     cfg.pop("defaults")
     prompts = load_from_disk(str(work / "prompts"))
-    ps = obtain_pairs(cfg, prompts, None, loader("teacher"), loader("student"), "bench-teacher", "bench-student",
-                      work / "cache", max_prompt_tokens=128, max_new_tokens=max_new_tokens, seed=0)
+    ps = obtain_pairs(cfg, prompts, None, ModelRef(None, "bench-teacher", loader=loader("teacher")),
+                      ModelRef(None, "bench-student", loader=loader("student")), work / "cache", max_prompt_tokens=128, max_new_tokens=max_new_tokens, seed=0)
     ready = time.time()
     print(f"READY {ready} {json.dumps({'rows': len(ps.pairwise), 'stats': ps.stats})}")
 

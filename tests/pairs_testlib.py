@@ -130,6 +130,7 @@ def worker(spec_json: str) -> None:
     """Subprocess entry point: build pairs with saved tiny models; write rows and generate calls."""
     import json
 
+    from plad.models.ref import ModelRef
     from plad.pairs.build import obtain_pairs
 
     spec = json.loads(spec_json)
@@ -138,6 +139,7 @@ def worker(spec_json: str) -> None:
     calls: list = []
     g.generate = spy(g.generate, calls, spec.get("sleep", 0.0))
     ps = obtain_pairs(pairs_cfg(**spec["cfg"]), prompt_dataset(spec["n"]), FakeTask(),
-                      lambda: load_tiny(Path(spec["teacher"])), lambda: load_tiny(Path(spec["student"])),
-                      "teacher", "student", Path(spec["root"]), 64, 6, 0)
+                      ModelRef(None, "teacher", loader=lambda: load_tiny(Path(spec["teacher"]))),
+                      ModelRef(None, "student", loader=lambda: load_tiny(Path(spec["student"]))),
+                      Path(spec["root"]), 64, 6, 0)
     Path(spec["out"]).write_text(json.dumps({"pairwise": ps.pairwise.to_list(), "calls": calls}))

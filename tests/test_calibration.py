@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from plad.backends.hf import HFBackend
 from plad.evaluation.calibration import calibration_diagnostics, pairwise_rank_accuracy, spearman_per_prompt
 from plad.generation import generate
+from plad.models.ref import ModelRef
 from plad.models.scoring import score_completions
 from plad.models.tokenizer import train_tokenizer
 
@@ -91,7 +93,7 @@ def test_calibration_scores_a_truncated_sample_without_an_eos():
     gen = generate(model, tok, texts, max_new_tokens=3, do_sample=True, num_return_sequences=2, seed=0,
                    max_prompt_tokens=64, progress=False)
     assert not any(f for fs in gen.finished for f in fs) and all(n == 3 for ns in gen.n_tokens for n in ns)
-    out = calibration_diagnostics(model, tok, _Identity(), examples, k=2, max_new_tokens=3, seed=0,
+    out = calibration_diagnostics(HFBackend(), ModelRef.in_memory(model, tok), _Identity(), examples, k=2, max_new_tokens=3, seed=0,
                                   max_prompt_tokens=64, progress=False)
     for ex, cands, scores in zip(examples, gen.texts, out["points"]["scores"]):
         for c, s in zip(cands, scores):

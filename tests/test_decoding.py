@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from pairs_testlib import PROMPTS, tiny_llama, train_tokenizer
+from plad.backends.hf import HFBackend
 from plad.evaluation.decoding import decoding_settings, rerank
 from plad.evaluation.degenerate import degenerate_share, is_degenerate
 from plad.generation import generate
 from plad.stages.evaluate import output_cache_entries
-from plad.stages.refs import ModelRef
+from plad.models.ref import ModelRef
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -52,7 +53,7 @@ def test_rerank_returns_the_candidate_with_the_highest_mean_logp():
     model = tiny_llama(tok, seed=3)
     prompts = PROMPTS[:6]
     kw = dict(temperature=1.3, top_p=1.0, top_k=0, seed=5, max_new_tokens=8, max_prompt_tokens=64)
-    r = rerank(model, tok, prompts, n=5, batch_size=4, progress=False, **kw)
+    r = rerank(HFBackend(), ModelRef.in_memory(model, tok), prompts, n=5, batch_size=4, progress=False, **kw)
     # The same seeded samples, scored independently one sequence at a time.
     gen = generate(model, tok, prompts, num_return_sequences=5, do_sample=True, batch_size=2, progress=False, **kw)
     samples = gen.texts
@@ -64,7 +65,7 @@ def test_rerank_returns_the_candidate_with_the_highest_mean_logp():
         assert idx == max(range(len(slow)), key=slow.__getitem__) and got == cands[idx]
     assert any(i != 0 for i in r.chosen)  # the choice is not simply the first sample
     with pytest.raises(ValueError, match="eval.rerank.n"):
-        rerank(model, tok, prompts, n=0, progress=False)
+        rerank(HFBackend(), ModelRef.in_memory(model, tok), prompts, n=0, progress=False)
 
 
 def test_eval_output_cache_is_keyed_by_decoding(tmp_path: Path):
@@ -79,7 +80,7 @@ def test_eval_output_cache_is_keyed_by_decoding(tmp_path: Path):
 
     def entry(**changes) -> Path:
         cfg = {**base, **changes}
-        entries = output_cache_entries(cfg, T(), systems, tmp_path)
+        entries = output_cache_entries(cfg, T(), systems, tmp_path, cfg.get("backend", {"backend": "hf"}))
         assert set(entries) == {"teacher"}  # run-local models are never cached
         return entries["teacher"]
 
@@ -89,5 +90,6 @@ def test_eval_output_cache_is_keyed_by_decoding(tmp_path: Path):
     assert rr != greedy
     assert entry(decoding="rerank", generation={**base["generation"], "seed": 1}) != rr
     assert entry(decoding="rerank", rerank={**base["rerank"], "n": 4}) != rr
+    assert entry(backend={"backend": "vllm", "dtype": "auto"}) != greedy  # two backends never share an entry
     with pytest.raises(ValueError, match="eval.decoding"):
         decoding_settings({**base, "decoding": "beam"})

@@ -10,11 +10,13 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from plad.backends.hf import HFBackend
 from plad.evaluation.decoding import rerank
 from plad.evaluation.degenerate import degenerate_share
 from plad.evaluation.evaluate import evaluate, read_outputs
 from plad.evaluation.judges import MetricJudge
 from plad.evaluation.log_results import flatten, log_results
+from plad.models.ref import ModelRef
 from plad.models.tokenizer import train_tokenizer
 from plad.tasks.base import Task
 
@@ -66,8 +68,8 @@ def run(tmp_path_factory):
     test = task.load()["test"]
     tok = train_tokenizer([p + " " + r for p, r in ROWS], vocab_size=270)
     student = _model(tok, 2)
-    systems = {"teacher": (_model(tok, 0), tok), "student_init": (_model(tok, 1), tok),
-               "student": (student, tok), "student_copy": (student, tok)}
+    systems = {"teacher": ModelRef.in_memory(_model(tok, 0), tok), "student_init": ModelRef.in_memory(_model(tok, 1), tok),
+               "student": ModelRef.in_memory(student, tok), "student_copy": ModelRef.in_memory(student, tok)}
     base = tmp_path_factory.mktemp("baseline_run")
     with open(base / "samples.jsonl", "w") as f:  # another run's outputs, saved in a different order
         for i, (p, _) in reversed(list(enumerate(ROWS))):
@@ -103,11 +105,11 @@ def test_metrics_json_matches_samples(run):
 def test_rerank_decoding_outputs_and_record(run, tmp_path):
     task, test, _, _ = run
     tok = train_tokenizer([p + " " + r for p, r in ROWS], vocab_size=270)
-    systems = {"student": (_model(tok, 2), tok)}
+    systems = {"student": ModelRef.in_memory(_model(tok, 2), tok)}
     cfg = {**CFG, "decoding": "rerank", "rerank": {"n": 3, "temperature": 1.0, "top_p": 1.0},
            "calibration": {"enabled": False}}
     metrics = evaluate(systems, task, test, cfg, None, tmp_path, extra={"oracle": False, "diagnostics": {"x": 1}})
-    expected = rerank(*systems["student"], [p for p, _ in ROWS[:4]], n=3,
+    expected = rerank(HFBackend(), systems["student"], [p for p, _ in ROWS[:4]], n=3,
                       seed=0, max_new_tokens=6, max_prompt_tokens=32, batch_size=2, progress=False).texts
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert [r["outputs"]["student"] for r in rows] == expected

@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = {
     "plad.cache": 0, "plad.resolvers": 0, "plad.distributed": 0,
     "plad.losses": 1, "plad.models.logprobs": 1, "plad.models.encoding": 1, "plad.optim": 1,
-    "plad.models": 2, "plad.tasks": 2, "plad.generation": 2, "plad.resume": 2, "plad.config_checks": 2,
+    "plad.models": 2, "plad.models.lora": 2, "plad.tasks": 2, "plad.generation": 2, "plad.backends": 2, "plad.resume": 2, "plad.config_checks": 2,
     "plad.pairs": 3, "plad.evaluation": 3, "plad.module": 3,
     "plad.data": 4,  # serves the pair store (plad.pairs.store) to Lightning; pairs never imports data
     "plad.fit": 5,

@@ -10,6 +10,7 @@ from pairs_testlib import FakeTask, pairs_cfg, prompt_dataset, tiny_llama, tiny_
 from plad.models.encoding import encode_example, pad_batch
 from plad.data.pair_datamodule import PairDataModule, val_ids
 from plad.models.logprobs import sequence_logprobs
+from plad.models.ref import ModelRef
 from plad.pairs.build import obtain_pairs
 
 TEACHER = [["good one"], ["good a", "good b", "fine c"], ["good x", "y"], ["z"], ["good w", "v", "u"], ["t"]]
@@ -31,8 +32,9 @@ def setup_(request, tok, tmp_path_factory):
     path.write_text("".join(json.dumps({"id": f"p{i}", "outputs": o}) + "\n" for i, o in enumerate(TEACHER)))
     cfg = pairs_cfg(n_student=2, teacher_outputs=str(path), scorer={"_target_": "plad.pairs.scorers.TaskMetricScorer"},
                     oracle_references=True)  # these tests serve the reference column too
-    ps = obtain_pairs(cfg, prompt_dataset(len(TEACHER)), FakeTask(), lambda: pytest.fail("teacher loaded"),
-                      lambda: (student, tok), "bb", "student", root, 64, 6, 0)
+    ps = obtain_pairs(cfg, prompt_dataset(len(TEACHER)), FakeTask(),
+                      ModelRef(None, "bb", loader=lambda: pytest.fail("teacher loaded")),
+                      ModelRef.in_memory(student, tok, "student"), root, 64, 6, 0)
     return family, student, ps
 
 

@@ -15,6 +15,7 @@ from pairs_testlib import FakeTask, load_tiny, pairs_cfg, prompt_dataset, save_t
 
 import plad.generation as generation
 from plad.models.encoding import encode_example, pad_batch
+from plad.models.ref import ModelRef
 from plad.generation import GenerationOutput
 from plad.models.logprobs import sequence_logprobs
 from plad.pairs import store
@@ -41,8 +42,8 @@ def calls(monkeypatch):
 
 def run(models, root, *, prompts=None, load_teacher=None, seed=0, **cfg):
     return obtain_pairs(pairs_cfg(**cfg), prompts if prompts is not None else prompt_dataset(N), FakeTask(),
-                        load_teacher or (lambda: models["T"]), lambda: models["S"], "teacher", "student",
-                        Path(root), 64, 6, seed)
+                        ModelRef(None, "teacher", loader=load_teacher or (lambda: models["T"])),
+                        ModelRef(None, "student", loader=lambda: models["S"]), Path(root), 64, 6, seed)
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +81,12 @@ def test_fail_mid_run_resumes_from_finished_shards(models, reference, tmp_path, 
     assert generated(calls, "teacher") == prompts[:2] and not generated(calls, "student")
     calls.clear()
     with monkeypatch.context() as m, pytest.raises(Injected):
-        fail_after(m, 3)
-        run(models, tmp_path)  # teacher shards 1, 2 then pair shard 0
-    assert generated(calls, "teacher") == prompts[2:] and generated(calls, "student") == prompts[:2]
+        fail_after(m, 6)
+        run(models, tmp_path)  # teacher shards 1, 2, student shards 0-2, then pair shard 0
+    assert generated(calls, "teacher") == prompts[2:] and generated(calls, "student") == prompts
     calls.clear()
     ps = run(models, tmp_path, load_teacher=lambda: pytest.fail("teacher reloaded"))
-    assert generated(calls, "student") == prompts[2:] and not generated(calls, "teacher")
+    assert not calls  # every sample was kept: only pair shards 1, 2 were left
     assert ps.stats["resumed_shards"] == 1 and not store.partial_dir(ps.path).exists()
     assert ps.pairwise.to_list() == reference
 
@@ -97,7 +98,7 @@ def test_sigkill_then_resume(models, reference, tmp_path, calls):
     proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90
-        while not list(tmp_path.glob("pairs/*.partial/shards/00000/COMPLETE")):
+        while not list(tmp_path.glob("pairs/*.partial/student/00000/COMPLETE")):
             assert proc.poll() is None and time.monotonic() < deadline, "worker ended before the first shard"
             time.sleep(0.05)
     finally:

@@ -11,6 +11,7 @@ from datasets import Dataset
 from omegaconf import OmegaConf
 
 from pairs_testlib import FakeTask, load_tiny, pairs_cfg, prompt_dataset, save_tiny
+from plad.models.ref import ModelRef
 from plad.pairs.build import obtain_pairs
 from plad.pairs.diagnostics import pseudo_label_noise
 from plad.pairs.scorers import TeacherLikelihoodScorer, check_scorer
@@ -26,8 +27,9 @@ def models(tmp_path_factory):
 
 
 def build(models, root: Path, prompts: Dataset, **cfg):
-    return obtain_pairs(pairs_cfg(scorer=TEACHER_SCORER, **cfg), prompts, FakeTask(), lambda: models["T"],
-                        lambda: models["S"], "teacher-fp", "student-fp", root, 64, 6, 0)
+    return obtain_pairs(pairs_cfg(scorer=TEACHER_SCORER, **cfg), prompts, FakeTask(),
+                        ModelRef(None, "teacher-fp", loader=lambda: models["T"]),
+                        ModelRef(None, "student-fp", loader=lambda: models["S"]), root, 64, 6, 0)
 
 
 def sentinel_prompts(n: int = 6) -> Dataset:

@@ -66,7 +66,7 @@ def test_a_stage_version_bump_moves_that_stage_and_its_dependents_only(tmp_path,
 
     def keys() -> tuple[str, str]:
         student = sft.entry(cfg, "student", task, tmp_path)
-        outputs = evaluate.output_cache_entries({"split": "test"}, task, {"student_init": student}, tmp_path)
+        outputs = evaluate.output_cache_entries({"split": "test"}, task, {"student_init": student}, tmp_path, {"backend": "hf"})
         return student.fingerprint, outputs["student_init"].name
 
     before = keys()

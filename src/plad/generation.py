@@ -27,6 +27,30 @@ from plad.models.logprobs import is_encoder_decoder
 _M32 = 0xFFFFFFFF
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """What samples depend on besides the model, the prompts and the backend (plad.backends)."""
+    n: int = 1                    # samples per prompt
+    max_new_tokens: int = 64
+    do_sample: bool = True        # False: greedy
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0                # 0 = off
+    seed: int = 0
+    max_prompt_tokens: int = 256  # prompts are truncated from the left, as in training
+    min_new_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for name, ok, expected in [
+                ("n", self.n >= 1, "an int >= 1"), ("max_new_tokens", self.max_new_tokens >= 1, "an int >= 1"),
+                ("min_new_tokens", 0 <= self.min_new_tokens <= self.max_new_tokens,
+                 "0 <= min_new_tokens <= max_new_tokens"),
+                ("temperature", self.temperature > 0, "a value > 0"), ("top_p", 0 < self.top_p <= 1, "a value in (0, 1]"),
+                ("top_k", self.top_k >= 0, "an int >= 0 (0 = off)")]:
+            if not ok:
+                raise ValueError(f"generate.{name}: expected {expected}, got {getattr(self, name)!r}")
+
+
 @dataclass
 class GenerationOutput:
     texts: list[list[str]]     # per prompt, num_return_sequences samples (special tokens stripped)
@@ -102,25 +126,16 @@ def _generation_config(model: Any, tokenizer: Any, max_new_tokens: int, min_new_
     return gc
 
 
-def _check(name: str, ok: bool, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"generate.{name}: expected {expected}, got {got!r}")
-
-
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 64,
              do_sample: bool = True, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
              num_return_sequences: int = 1, batch_size: int = 16, seed: int = 0,
              max_prompt_tokens: int = 256, desc: str = "generate", progress: bool = True,
              min_new_tokens: int = 0) -> GenerationOutput:
     """Sample ``num_return_sequences`` completions per prompt; results are in prompt order."""
-    _check("max_new_tokens", max_new_tokens >= 1, "an int >= 1", max_new_tokens)
-    _check("min_new_tokens", 0 <= min_new_tokens <= max_new_tokens, "0 <= min_new_tokens <= max_new_tokens",
-           min_new_tokens)
-    _check("batch_size", batch_size >= 1, "an int >= 1", batch_size)
-    _check("num_return_sequences", num_return_sequences >= 1, "an int >= 1", num_return_sequences)
-    _check("temperature", temperature > 0, "a value > 0", temperature)
-    _check("top_p", 0 < top_p <= 1, "a value in (0, 1]", top_p)
-    _check("top_k", top_k >= 0, "an int >= 0 (0 = off)", top_k)
+    Sampling(num_return_sequences, max_new_tokens, do_sample, temperature, top_p, top_k, seed, max_prompt_tokens,
+             min_new_tokens)  # checks the values
+    if batch_size < 1:
+        raise ValueError(f"generate.batch_size: expected an int >= 1, got {batch_size!r}")
     start_time = time.perf_counter()
     n, r = len(prompts), num_return_sequences
     enc_dec = is_encoder_decoder(model)

@@ -13,7 +13,9 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.stats import spearmanr
 
-from plad.generation import generate
+from plad.backends.base import Backend
+from plad.generation import Sampling
+from plad.models.ref import ModelRef
 from plad.models.scoring import score_completions
 
 
@@ -48,7 +50,7 @@ def pairwise_rank_accuracy(scores: Sequence[Sequence[float]], qualities: Sequenc
     return {"rank_acc": hits / n if n else float("nan"), "n_pairs": n}
 
 
-def calibration_diagnostics(model: Any, tokenizer: Any, task: Any, examples: Sequence[dict[str, Any]], *,
+def calibration_diagnostics(backend: Backend, ref: ModelRef, task: Any, examples: Sequence[dict[str, Any]], *,
                             k: int = 8, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                             max_new_tokens: int = 64, batch_size: int = 16, seed: int = 0,
                             max_prompt_tokens: int = 256, progress: bool = True,
@@ -61,10 +63,11 @@ def calibration_diagnostics(model: Any, tokenizer: Any, task: Any, examples: Seq
     if k < 2:
         raise ValueError(f"calibration.k: expected at least 2 candidates per prompt, got {k}")
     prompts = [ex["prompt"] for ex in examples]
-    gen = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=True,
-                   temperature=temperature, top_p=top_p, top_k=top_k, num_return_sequences=k,
-                   batch_size=batch_size, seed=seed, max_prompt_tokens=max_prompt_tokens,
-                   desc=f"calibration[{name}]", progress=progress)
+    gen = backend.generate(ref, prompts, Sampling(n=k, max_new_tokens=max_new_tokens, temperature=temperature,
+                                                  top_p=top_p, top_k=top_k, seed=seed,
+                                                  max_prompt_tokens=max_prompt_tokens),
+                           batch_size=batch_size, desc=f"calibration[{name}]", progress=progress)
+    model, tokenizer = backend.scoring_model(ref)
     flat_prompts = [p for p, cands in zip(prompts, gen.texts) for _ in cands]
     flat_cands = [c for cands in gen.texts for c in cands]
     flat_scores = score_completions(model, tokenizer, flat_prompts, flat_cands, max_prompt_tokens=max_prompt_tokens,

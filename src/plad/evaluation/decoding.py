@@ -14,8 +14,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from plad.backends.base import Backend
+from plad.generation import Sampling
+from plad.models.ref import ModelRef
 from plad.models.scoring import score_completions
-from plad.generation import generate
 
 Decoder = Callable[..., tuple[list[str], dict[str, float]]]
 
@@ -30,18 +32,20 @@ class Reranked:
     seconds: float
 
 
-def rerank(model: Any, tokenizer: Any, prompts: Sequence[str], *, n: int = 8, temperature: float = 1.0,
+def rerank(backend: Backend, ref: ModelRef, prompts: Sequence[str], *, n: int = 8, temperature: float = 1.0,
            top_p: float = 1.0, top_k: int = 0, seed: int = 0, max_new_tokens: int = 64,
            max_prompt_tokens: int = 256, batch_size: int = 16, progress: bool = True,
            desc: str = "rerank") -> Reranked:
-    """Sample ``n`` outputs per prompt and keep the one the model itself finds most likely per token."""
+    """Sample ``n`` outputs per prompt (with ``backend``) and keep the one the model itself finds
+    most likely per token (scored by its HF copy)."""
     if n < 1:
         raise ValueError(f"eval.rerank.n: expected an int >= 1, got {n}")
     start = time.perf_counter()
-    gen = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=True,
-                   temperature=temperature, top_p=top_p, top_k=top_k, num_return_sequences=n,
-                   batch_size=batch_size, seed=seed, max_prompt_tokens=max_prompt_tokens,
-                   desc=f"generate[{desc}]", progress=progress)
+    gen = backend.generate(ref, prompts, Sampling(n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+                                                  top_p=top_p, top_k=top_k, seed=seed,
+                                                  max_prompt_tokens=max_prompt_tokens),
+                           batch_size=batch_size, desc=f"generate[{desc}]", progress=progress)
+    model, tokenizer = backend.scoring_model(ref)
     flat = score_completions(model, tokenizer, [p for p, c in zip(prompts, gen.texts) for _ in c],
                              [t for c in gen.texts for t in c], max_prompt_tokens=max_prompt_tokens,
                              finished=[f for fs in gen.finished for f in fs], batch_size=batch_size,
@@ -53,18 +57,18 @@ def rerank(model: Any, tokenizer: Any, prompts: Sequence[str], *, n: int = 8, te
                     seconds=time.perf_counter() - start)
 
 
-def decode_greedy(model: Any, tokenizer: Any, prompts: list[str], cfg: dict[str, Any], progress: bool,
+def decode_greedy(backend: Backend, ref: ModelRef, prompts: list[str], cfg: dict[str, Any], progress: bool,
                   name: str) -> tuple[list[str], dict[str, float]]:
-    g = generate(model, tokenizer, prompts, num_return_sequences=1, batch_size=int(cfg.get("batch_size", 16)),
-                 desc=f"generate[{name}]", progress=progress, **(cfg.get("generation") or {}))
+    g = backend.generate(ref, prompts, Sampling(n=1, **(cfg.get("generation") or {})),
+                         batch_size=int(cfg.get("batch_size", 16)), desc=f"generate[{name}]", progress=progress)
     return ([texts[0] for texts in g.texts],
             {"gen_tokens": float(np.mean([n[0] for n in g.n_tokens])), "gen_seconds": float(g.seconds)})
 
 
-def decode_rerank(model: Any, tokenizer: Any, prompts: list[str], cfg: dict[str, Any], progress: bool,
+def decode_rerank(backend: Backend, ref: ModelRef, prompts: list[str], cfg: dict[str, Any], progress: bool,
                   name: str) -> tuple[list[str], dict[str, float]]:
     gen, rr = cfg.get("generation") or {}, cfg.get("rerank") or {}
-    r = rerank(model, tokenizer, prompts, n=int(rr.get("n", 8)), temperature=float(rr.get("temperature", 1.0)),
+    r = rerank(backend, ref, prompts, n=int(rr.get("n", 8)), temperature=float(rr.get("temperature", 1.0)),
                top_p=float(rr.get("top_p", 1.0)), top_k=int(rr.get("top_k", 0)), seed=int(gen.get("seed", 0)),
                max_new_tokens=int(gen.get("max_new_tokens", 64)),
                max_prompt_tokens=int(gen.get("max_prompt_tokens", 256)),
@@ -72,7 +76,7 @@ def decode_rerank(model: Any, tokenizer: Any, prompts: list[str], cfg: dict[str,
     return r.texts, {"gen_tokens": float(np.mean(r.n_tokens)), "gen_seconds": float(r.seconds)}
 
 
-# eval.decoding -> decoder(model, tokenizer, prompts, eval cfg, progress, system name)
+# eval.decoding -> decoder(backend, model ref, prompts, eval cfg, progress, system name)
 DECODERS: dict[str, Decoder] = {"greedy": decode_greedy, "rerank": decode_rerank}
 
 

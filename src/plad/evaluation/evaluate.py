@@ -18,12 +18,14 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from plad.backends.base import Backend
 from plad.cache import atomic_dir, is_complete
 from plad.evaluation import plots
 from plad.evaluation.calibration import calibration_diagnostics
 from plad.evaluation.decoding import DECODERS, decoding_settings
 from plad.evaluation.degenerate import degenerate_share
 from plad.evaluation.judges import win_rate
+from plad.models.ref import ModelRef
 
 log = logging.getLogger(__name__)
 MAX_PLOTTED_METRICS = 6
@@ -82,7 +84,7 @@ def _plotted_metrics(cfg: dict[str, Any], task_metric_names: list[str]) -> list[
     return list(dict.fromkeys(chosen))[:MAX_PLOTTED_METRICS]
 
 
-def _generate_all(systems: dict[str, tuple[Any, Any]], prompts: list[str], cfg: dict[str, Any],
+def _generate_all(backend: Backend, systems: dict[str, ModelRef], prompts: list[str], cfg: dict[str, Any],
                   progress: bool, output_cache: dict[str, Path] | None = None
                   ) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
     """Each system's outputs with ``eval.decoding``; a system with an ``output_cache`` entry (fixed
@@ -90,7 +92,7 @@ def _generate_all(systems: dict[str, tuple[Any, Any]], prompts: list[str], cfg: 
     settings) reuses them."""
     decode = DECODERS[decoding_settings(cfg)["mode"]]
     outputs, stats = {}, {}
-    for name, (model, tokenizer) in systems.items():
+    for name, ref in systems.items():
         entry = (output_cache or {}).get(name)
         if entry is not None and is_complete(entry):
             saved = json.loads((entry / "outputs.json").read_text())
@@ -98,7 +100,7 @@ def _generate_all(systems: dict[str, tuple[Any, Any]], prompts: list[str], cfg: 
                 outputs[name], stats[name] = saved["outputs"], saved["stats"]
                 log.info("evaluation: reusing %s outputs from %s", name, entry)
                 continue
-        outputs[name], stats[name] = decode(model, tokenizer, prompts, cfg, progress, name)
+        outputs[name], stats[name] = decode(backend, ref, prompts, cfg, progress, name)
         if entry is not None:
             with atomic_dir(entry) as tmp:
                 (tmp / "outputs.json").write_text(json.dumps({"prompts": prompts, "outputs": outputs[name],
@@ -119,7 +121,7 @@ def _judge_all(judge: Any, task: Any, main: str, outputs: dict[str, list[str]], 
     return scores, rates
 
 
-def _calibrate_all(systems: dict[str, tuple[Any, Any]], task: Any, examples: list[dict[str, Any]],
+def _calibrate_all(backend: Backend, systems: dict[str, ModelRef], task: Any, examples: list[dict[str, Any]],
                    cfg: dict[str, Any], progress: bool) -> tuple[dict[str, dict], dict[str, dict]]:
     """Calibration summary and raw (score, quality) points for each configured system with a model."""
     cal, gen = dict(cfg.get("calibration") or {}), dict(cfg.get("generation") or {})
@@ -130,9 +132,8 @@ def _calibrate_all(systems: dict[str, tuple[Any, Any]], task: Any, examples: lis
         if name not in systems:
             log.warning("calibration: no model for system %r, skipped", name)
             continue
-        model, tokenizer = systems[name]
         res = calibration_diagnostics(
-            model, tokenizer, task, examples[: int(cal.get("n_prompts", len(examples)))], k=int(cal.get("k", 8)),
+            backend, systems[name], task, examples[: int(cal.get("n_prompts", len(examples)))], k=int(cal.get("k", 8)),
             temperature=float(cal.get("temperature", 1.0)), top_p=float(cal.get("top_p", 1.0)),
             top_k=int(cal.get("top_k", 0)),
             max_new_tokens=int(cal.get("max_new_tokens") or gen.get("max_new_tokens", 64)),
@@ -143,11 +144,13 @@ def _calibrate_all(systems: dict[str, tuple[Any, Any]], task: Any, examples: lis
     return summaries, points
 
 
-def evaluate(systems: dict[str, tuple[Any, Any]], task: Any, test: Any, cfg: Any, judge: Any,
+def evaluate(systems: dict[str, ModelRef], task: Any, test: Any, cfg: Any, judge: Any,
              out_dir: str | Path, main_system: str = "student",
              baseline_outputs: dict[str, str | Path] | None = None,
-             output_cache: dict[str, Path] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+             output_cache: dict[str, Path] | None = None, extra: dict[str, Any] | None = None,
+             backend: Backend | None = None) -> dict[str, Any]:
     """Evaluate every system on the test split and write metrics.json, samples.jsonl and plots.
+    ``backend`` samples the outputs (default: HF in this process); it holds one model at a time.
 
     Returns the content of metrics.json: task, main_system, main_metric, higher_is_better, judge,
     split, decoding ("greedy" | "rerank", with the rerank settings under "rerank"), n_examples,
@@ -164,7 +167,13 @@ def evaluate(systems: dict[str, tuple[Any, Any]], task: Any, test: Any, cfg: Any
     examples = _examples(test, cfg.get("max_examples"))
     prompts = [ex["prompt"] for ex in examples]
 
-    outputs, gen_stats = _generate_all(systems, prompts, cfg, progress, output_cache)
+    if backend is None:
+        from plad.backends.hf import HFBackend
+
+        backend = HFBackend()
+    with backend:
+        outputs, gen_stats = _generate_all(backend, systems, prompts, cfg, progress, output_cache)
+        calibration, points = _calibrate_all(backend, systems, task, examples, cfg, progress)
     for name, path in (baseline_outputs or {}).items():
         if name in outputs:
             raise ValueError(f"baseline_outputs: expected names different from the systems, got {name!r} twice")
@@ -183,7 +192,6 @@ def evaluate(systems: dict[str, tuple[Any, Any]], task: Any, test: Any, cfg: Any
 
     judge_scores, win_rates = ({}, {}) if judge is None else _judge_all(
         judge, task, main_system, outputs, examples, cfg.get("bootstrap") or {}, progress)
-    calibration, points = _calibrate_all(systems, task, examples, cfg, progress)
 
     metrics = _jsonable({
         "task": getattr(task, "name", type(task).__name__), "main_system": main_system,

@@ -1,18 +1,18 @@
 """Pseudo-preference pairs: teacher samples (y+) vs initial-student samples (y-) on unlabeled prompts.
 
 The pair set is a content-addressed cache entry (``<cache>/pairs/<fingerprint>``). It is built in
-shards of ``shard_size`` prompts in two phases so only one model is in memory at a time: (1) the
-teacher's samples per shard, (2) the student's samples, scores, pairs and reference
-log-likelihoods per shard. Every shard is written atomically, so a killed run resumes where it
-stopped; sampling noise depends only on (seed, role, prompt), so results do not depend on
-interruptions, batch size or process count. Under torchrun / Lightning DDP (RANK, WORLD_SIZE)
-rank r builds shards k with k % world == r, rank 0 merges, and the others wait for the entry.
-Models are loaded through callables, only when a shard actually needs them: a warm cache or a
-black-box teacher never loads the teacher.
+shards of ``shard_size`` prompts in three phases so only one model is in memory at a time: (1) the
+teacher's samples per shard, (2) the student's samples per shard, both drawn by the generation
+backend (``plad.backends``: HF in this process, or vLLM), (3) scores, pairs and reference
+log-likelihoods per shard with the student's HF model, in the training precision. Every shard is
+written atomically, so a killed run resumes where it stopped; sampling noise depends only on
+(seed, role, prompt), so results do not depend on interruptions, batch size or process count.
+Under torchrun / Lightning DDP (RANK, WORLD_SIZE) rank r builds shards k with k % world == r, rank
+0 merges, and the others wait for the entry. Models are handed over as ``ModelRef``s and loaded
+only when a shard needs them: a warm cache or a black-box teacher never loads the teacher.
 """
 from __future__ import annotations
 
-import gc
 import hashlib
 import logging
 import time
@@ -25,14 +25,16 @@ from datasets import Dataset, concatenate_datasets
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from plad.backends.base import Backend
 from plad.cache import STAGE_VERSIONS, entry_dir, file_hash, fingerprint, is_complete, locked, stage_key
+from plad.models.precision import canonical_precision, scoring_precision
+from plad.models.ref import ModelRef
 from plad.pairs import store
 
 log = logging.getLogger(__name__)
 # Keys that change how a run proceeds but not what it produces (never part of the cache key).
 RUN_KEYS = ("rebuild", "batch_size", "wait_timeout_s", "poll_s", "teacher_outputs", "scorer")
 SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k")
-Loader = Callable[[], tuple[Any, Any]]
 
 
 @dataclass
@@ -123,15 +125,6 @@ def _wait_for_entry(entry: Path, fp: str, timeout: float, poll: float, why: str,
     return found[0]
 
 
-def _free_memory() -> None:
-    """Called once the last reference to a model is dropped, so the next model fits."""
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def _add(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
     """Sum nested numeric stats of shards."""
     for k, v in part.items():
@@ -145,11 +138,18 @@ def _concat(parts: list[Dataset]) -> Dataset:
     return concatenate_datasets(nonempty) if nonempty else parts[0]
 
 
-def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, load_teacher: Loader, load_student: Loader,
-                 teacher_fp: str, student_fp: str, cache_root: Path, max_prompt_tokens: int,
-                 max_new_tokens: int, seed: int, lookup_only: bool = False) -> PairSet | None:
+def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, teacher: ModelRef, student: ModelRef,
+                 cache_root: Path, max_prompt_tokens: int, max_new_tokens: int, seed: int,
+                 lookup_only: bool = False, backend: Backend | None = None,
+                 precision: str | int = "32-true") -> PairSet | None:
     """The pair set for these prompts and models: from the cache when it is complete and intact.
-    ``lookup_only``: never build; None when the cache has no such entry (loads no model)."""
+    ``backend`` draws the samples (default: HF in this process); ``precision`` is the trainer's, in
+    which the reference log-probs are computed. ``lookup_only``: never build; None when the cache
+    has no such entry (loads no model)."""
+    if backend is None:
+        from plad.backends.hf import HFBackend
+
+        backend = HFBackend()
     started = time.time()
     _check_cfg(cfg)
     rank, world = dist_info()
@@ -166,12 +166,14 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, load_teacher: Loa
 
         check_scorer(cfg)
         scorer = instantiate(cfg.scorer)
-        scorer.bind(load_teacher, teacher_fp, max_prompt_tokens, max_new_tokens, cfg.batch_size)
+        scorer.bind(teacher.load, teacher.fingerprint, max_prompt_tokens, max_new_tokens, cfg.batch_size)
     black_box = cfg.get("teacher_outputs")
-    teacher_key = {"file": file_hash(black_box)} if black_box else {"model": teacher_fp}
+    teacher_key = {"file": file_hash(black_box)} if black_box else {"model": teacher.fingerprint}
     generation_cfg = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RUN_KEYS}
-    fp = stage_key("pairs", teacher_key, student_fp, _hash_prompts(ids, texts), generation_cfg,
-                     scorer.fingerprint(task) if scorer else None, max_prompt_tokens, max_new_tokens, seed)
+    precision = canonical_precision(precision)
+    fp = stage_key("pairs", teacher_key, student.fingerprint, _hash_prompts(ids, texts), generation_cfg,
+                   scorer.fingerprint(task) if scorer else None, max_prompt_tokens, max_new_tokens, seed,
+                   backend.key(), precision)
     entry = entry_dir(cache_root, "pairs", fp)
     if lookup_only:
         return _try_load(entry, fp, warn=False)
@@ -204,9 +206,10 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, load_teacher: Loa
             teacher_outputs = read_teacher_outputs(black_box, ids, texts)
         listwise = (max(map(len, teacher_outputs)) if teacher_outputs else cfg.n_teacher) + cfg.n_student > 2
         has_reference = "reference" in prompts.column_names and all(isinstance(r, str) for r in prompts["reference"])
-        _build_shards(cfg, entry, mine, examples, teacher_outputs, task, scorer, load_teacher, load_student,
-                      listwise=listwise, has_reference=has_reference, max_prompt_tokens=max_prompt_tokens,
-                      max_new_tokens=max_new_tokens, seed=seed)
+        with backend:
+            _build_shards(cfg, entry, mine, examples, teacher_outputs, task, scorer, teacher, student, backend,
+                          listwise=listwise, has_reference=has_reference, max_prompt_tokens=max_prompt_tokens,
+                          max_new_tokens=max_new_tokens, seed=seed, precision=precision)
 
         if rank != 0:
             return _wait_for_entry(entry, fp, timeout, poll, f"rank 0 to merge {entry}")
@@ -220,6 +223,7 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, load_teacher: Loa
                   for name in store.TABLES}
         stats = {"fingerprint": fp, "version": STAGE_VERSIONS["pairs"], "n_prompts": len(ids), "n_shards": n_shards,
                  "resumed_shards": resumed, "world_size": world, "teacher_source": "file" if black_box else "model",
+                 "backend": backend.key(), "precision": precision,
                  "oracle": bool(cfg.get("oracle_references", False)),
                  "ref_lengths": {"max_prompt_tokens": max_prompt_tokens, "max_completion_tokens": max_new_tokens},
                  "rows": {name: len(t) if t is not None else 0 for name, t in tables.items()}, **stats}
@@ -230,11 +234,12 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, load_teacher: Loa
 
 
 def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[dict[str, Any]],
-                  teacher_outputs: list[list[str]] | None, task: Any, scorer: Any, load_teacher: Loader,
-                  load_student: Loader, *, listwise: bool, has_reference: bool, max_prompt_tokens: int,
-                  max_new_tokens: int, seed: int) -> None:
-    """Phase 1: teacher samples per shard; phase 2: student samples + pair rows per shard."""
-    from plad.generation import generate
+                  teacher_outputs: list[list[str]] | None, task: Any, scorer: Any, teacher: ModelRef,
+                  student: ModelRef, backend: Backend, *, listwise: bool, has_reference: bool,
+                  max_prompt_tokens: int, max_new_tokens: int, seed: int, precision: str) -> None:
+    """Phases 1-2: each role's samples per shard (one model in the backend at a time); phase 3:
+    pair rows per shard, scored by the student's HF model."""
+    from plad.generation import Sampling
     from plad.models.scoring import score_completions
     from plad.pairs.rows import build_rows
 
@@ -243,49 +248,47 @@ def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[
     def rows_of(k: int) -> list[dict[str, Any]]:
         return examples[k * size:(k + 1) * size]
 
-    def sample(model: Any, tok: Any, k: int, role: str, n: int) -> Any:
-        return generate(model, tok, [r["prompt"] for r in rows_of(k)], num_return_sequences=n,
-                        max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
-                        batch_size=cfg.batch_size, seed=_role_seed(seed, role), desc=f"{role} shard {k}",
-                        **OmegaConf.to_container(cfg[role], resolve=True))
-
-    todo = [] if teacher_outputs is not None else [
-        k for k in mine if not store.shard_done(entry, "shards", k) and not store.shard_done(entry, "teacher", k)]
-    if todo:
-        model, tok = load_teacher()
-        for k in tqdm(todo, desc="teacher shards", disable=len(todo) < 2):
-            out = sample(model, tok, k, "teacher", cfg.n_teacher)
-            meta = {"samples": len(out.texts) * cfg.n_teacher, "tokens": out.total_tokens, "seconds": out.seconds}
-            store.write_shard(entry, "teacher", k, {"outputs": Dataset.from_dict({"texts": out.texts})}, meta)
-        model = tok = None
-        _free_memory()
+    def sample_shards(ref: ModelRef, role: str, n: int, todo: list[int]) -> None:
+        sampling = Sampling(n=n, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                            seed=_role_seed(seed, role), **OmegaConf.to_container(cfg[role], resolve=True))
+        for k in tqdm(todo, desc=f"{role} shards", disable=len(todo) < 2):
+            out = backend.generate(ref, [r["prompt"] for r in rows_of(k)], sampling, batch_size=cfg.batch_size,
+                                   desc=f"{role} shard {k}")
+            meta = {"samples": len(out.texts) * n, "tokens": out.total_tokens, "seconds": out.seconds,
+                    "empty": sum(not t.strip() for ts in out.texts for t in ts)}
+            store.write_shard(entry, role, k, {"outputs": Dataset.from_dict({"texts": out.texts})}, meta)
 
     todo = [k for k in mine if not store.shard_done(entry, "shards", k)]
+    if teacher_outputs is None:
+        sample_shards(teacher, "teacher", cfg.n_teacher, [k for k in todo if not store.shard_done(entry, "teacher", k)])
+    sample_shards(student, "student", cfg.n_student, [k for k in todo if not store.shard_done(entry, "student", k)])
     if not todo:
         return
-    model, tok = load_student()
+    model, tok = backend.scoring_model(student)
     score_fn = (lambda outs, exs: scorer(outs, exs, task)) if scorer is not None else None
-    logp_fn = lambda ps, cs: score_completions(  # noqa: E731  (training's layout: truncated to max_new_tokens)
-        model, tok, ps, cs, max_prompt_tokens=max_prompt_tokens, max_completion_tokens=max_new_tokens,
-        batch_size=cfg.batch_size, desc="reference log-probs").sum_logp
+
+    def logp_fn(ps: list[str], cs: list[str]) -> list[float]:  # training's layout and precision
+        with scoring_precision(precision, model) as scoring_model:
+            return score_completions(scoring_model, tok, ps, cs, max_prompt_tokens=max_prompt_tokens,
+                                     max_completion_tokens=max_new_tokens, batch_size=cfg.batch_size,
+                                     desc="reference log-probs").sum_logp
+
     for k in tqdm(todo, desc="pair shards", disable=len(todo) < 2):
         if teacher_outputs is not None:
             t_texts = teacher_outputs[k * size:(k + 1) * size]
-            t_meta = {"samples": sum(map(len, t_texts)), "tokens": 0, "seconds": 0.0}
+            t_meta = {"samples": sum(map(len, t_texts)), "tokens": 0, "seconds": 0.0,
+                      "empty": sum(not t.strip() for ts in t_texts for t in ts)}
         else:
             t_tables, t_meta = store.read_shard(entry, "teacher", k)
             t_texts = t_tables["outputs"]["texts"]
-        out = sample(model, tok, k, "student", cfg.n_student)
+        s_tables, s_meta = store.read_shard(entry, "student", k)
         t0 = time.perf_counter()
-        tables, stats = build_rows(rows_of(k), t_texts, out.texts, listwise=listwise, has_reference=has_reference,
-                                   filter_by_score=bool(cfg.filter_by_score), score_fn=score_fn,
-                                   logp_fn=logp_fn)
-        stats |= {"teacher": {**t_meta, "empty": sum(not t.strip() for ts in t_texts for t in ts)},
-                  "student": {"samples": len(out.texts) * cfg.n_student, "tokens": out.total_tokens,
-                              "seconds": out.seconds, "empty": sum(not t.strip() for ts in out.texts for t in ts)},
-                  "rows_seconds": time.perf_counter() - t0}
+        tables, stats = build_rows(rows_of(k), t_texts, s_tables["outputs"]["texts"], listwise=listwise,
+                                   has_reference=has_reference, filter_by_score=bool(cfg.filter_by_score),
+                                   score_fn=score_fn, logp_fn=logp_fn)
+        stats |= {"teacher": t_meta, "student": s_meta, "rows_seconds": time.perf_counter() - t0}
         store.write_shard(entry, "shards", k, tables, stats)
     if scorer is not None:
         scorer.close()
     model = tok = None
-    _free_memory()
+    backend.release()

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from plad.stages.refs import ModelRef
+from plad.models.ref import ModelRef
 
 
 def run(cfg: DictConfig, student0: ModelRef, teacher: ModelRef, pairs: Any, data: Any, loggers: list[Any],

@@ -9,18 +9,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from plad.cache import entry_dir, stage_key
-from plad.stages.refs import ModelRef
+from plad.models.ref import ModelRef
 
 
 
 def output_cache_entries(eval_cfg: dict[str, Any], task: Any, systems: dict[str, ModelRef],
-                         cache: Path) -> dict[str, Path]:
+                         cache: Path, backend_key: dict[str, Any]) -> dict[str, Path]:
     """Cache entries for the outputs of fixed models (those with a fingerprint), keyed by the model,
-    the prompts and everything the outputs depend on: the decoding mode and its settings."""
+    the prompts and everything the outputs depend on: the decoding mode, its settings, the backend."""
     from plad.evaluation.decoding import decoding_settings
 
     key = (task.fingerprint(), eval_cfg.get("split", "test"), eval_cfg.get("max_examples"),
-           eval_cfg.get("batch_size"), decoding_settings(eval_cfg))
+           eval_cfg.get("batch_size"), decoding_settings(eval_cfg), backend_key)
     return {name: entry_dir(cache, "eval", f"{name}-{stage_key('eval', ref.fingerprint, *key)}")
             for name, ref in systems.items() if ref.fingerprint}
 
@@ -30,13 +30,14 @@ def run(cfg: DictConfig, task: Any, split: Any, systems: dict[str, ModelRef], ca
     """metrics.json (+ samples, plots) of every system; ``extra`` adds top-level entries to it."""
     from plad.evaluation.evaluate import evaluate as run_evaluation
     from plad.evaluation.log_results import log_results
+    from plad.backends import make_backend
 
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     main = "student" if "student" in systems else "student_init"
-    loaded = {name: ref.load() for name, ref in systems.items()}
-    output_cache = output_cache_entries(eval_cfg, task, systems, cache)
-    metrics = run_evaluation(loaded, task, split, eval_cfg, instantiate(cfg.judge), run_dir, main_system=main,
+    backend = make_backend(cfg.get("generation"))
+    output_cache = output_cache_entries(eval_cfg, task, systems, cache, backend.key())
+    metrics = run_evaluation(systems, task, split, eval_cfg, instantiate(cfg.judge), run_dir, main_system=main,
                              baseline_outputs=dict(eval_cfg.get("baselines") or {}), output_cache=output_cache,
-                             extra=extra)
+                             extra=extra, backend=backend)
     log_results(loggers, metrics, run_dir)
     return metrics

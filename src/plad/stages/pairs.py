@@ -1,5 +1,6 @@
 """Stage 4: pseudo-preference pairs on the unlabeled prompts (cached by ``plad.pairs.build``, keyed
-by both models' fingerprints and the run seed), and the diagnostics that explain a run's outcome."""
+by both models' fingerprints, the run seed, the generation backend and the trainer's precision),
+and the diagnostics that explain a run's outcome."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from plad.stages.refs import ModelRef
+from plad.models.ref import ModelRef
 
 log = logging.getLogger("plad")
 
@@ -17,11 +18,13 @@ def run(cfg: DictConfig, teacher: ModelRef, student0: ModelRef, data: Any, task:
         lookup_only: bool = False) -> Any:
     """The pair set (``plad.pairs.build.PairSet``); samples are seeded by the run seed. With
     ``lookup_only`` the cached set or None, without loading any model."""
+    from plad.backends import make_backend
     from plad.pairs.build import obtain_pairs
 
-    return obtain_pairs(cfg.pairs, data["unlabeled"], task, teacher.load, student0.load, teacher.fingerprint,
-                        student0.fingerprint, cache, cfg.task.max_prompt_tokens, cfg.task.max_new_tokens, cfg.seed,
-                        lookup_only=lookup_only)
+    return obtain_pairs(cfg.pairs, data["unlabeled"], task, teacher, student0, cache, cfg.task.max_prompt_tokens,
+                        cfg.task.max_new_tokens, cfg.seed, lookup_only=lookup_only, backend=make_backend(cfg.get("generation")),
+                        precision=cfg.trainer.get("precision"))
+
 
 
 def diagnostics(pairs: Any, unlabeled: Any, task: Any) -> dict[str, Any]:

@@ -87,6 +87,10 @@ BAD_INPUTS = [
     ("unknown task argument", ["+task.n_trian=5"], "task"),
     ("unknown loss class", ["loss._target_=plad.losses.nope.NopeLoss"], "loss._target_"),
     ("unknown scorer class", ["pairs.scorer._target_=plad.pairs.scorers.NopeScorer"], "pairs.scorer._target_"),
+    # -- generation backends: vLLM is an optional extra (and needs a GPU): one line, before any stage
+    ("vllm backend on this machine", ["generation=vllm"], "generation=vllm"),
+    ("vllm memory share above one", ["generation=vllm", "generation.gpu_memory_utilization=1.5"],
+     "generation.gpu_memory_utilization"),
     # -- models
     ("pretrained dir without weights", ["model.teacher.pretrained={d}/no_weights"],
      "model.teacher.pretrained|no_weights"),

@@ -55,7 +55,7 @@ class GuardedModule(L.LightningModule):
     Losses are normalised by the size of the global batch of one optimizer step (``global_batch``:
     all ranks, all micro-batches of the window), and scaled by the world size because DDP averages
     gradients over ranks: N ranks x batch b, 1 rank x batch N*b and b x N accumulation steps then
-    give the same update (``tests/test_distributed_equivalence.py``)."""
+    give the same update (``tests/test_distributed.py``)."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -61,11 +61,11 @@ KILL_POINTS = [
                           _absent("cache/models/*-student-*/COMPLETE")),
               reused={"teacher": True, "student_init": False, "pairs": False},
               rerun_says=(r"student: \w+ with .* SFT for up to",), rerun_never_says=(r"teacher: \w+ with .* SFT",)),
-    # (b) pairs, mid-shard: both teacher shards and pair shard 0 are written, pair shard 1 is not.
-    KillPoint("pairs", reached=_exists("cache/pairs/*.partial/shards/00000/COMPLETE"),
+    # (b) pairs, mid-phase: both teacher shards and student shard 0 are sampled, student shard 1 is not.
+    KillPoint("pairs", reached=_exists("cache/pairs/*.partial/student/00000/COMPLETE"),
               inside=_all(_exists("cache/pairs/*.partial/teacher/00001/COMPLETE"),
-                          _absent("cache/pairs/*.partial/shards/00001/COMPLETE"), _absent("cache/pairs/*/COMPLETE")),
-              reused={"teacher": True, "student_init": True, "pairs": False}, resumed_shards=1,
+                          _absent("cache/pairs/*.partial/student/00001/COMPLETE"), _absent("cache/pairs/*/COMPLETE")),
+              reused={"teacher": True, "student_init": True, "pairs": False}, resumed_shards=0,
               rerun_says=(r"student shard 1",), rerun_never_says=(r"teacher shard", r"student shard 0"),
               seed=BEFORE_PAIRS),
     # (c) distillation, after its first checkpoint and before the student is saved.

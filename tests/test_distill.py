@@ -12,6 +12,7 @@ from plad.losses.base import CalibrationLoss, SequenceScores
 from omegaconf import OmegaConf
 
 from plad.models.logprobs import sequence_logprobs
+from plad.models.ref import ModelRef
 from plad.module import DistillModule
 from plad.pairs.build import obtain_pairs
 
@@ -56,8 +57,8 @@ def setup_(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
     student = save_tiny(root / "student", seed=0)
     teacher = save_tiny(root / "teacher", seed=1)
-    ps = obtain_pairs(pairs_cfg(), prompt_dataset(24), FakeTask(), lambda: load_tiny(teacher),
-                      lambda: load_tiny(student), "t", "s", root / "cache", 32, 8, seed=0)
+    ps = obtain_pairs(pairs_cfg(), prompt_dataset(24), FakeTask(), ModelRef(teacher, "t"), ModelRef(student, "s"),
+                      root / "cache", 32, 8, seed=0)
     return root, student, ps.path
 
 
@@ -186,7 +187,8 @@ def _continued_sft_cfg(max_steps: int = 6):
         "loss": {"_target_": "plad.losses.sft.SFTLoss", "reg_weight": 0.0, "lr": 1e-2},
         "distill": {"max_steps": max_steps, "batch_size": 4, "lr": "${loss.lr}", "warmup_steps": 0,
                     "weight_decay": 0.0, "val_size": 4, "val_check_interval": max_steps, "max_nonfinite": 3,
-                    "num_workers": 0, "accumulate_grad_batches": 1, "disable_dropout": True},
+                    "num_workers": 0, "accumulate_grad_batches": 1, "disable_dropout": True, "reference": "cached"},
+        "model": {"student": {"lora": {"r": None}, "gradient_checkpointing": False}},
         "trainer": {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 1,
                     "enable_progress_bar": False, "enable_model_summary": False}})
     cfg.distill.module, cfg.distill.datamodule = distill_yaml.module, distill_yaml.datamodule  # from config

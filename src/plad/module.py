@@ -17,6 +17,7 @@ from torch import Tensor
 from plad.models.encoding import target_counts
 from plad.losses.base import CalibrationLoss, SequenceScores
 from plad.models.logprobs import is_encoder_decoder, sequence_logprobs
+from plad.models.lora import prepare, validate_lora, validate_reference
 from plad.optim import GuardedModule, plain_optim
 
 # Keys of a loss config that configure its training run, not the loss object (stripped here only).
@@ -85,26 +86,36 @@ class SFTModule(GuardedModule):
 class DistillModule(GuardedModule):
     """Holds only the student (and, for white-box KD, a frozen teacher kept out of checkpoints).
 
-    Built from paths + configs, so ``DistillModule.load_from_checkpoint(ckpt)`` rebuilds it.
+    Built from paths + configs, so ``DistillModule.load_from_checkpoint(ckpt)`` rebuilds it. With
+    ``lora`` the student is a PEFT model training a fresh adapter only; ``reference="adapters_off"``
+    then computes DPO/IPO reference log-likelihoods with the adapters disabled (the SFT'd weights the
+    pair stage scored) instead of reading the cached ``ref_logp``.
     """
 
     def __init__(self, student_path: str, loss: dict | DictConfig, lr: float, max_steps: int,
                  warmup_steps: int = 0, weight_decay: float = 0.0, teacher_path: str | None = None,
                  max_nonfinite: int = 10, optim: dict | DictConfig | None = None,
-                 disable_dropout: bool = True) -> None:
+                 disable_dropout: bool = True, lora: dict | DictConfig | None = None,
+                 gradient_checkpointing: bool = False, reference: str = "cached") -> None:
         super().__init__()
         from plad.models.build import load_saved
 
         loss = loss_arguments(loss)
+        lora = OmegaConf.to_container(lora, resolve=True) if isinstance(lora, DictConfig) else lora
+        validate_lora(lora, "model.student.lora")
+        validate_reference(reference, lora)
         self.save_hyperparameters({"student_path": student_path, "loss": loss, "lr": lr,
                                    "max_steps": max_steps, "warmup_steps": warmup_steps,
                                    "weight_decay": weight_decay, "teacher_path": teacher_path,
                                    "max_nonfinite": max_nonfinite, "optim": plain_optim(optim),
-                                   "disable_dropout": disable_dropout})
-        self.student, self.tokenizer = load_saved(student_path)
-        self.student.train()  # from_pretrained returns eval mode
+                                   "disable_dropout": disable_dropout, "lora": lora,
+                                   "gradient_checkpointing": gradient_checkpointing, "reference": reference})
+        student, self.tokenizer = load_saved(student_path)
         if disable_dropout:  # as TRL does: at step 0 the student scores its pairs exactly like the cached reference
-            zero_dropout(self.student)
+            zero_dropout(student)  # before LoRA: lora.dropout stays what the spec says
+        # LoRA: a fresh adapter on the SFT'd student, whose weights stay the reference (adapters off).
+        self.student = prepare(student, lora, gradient_checkpointing, "model.student")
+        self.student.train()  # from_pretrained returns eval mode
         self.loss_fn: CalibrationLoss = build_loss(loss)
         self._teacher: list[torch.nn.Module] = []  # a list keeps it out of state_dict and .parameters()
         if self.loss_fn.needs_teacher:
@@ -121,6 +132,9 @@ class DistillModule(GuardedModule):
         white_box = bool(self._teacher)
         out = sequence_logprobs(self.student, batch["input_ids"], batch["attention_mask"], batch["labels"],
                                 return_logits=white_box)
+        ref_logp = batch.get("ref_logp")
+        if self.hparams.get("reference", "cached") == "adapters_off" and self.loss_fn.needs_reference:
+            ref_logp = self.reference_logp(batch).view(B, K)
         teacher_logits = None
         if white_box:
             teacher = self._teacher[0].to(self.device)
@@ -129,10 +143,23 @@ class DistillModule(GuardedModule):
                                                    batch["labels"], return_logits=True).logits
         return SequenceScores(
             logp=out.sum_logp.view(B, K), n_tokens=out.n_tokens.view(B, K),
-            ref_logp=batch.get("ref_logp"), quality=batch.get("quality"), mask=batch["mask"],
+            ref_logp=ref_logp, quality=batch.get("quality"), mask=batch["mask"],
             n_teacher=batch.get("n_teacher"), logits=out.logits, teacher_logits=teacher_logits,
             labels=out.labels,
         )
+
+    @torch.no_grad()
+    def reference_logp(self, batch: dict[str, Tensor]) -> Tensor:
+        """[B*K] log-likelihoods under the student with its LoRA adapters disabled (the SFT'd student
+        the pair stage scored), in eval mode like the cached ``ref_logp``."""
+        was_training = self.student.training
+        self.student.eval()
+        try:
+            with self.student.disable_adapter():
+                return sequence_logprobs(self.student, batch["input_ids"], batch["attention_mask"],
+                                         batch["labels"]).sum_logp
+        finally:
+            self.student.train(was_training)
 
     def _log_metrics(self, prefix: str, loss: Tensor, metrics: dict[str, Tensor], batch_size: int) -> None:
         self.log(f"{prefix}/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=prefix == "val")

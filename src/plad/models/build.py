@@ -22,6 +22,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqL
                           PretrainedConfig, PreTrainedModel)
 from transformers.initialization import no_init_weights
 
+from plad.models.lora import ADAPTER_DIR, is_lora, merged, save_adapter, validate_training_spec
 from plad.models.tokenizer import (MIN_VOCAB, ensure_pad, load_tokenizer, obtain_tokenizer,  # noqa: F401
                                    resolve_pretrained, train_tokenizer)
 
@@ -102,6 +103,7 @@ def validate_model_spec(spec: DictConfig, field: str) -> None:
                                           ("weight_decay", 0, False, False)]:
         if key in sft:
             _check_number(sft[key], f"{field}.sft.{key}", minimum, strict, integer)
+    validate_training_spec(spec, field)  # lora + gradient_checkpointing (PEFT finds the target modules)
 
 
 def validate_tokenizer_spec(spec: DictConfig, field: str = "model.tokenizer") -> None:
@@ -182,8 +184,12 @@ def load_pretrained(spec: DictConfig) -> tuple[PreTrainedModel, Any]:
 
 
 def save_model(model: PreTrainedModel, tokenizer: Any, path: str | os.PathLike) -> None:
-    """safetensors weights + config + tokenizer, readable by ``load_saved`` and plain transformers."""
+    """safetensors weights + config + tokenizer, readable by ``load_saved`` and plain transformers.
+    A LoRA (PEFT) model is saved merged, and its adapter alone under ``<path>/adapter``."""
     Path(path).mkdir(parents=True, exist_ok=True)
+    if is_lora(model):
+        save_adapter(model, Path(path) / ADAPTER_DIR)
+        model = merged(model)
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from plad.cache import atomic_dir, entry_dir, fingerprint, is_complete, stage_key
 from plad.distributed import processes
-from plad.stages.refs import ModelRef
+from plad.models.ref import ModelRef
 
 log = logging.getLogger("plad")
 
@@ -38,8 +38,12 @@ def _seed(cfg: DictConfig, role: str) -> int:
 def _keyed_spec(cfg: DictConfig, role: str) -> dict[str, Any]:
     """The model spec as the cache key sees it: SFT's batch is the GLOBAL one (per-process batch x
     processes x accumulation), so 2 processes x 8 and 1 x 16 share an entry (the same math, see
-    GuardedModule) and 2 x 16 does not (1-process keys are unchanged)."""
+    GuardedModule) and 2 x 16 does not (1-process keys are unchanged). ``lora`` counts only when
+    ``r`` is set; ``gradient_checkpointing`` never does (it changes memory, not the result)."""
     spec = OmegaConf.to_container(cfg.model[role], resolve=True)
+    spec.pop("gradient_checkpointing", None)  # the same math, the same weights
+    if (spec.get("lora") or {}).get("r") is None:
+        spec.pop("lora", None)  # full fine-tuning keys as before the lora option existed
     sft = spec.get("sft") or {}
     factor = processes(cfg.trainer) * int(sft.pop("accumulate_grad_batches", 1))
     if factor > 1:
@@ -63,6 +67,7 @@ def run(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: 
     with its checkpoint chosen on the validation split (``sft_stats.json`` in the entry says how)."""
     from plad import distributed
     from plad.models.build import build_model, count_parameters, load_pretrained, save_model
+    from plad.models.lora import prepare, trainable_parameters
     from plad.fit import fit_sft
 
     ref = entry(cfg, role, task, cache)
@@ -80,6 +85,9 @@ def run(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: 
     log.info("%s: %s with %.2fM parameters, SFT for up to %d steps", role, type(model).__name__,
              stats["parameters"] / 1e6, spec.sft.max_steps)
     if spec.sft.max_steps > 0:
+        # LoRA: only the adapters train; save_model writes the merged model and the adapter alone.
+        model = prepare(model, spec.get("lora"), bool(spec.get("gradient_checkpointing", False)), f"model.{role}")
+        stats["trainable_parameters"] = trainable_parameters(model)
         model, fit_stats = fit_sft(cfg, model, tok, spec.sft, data["train"], data.get("validation"), run_dir, role,
                                    seed=seed)
         stats.update(fit_stats)

@@ -200,10 +200,34 @@ def test_reference_and_strategy_rules_fail_at_preflight_and_module_build(tmp_pat
     with pytest.raises(ValueError, match=r"^distill.reference: expected one of \['cached', 'adapters_off'\], "
                                          r"got 'frozen'$"):
         check_lora(cfg)
-    cfg = compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", "trainer=fsdp",
-                             "model.student.lora.r=8")
-    with pytest.raises(ValueError, match=r"^model.student.lora.r: expected null under the sharded strategy"):
-        check_lora(cfg)
+
+
+def test_a_sharded_strategys_gathered_state_becomes_the_lora_model_again(tmp_path, monkeypatch):
+    """FSDP/DeepSpeed wrap the module they train, so rank 0 rebuilds the student from the gathered
+    full state (plad.fit.trained_model): a LoRA student comes back with its adapters, equal outputs."""
+    import types
+
+    import plad.fit
+    from plad.fit import trained_model
+    from plad.models.build import load_saved
+    from plad.models.lora import merged, wrap
+
+    model, _ = load_saved(save_tiny(tmp_path / "s"))
+    peft_model = wrap(model, {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": None})
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # trained adapters (B starts at 0)
+    state = {k: v.clone() for k, v in peft_model.state_dict().items()}
+    monkeypatch.setattr(plad.fit, "is_sharded", lambda strategy: True)
+    rebuilt = trained_model(types.SimpleNamespace(strategy=None), peft_model, state)
+    assert rebuilt is not peft_model and type(rebuilt) is type(peft_model)
+    ids = torch.tensor([[1, 5, 9, 12, 7]])
+    with torch.no_grad():
+        expected = merged(peft_model).eval()(ids).logits
+        assert torch.allclose(merged(rebuilt).eval()(ids).logits, expected, atol=1e-6)
+        with peft_model.disable_adapter():  # the adapters matter: without them the outputs differ
+            assert not torch.allclose(peft_model.eval()(input_ids=ids).logits, expected, atol=1e-3)
 
 
 def test_sft_cache_key_counts_lora_only_when_on_and_never_gradient_checkpointing(tmp_path):

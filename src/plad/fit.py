@@ -91,7 +91,9 @@ def trained_model(trainer: L.Trainer, model: Any, state: dict[str, torch.Tensor]
         return model
     if state is None:
         return None
-    fresh = type(model)(model.config)
+    from plad.models.lora import fresh_copy
+
+    fresh = fresh_copy(model)  # a LoRA model comes back with its adapters, merged when saved
     fresh.load_state_dict(state)
     return fresh
 

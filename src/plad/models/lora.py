@@ -167,6 +167,18 @@ def merged(model: Any) -> Any:
     return copy.deepcopy(model).merge_and_unload() if is_lora(model) else model
 
 
+def fresh_copy(model: Any) -> Any:
+    """An untrained model of the same architecture (and the same adapters, for a PEFT model),
+    ready for ``load_state_dict``: how the sharded strategies' gathered full state becomes a
+    model again (FSDP/DeepSpeed changed ``model`` itself by wrapping it)."""
+    if not is_lora(model):
+        return type(model)(model.config)
+    from peft import get_peft_model
+
+    base = model.get_base_model()
+    return get_peft_model(type(base)(base.config), copy.deepcopy(model.peft_config["default"]))
+
+
 def save_adapter(model: Any, path: str | os.PathLike) -> None:
     """The adapter alone (``adapter_config.json`` + ``adapter_model.safetensors``), for PEFT."""
     model.save_pretrained(str(path))

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from plad.config_checks import check_config
-from plad.distributed import check_strategy, strategy_name
+from plad.distributed import check_strategy
 from plad.stages import plan
 from plad.stages.input_checks import build, check_data, check_eval, check_pairs, check_white_box, import_target
 
@@ -40,7 +40,7 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
     check_scorer(cfg.pairs)
     plan.check_order(list(cfg.stages))  # inputs of stages left out are checked against the cache later
     validate_family(cfg.model)
-    check_lora(cfg)  # distill.reference against the student's lora; LoRA and sharded strategies
+    check_lora(cfg)  # distill.reference against the student's lora
     make_backend(cfg.get("generation")).check(cfg.model)  # vLLM missing or no GPU: one line, now
     check_white_box(cfg, loss_cls)
     check_sft_selection(cfg.sft_selection)
@@ -52,17 +52,10 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
 
 
 def check_lora(cfg: DictConfig) -> None:
-    """``distill.reference: adapters_off`` needs a LoRA student; LoRA needs an unsharded strategy
-    (the FSDP/DeepSpeed save path rebuilds a plain model from gathered weights)."""
-    from plad.models.lora import lora_settings, validate_reference
+    """``distill.reference: adapters_off`` needs a LoRA student."""
+    from plad.models.lora import validate_reference
 
     validate_reference(cfg.distill.get("reference", "cached"), cfg.model.student.get("lora"))
-    name = strategy_name(cfg.trainer)
-    for role in ("teacher", "student"):
-        settings = lora_settings(cfg.model[role].get("lora"))
-        if settings and name.startswith(("fsdp", "deepspeed")):
-            raise ValueError(f"model.{role}.lora.r: expected null under the sharded strategy {name!r} "
-                             f"(LoRA runs with one process, ddp or ddp_sim), got {settings['r']!r}")
 
 
 def load_checked(cfg: DictConfig, task: Any, cache: str | os.PathLike) -> Any:

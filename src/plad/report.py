@@ -1,7 +1,8 @@
 """Aggregate a Hydra multirun into report.md + report.json + charts.
 
 Usage: ``python -m plad.report <multirun dir> [--out DIR]``. One table per task x model family x
-evaluation split x decoding mode: the initial student, the teacher and every loss (variant), as
+evaluation split x decoding mode: the initial student, the teacher, the task's model-free peers
+(anonymization: rule_based) and every loss (variant), as
 mean ± std over seeds, with each row's paired-bootstrap difference to the initial student; then
 each PLaD loss against each baseline (paired bootstrap on the same test texts, pooled over seeds),
 the pseudo-label noise of the pairs, and the training diagnostics over steps. Oracle rows (runs
@@ -21,7 +22,8 @@ from plad.report_rows import (BASELINES, NOISE_FIELDS, PLAD_LOSSES, Group, best_
                               calibration, comparisons, curves, deltas_to_initial, disagreements, noise,
                               system_metric)
 
-EXTRA_METRICS = ("exact_match", "exact_match/seen", "leak_rate", "degenerate")  # /seen: seen phrasings only
+# /seen: seen phrasings only; keep_rate: the counterpart of leak_rate (deleting everything leaks nothing)
+EXTRA_METRICS = ("exact_match", "exact_match/seen", "leak_rate", "keep_rate", "degenerate")
 CURVE_COLUMNS = ("train/hinge_active", "val/rank_acc")
 
 

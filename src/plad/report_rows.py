@@ -1,5 +1,6 @@
 """The report's tables as data: jobs grouped by (task, family, split, decoding), one row per system
-(initial student, teacher) and per loss variant, per-seed values, and paired comparisons.
+(initial student, teacher, each model-free peer such as ``rule_based``) and per loss variant,
+per-seed values, and paired comparisons.
 
 Per-seed first, then over seeds: a row's value for a seed is the mean over that seed's jobs (one
 job normally; duplicates are averaged, never dropped), and the table shows mean ± std over seeds.
@@ -23,8 +24,9 @@ NOISE_FIELDS = ("student_wins", "ties", "teacher_quality", "student_quality", "n
 
 @dataclass
 class Row:
-    """One table row: the initial student, the teacher, or one loss variant (oracle apart)."""
-    kind: str  # "initial" | "teacher" | "loss"
+    """One table row: the initial student, the teacher, a peer system (``loss`` holds its name) or
+    one loss variant (oracle apart)."""
+    kind: str  # "initial" | "teacher" | "peer" | "loss"
     loss: str = ""
     variant: str = ""
     oracle: bool = False
@@ -33,10 +35,12 @@ class Row:
 
     @property
     def label(self) -> str:
-        name = {"initial": "initial student", "teacher": "teacher"}.get(self.kind, self.loss)
+        name = {"initial": "initial student", "teacher": "teacher"}.get(self.kind, self.loss)  # peer: its name
         return name + (f" · {self.variant}" if self.variant else "") + (" (oracle)" if self.oracle else "")
 
     def system(self, job: Job) -> str:
+        if self.kind == "peer":
+            return self.loss
         return {"initial": BEFORE, "teacher": "teacher"}.get(self.kind) or job.main_system
 
     def by_seed(self) -> dict[Any, list[Job]]:
@@ -98,7 +102,7 @@ class Group:
 
 
 def _row_order(row: Row) -> tuple:
-    kind = ("initial", "teacher", "loss").index(row.kind)
+    kind = ("initial", "teacher", "peer", "loss").index(row.kind)
     loss = LOSS_ORDER.index(row.loss) if row.loss in LOSS_ORDER else len(LOSS_ORDER)
     return kind, loss, row.loss, row.oracle, _variant_key(row.variant)
 
@@ -129,6 +133,9 @@ def build_groups(jobs: list[Job]) -> list[Group]:
         for kind, system in (("initial", BEFORE), ("teacher", "teacher")):
             if system in systems:
                 rows.setdefault((kind,), Row(kind)).jobs.append(j)
+        for peer in j.metrics.get("peer_systems") or []:  # model-free systems, e.g. rule_based
+            if peer in systems:
+                rows.setdefault(("peer", peer), Row("peer", peer)).jobs.append(j)
         rows.setdefault((j.loss, j.variant, j.oracle), Row("loss", j.loss, j.variant, j.oracle)).jobs.append(j)
     groups = []
     for (task, family, split, decoding), rows in sorted(keyed.items()):
@@ -139,9 +146,10 @@ def build_groups(jobs: list[Job]) -> list[Group]:
 
 
 def disagreements(group: Group) -> list[str]:
-    """Seeds where jobs report different numbers for the same fixed model (initial student, teacher)."""
+    """Seeds where jobs report different numbers for the same fixed system (initial student,
+    teacher, peers)."""
     out = []
-    for row in (group.row("initial"), group.row("teacher")):
+    for row in (group.row("initial"), group.row("teacher"), *(r for r in group.rows if r.kind == "peer")):
         for seed, jobs in (row.by_seed().items() if row else []):
             values = [system_metric(group.main_metric)(j, row.system(j)) for j in jobs]
             values = [v for v in values if v is not None]

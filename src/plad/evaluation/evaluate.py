@@ -2,7 +2,9 @@
 
 Every system (teacher, initial student, distilled student, ...) generates on the same test prompts;
 baseline runs are compared through the outputs they saved (their ``samples.jsonl``), so comparing
-against a finished run never regenerates or needs its weights. Everything lands in ``out_dir``:
+against a finished run never regenerates or needs its weights. A task's model-free peers
+(``task.peer_systems()``, e.g. anonymization's ``rule_based``) are scored, judged and plotted like
+any system; calibration skips them (no model). Everything lands in ``out_dir``:
 ``metrics.json`` (what ``plad.report`` aggregates), ``samples.jsonl`` and PNG plots.
 """
 from __future__ import annotations
@@ -108,6 +110,19 @@ def _generate_all(backend: Backend, systems: dict[str, ModelRef], prompts: list[
     return outputs, stats
 
 
+def peer_outputs(task: Any, examples: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Outputs of the task's model-free peer systems (``task.peer_systems()``: name -> function of
+    the rows), for tasks that have them; one output per example."""
+    hook = getattr(task, "peer_systems", None)
+    out = {}
+    for name, fn in (hook() if callable(hook) else {}).items():
+        outs = [str(o) for o in fn(examples)]
+        if len(outs) != len(examples):
+            raise ValueError(f"peer_systems.{name}: expected {len(examples)} outputs, got {len(outs)}")
+        out[name] = outs
+    return out
+
+
 def _judge_all(judge: Any, task: Any, main: str, outputs: dict[str, list[str]], examples: list[dict[str, Any]],
                boot: dict[str, Any], progress: bool) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
     """Per-prompt judge scores of ``main`` against every other system, and their win rates."""
@@ -155,6 +170,7 @@ def evaluate(systems: dict[str, ModelRef], task: Any, test: Any, cfg: Any, judge
     Returns the content of metrics.json: task, main_system, main_metric, higher_is_better, judge,
     split, decoding ("greedy" | "rerank", with the rerank settings under "rerank"), n_examples,
     systems {name: {metric: value}} (task metrics, quality, degenerate share, generation stats),
+    peer_systems (names of the task's model-free systems among them),
     win_rate {"<main>_vs_<other>": {rate, low, high, n}}, calibration {name: {spearman, n_used,
     n_prompts, rank_acc, n_pairs, mean_quality}}, the caller's ``extra`` top-level entries (e.g.
     oracle, diagnostics) and plots (PNG file names in ``out_dir``).
@@ -174,6 +190,11 @@ def evaluate(systems: dict[str, ModelRef], task: Any, test: Any, cfg: Any, judge
     with backend:
         outputs, gen_stats = _generate_all(backend, systems, prompts, cfg, progress, output_cache)
         calibration, points = _calibrate_all(backend, systems, task, examples, cfg, progress)
+    peers = peer_outputs(task, examples)
+    for name, outs in peers.items():
+        if name in outputs:
+            raise ValueError(f"peer_systems: expected names different from the systems, got {name!r} twice")
+        outputs[name] = outs
     for name, path in (baseline_outputs or {}).items():
         if name in outputs:
             raise ValueError(f"baseline_outputs: expected names different from the systems, got {name!r} twice")
@@ -198,7 +219,8 @@ def evaluate(systems: dict[str, ModelRef], task: Any, test: Any, cfg: Any, judge
         "main_metric": task.main_metric, "higher_is_better": bool(task.higher_is_better),
         "judge": getattr(judge, "name", None), "split": cfg.get("split", "test"), "decoding": decoding["mode"],
         **({"rerank": decoding["rerank"]} if "rerank" in decoding else {}), "n_examples": len(examples),
-        "systems": system_metrics, "win_rate": win_rates, "calibration": calibration, **(extra or {}),
+        "systems": system_metrics, "peer_systems": list(peers), "win_rate": win_rates, "calibration": calibration,
+        **(extra or {}),
     })
     with open(out_dir / "samples.jsonl", "w") as f:
         for i, ex in enumerate(examples):

@@ -14,6 +14,9 @@ from plad.tasks.base import SPLITS
 GENERATE_KEYS = {"max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p", "top_k", "seed",
                  "max_prompt_tokens"}
 SYSTEMS = ("teacher", "student_init", "student")
+# Splits a task may add to the four: ood = anonymization's shipped out-of-distribution test set. The
+# data stage checks that the loaded task has the split (summarization with eval.split=ood fails there).
+EVAL_SPLITS = (*SPLITS, "ood")
 
 
 def import_target(node: Any, field: str, base: type | None = None) -> type:
@@ -67,8 +70,8 @@ def check_sampling(node: Any, field: str) -> None:
 
 
 def check_eval(ev: DictConfig) -> None:
-    if ev.get("split", "test") not in SPLITS:
-        raise ValueError(f"eval.split: expected one of {list(SPLITS)}, got {ev.get('split')!r}")
+    if ev.get("split", "test") not in EVAL_SPLITS:
+        raise ValueError(f"eval.split: expected one of {list(EVAL_SPLITS)}, got {ev.get('split')!r}")
     _positive_int(ev.get("batch_size", 16), "eval.batch_size")
     if ev.get("max_examples") is not None:
         _positive_int(ev.max_examples, "eval.max_examples")

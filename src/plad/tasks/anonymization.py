@@ -11,9 +11,13 @@ phrasings with new words and PII (the copy-and-mask skill, where model size show
 
 Real data is any (text, masked text) pair dataset; the gold PII strings, needed for the leak
 rate, are read from columns when mapped, else derived by diffing the text against the masked one.
+Whatever the source, ``load`` adds the hand-written out-of-distribution split ``ood``
+(``plad.tasks.ood``), and ``peer_systems`` offers the rule-based anonymizer as a model-free
+system that evaluation scores next to the trained ones.
 """
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections import Counter
@@ -26,8 +30,11 @@ from faker import Faker
 from plad.tasks.anonymization_data import (  # noqa: F401  (re-exported for tests and users)
     FILLERS, MAX_TEXT_CHARS, N_PHRASINGS, N_SENTENCES, PII_TYPES, PII_VALUES, PLACEHOLDER, SLOT, SLOT_TYPES,
     TEMPLATES, TOKEN, WORDS, template_types)
+from plad.tasks.anonymization_metrics import leak_by_type, mean_keep_rate
 from plad.tasks.base import SPLITS
 from plad.tasks.loading import DataTask
+from plad.tasks.ood import ood_split
+from plad.tasks.rule_based import anonymize
 
 
 def _is_word(char: str) -> bool:
@@ -148,6 +155,31 @@ class AnonymizationTask(DataTask):
                          "text": Value("string"), "templates": List(Value("int32")),
                          "pii_values": List(Value("string")), "pii_types": List(Value("string"))})
 
+    def load(self, cache_root: str | os.PathLike | None = None,
+             validate: Callable[[DatasetDict], None] | None = None) -> DatasetDict:
+        """The four splits (cached as ``DataTask.load`` does) plus ``ood``, read from the shipped file
+        on every load and never cached: ~200 rows read in milliseconds, and the cache key of the
+        four splits (which SFT models and pairs build on) stays independent of the OOD file.
+        Evaluation outputs cached for ``eval.split=ood`` are reused only for identical prompts."""
+        data = super().load(cache_root, validate)
+        data["ood"] = ood_split(self.format_prompt, self.features)
+        return data
+
+    def peer_systems(self) -> dict[str, Callable[[Sequence[dict[str, Any]]], list[str]]]:
+        """Model-free systems evaluated next to the trained ones, each mapping rows of a split to
+        outputs: the rule-based anonymizer, applied to each row's raw text (not to the prompt)."""
+        return {"rule_based": lambda rows: [anonymize(self.text_of(r)) for r in rows]}
+
+    def text_of(self, row: dict[str, Any]) -> str:
+        """The text a row's prompt was made from: its ``text`` column, else cut out of the prompt."""
+        if row.get("text") is not None:
+            return str(row["text"])
+        head, _, tail = self.prompt_template.partition("{" + self.prompt_field + "}")
+        prompt = str(row["prompt"])
+        if prompt.startswith(head) and prompt.endswith(tail):
+            return prompt[len(head): len(prompt) - len(tail)]
+        return prompt
+
     # ----------------------------------------------------------------------------- embedded data
     def generate(self) -> DatasetDict:
         train_templates = [i for i in range(len(TEMPLATES)) if i not in self.heldout]
@@ -231,16 +263,18 @@ class AnonymizationTask(DataTask):
         return 0.5 * no_leak + 0.5 * ratio
 
     def metrics(self, predictions: Sequence[str], examples: Sequence[dict[str, Any]]) -> dict[str, float]:
-        """leak_rate (micro over gold PII strings), placeholder P/R/F1 (micro and per type, multiset
-        matching of ``[TYPE]`` counts against the reference), exact_match and mean quality; on the
-        embedded test split also exact match, placeholder F1 and quality on seen phrasings and on
-        held-out ones (``/seen``, ``/heldout``): the two measure different skills."""
+        """leak_rate (micro over gold PII strings, and per type: ``leak_rate/<TYPE>``), keep_rate
+        (mean per-example share of the input's non-PII words kept, ``anonymization_metrics.keep_rate``),
+        placeholder P/R/F1 (micro and per type, multiset matching of ``[TYPE]`` counts against the
+        reference), exact_match and mean quality; on the embedded test split also exact match,
+        placeholder F1 and quality on seen phrasings and on held-out ones (``/seen``, ``/heldout``):
+        the two measure different skills. Headline metrics (no "/") come first."""
         if len(predictions) != len(examples) or not predictions:
             raise ValueError(f"predictions: expected one per example (>0), got {len(predictions)} for {len(examples)}")
         out = self._metrics(predictions, examples)
         held = [bool(e.get("templates")) and set(e["templates"]) <= set(self.heldout) for e in examples]
         if any(held):
-            head = {k: out.pop(k) for k in list(out)[:6]}  # keep the headline metrics first
+            head = {k: v for k, v in out.items() if "/" not in k}  # keep the headline metrics first
             for name, keep in (("seen", [not h for h in held]), ("heldout", held)):
                 idx = [i for i, k in enumerate(keep) if k]
                 if idx:
@@ -253,16 +287,20 @@ class AnonymizationTask(DataTask):
         n_values = n_leaked = exact = 0
         quality = 0.0
         tp, n_pred, n_ref = Counter(), Counter(), Counter()
+        all_leaks = []
         for prediction, example in zip(predictions, examples):
             leaks = self.leaked(prediction, example)
+            all_leaks.append(leaks)
             n_values, n_leaked = n_values + len(leaks), n_leaked + sum(leaks)
             exact += prediction.strip() == example["reference"].strip()
             quality += self.quality(prediction, example)
             pred, ref = placeholder_counts(prediction), placeholder_counts(example["reference"])
             tp, n_pred, n_ref = tp + (pred & ref), n_pred + pred, n_ref + ref
-        out = {"leak_rate": n_leaked / n_values if n_values else 0.0, "exact_match": exact / len(predictions),
-               "quality": quality / len(predictions)}
+        out = {"leak_rate": n_leaked / n_values if n_values else 0.0,
+               "keep_rate": mean_keep_rate(predictions, examples),
+               "exact_match": exact / len(predictions), "quality": quality / len(predictions)}
         out.update(_prf("placeholder", sum(tp.values()), sum(n_pred.values()), sum(n_ref.values())))
+        out.update(leak_by_type(all_leaks, examples))
         for kind in sorted(set(n_pred) | set(n_ref)):
             out.update({f"{k}/{kind}": v for k, v in _prf("placeholder", tp[kind], n_pred[kind], n_ref[kind]).items()})
         return out

@@ -129,22 +129,23 @@ def test_new_metrics_on_every_split_and_headline_first(rows):
 
 
 # ------------------------------------------------------------------------------ eval.split=ood
-def test_eval_split_ood_passes_the_config_check_and_other_names_fail():
-    from plad.stages.input_checks import check_eval
-    check_eval(OmegaConf.create({"split": "ood"}))
-    with pytest.raises(ValueError, match="eval.split: expected one of"):
-        check_eval(OmegaConf.create({"split": "dev"}))
-
-
-def test_summarization_has_no_ood_split(tmp_path):
+def test_eval_split_ood_passes_the_config_check_and_other_names_fail(tmp_path):
     from conftest import compose_run_config
-    from hydra.utils import instantiate
-    from plad.stages import data as data_stage
+    from plad.stages.preflight import preflight
+
+    preflight(compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", "eval.split=ood"))
+    with pytest.raises(ValueError, match="eval.split: expected one of"):
+        preflight(compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", "eval.split=dev"))
+
+
+def test_summarization_has_no_ood_split_and_says_so_at_preflight(tmp_path):
+    from conftest import compose_run_config
+    from plad.stages.preflight import preflight
 
     cfg = compose_run_config(tmp_path / "logs", tmp_path / "run", "task=summarization", "debug=fast", "eval.split=ood")
     four = r"\['train', 'unlabeled', 'validation', 'test'\]"
-    with pytest.raises(ValueError, match=rf"eval.split: expected one of {four}, got 'ood'"):
-        data_stage.run(cfg, instantiate(cfg.task), tmp_path / "cache")
+    with pytest.raises(ValueError, match=rf"^eval.split: expected one of {four}, got 'ood'$"):
+        preflight(cfg)
 
 
 def test_debug_fast_run_on_the_ood_split(run_pipeline, rows):

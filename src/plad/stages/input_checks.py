@@ -16,7 +16,7 @@ GENERATE_KEYS = {"max_new_tokens", "min_new_tokens", "do_sample", "temperature",
 SYSTEMS = ("teacher", "student_init", "student")
 # Splits a task may add to the four: ood = anonymization's shipped out-of-distribution test set. The
 # data stage checks that the loaded task has the split (summarization with eval.split=ood fails there).
-EVAL_SPLITS = (*SPLITS, "ood")
+EVAL_SPLITS = SPLITS  # a task adds its own (``extra_splits``: anonymization's hand-written "ood")
 
 
 def import_target(node: Any, field: str, base: type | None = None) -> type:
@@ -69,9 +69,10 @@ def check_sampling(node: Any, field: str) -> None:
         raise ValueError(f"{field}.do_sample: expected true or false, got {node.do_sample!r}")
 
 
-def check_eval(ev: DictConfig) -> None:
-    if ev.get("split", "test") not in EVAL_SPLITS:
-        raise ValueError(f"eval.split: expected one of {list(EVAL_SPLITS)}, got {ev.get('split')!r}")
+def check_eval(ev: DictConfig, task: Any = None) -> None:
+    splits = [*EVAL_SPLITS, *getattr(task, "extra_splits", ())]
+    if ev.get("split", "test") not in splits:
+        raise ValueError(f"eval.split: expected one of {splits}, got {ev.get('split')!r}")
     _positive_int(ev.get("batch_size", 16), "eval.batch_size")
     if ev.get("max_examples") is not None:
         _positive_int(ev.max_examples, "eval.max_examples")

@@ -44,7 +44,7 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
     make_backend(cfg.get("generation")).check(cfg.model)  # vLLM missing or no GPU: one line, now
     check_white_box(cfg, loss_cls)
     check_sft_selection(cfg.sft_selection)
-    check_eval(cfg.eval)
+    check_eval(cfg.eval, task)
     decoding_settings(OmegaConf.to_container(cfg.eval, resolve=True))
     if cfg.get("judge") is not None:
         import_target(cfg.judge, "judge")

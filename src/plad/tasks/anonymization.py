@@ -118,6 +118,7 @@ class AnonymizationTask(DataTask):
     name = "anonymization"
     main_metric = "quality"  # leak_rate alone rewards empty or garbage outputs, which leak nothing
     higher_is_better = True
+    extra_splits = ("ood",)  # eval.split=ood: the shipped hand-written set (plad.tasks.ood)
     CODE_VERSION = "anonymization-5"
     required_columns = ("text", "reference")
     optional_columns = ("id", "pii_values", "pii_types")

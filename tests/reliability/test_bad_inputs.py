@@ -65,6 +65,7 @@ SRC = "task.source={d}/"
 BAD_INPUTS = [
     # -- plain config values
     ("zero distill batch", ["distill.batch_size=0"], "distill.batch_size"),
+    ("negative distill lr", ["distill.lr=-1"], "distill.lr"),
     ("negative distill steps", ["distill.max_steps=-1"], "distill.max_steps"),
     ("zero n_train", ["task.n_train=0"], "task.n_train"),
     ("negative n_unlabeled", ["task.n_unlabeled=-3"], "task.n_unlabeled"),
@@ -92,6 +93,7 @@ BAD_INPUTS = [
     ("vllm memory share above one", ["generation=vllm", "generation.gpu_memory_utilization=1.5"],
      "generation.gpu_memory_utilization"),
     # -- models
+    ("missing pretrained dir", ["model.teacher.pretrained=./no/such/model"], "model.teacher.pretrained"),
     ("pretrained dir without weights", ["model.teacher.pretrained={d}/no_weights"],
      "model.teacher.pretrained|no_weights"),
     ("tokenizer larger than the model's vocabulary", ["model.teacher.pretrained={d}/vocab_mismatch"],

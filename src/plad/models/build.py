@@ -22,7 +22,9 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqL
                           PretrainedConfig, PreTrainedModel)
 from transformers.initialization import no_init_weights
 
+from plad.cache import atomic_dir, entry_dir, is_complete, stage_key
 from plad.models.lora import ADAPTER_DIR, is_lora, merged, save_adapter, validate_training_spec
+from plad.models.student_init import init_spec, validate_init_spec
 from plad.models.tokenizer import (MIN_VOCAB, ensure_pad, load_tokenizer, obtain_tokenizer,  # noqa: F401
                                    resolve_pretrained, train_tokenizer)
 
@@ -91,9 +93,9 @@ def _check_number(value: Any, field: str, minimum: float, strict: bool, integer:
 def validate_model_spec(spec: DictConfig, field: str) -> None:
     """Fail fast, naming the field, before any data loading or training (``field`` e.g. "model.teacher")."""
     _check_pretrained(spec, field)
-    if not spec.get("pretrained") and not (spec.get("config") and spec.config.get("_target_")):
-        raise ValueError(f"{field}.config: expected a transformers config with _target_ when pretrained is null, "
-                         f"got {spec.get('config')!r}")
+    if not spec.get("pretrained") and not init_spec(spec) and not (spec.get("config") and spec.config.get("_target_")):
+        raise ValueError(f"{field}.config: expected a transformers config with _target_ when pretrained and "
+                         f"init_from_teacher are null, got {spec.get('config')!r}")
     dtype = spec.get("dtype", "float32")
     if dtype not in DTYPES:
         raise ValueError(f"{field}.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
@@ -120,12 +122,19 @@ def validate_family(cfg_model: DictConfig, field: str = "model") -> None:
     validate_tokenizer_spec(cfg_model.tokenizer, f"{field}.tokenizer")
     for role in ("teacher", "student"):
         validate_model_spec(cfg_model[role], f"{field}.{role}")
+    if init_spec(cfg_model.teacher) is not None:
+        raise ValueError(f"{field}.teacher.init_from_teacher: expected null (a student option), "
+                         f"got {init_spec(cfg_model.teacher)!r}")
+    validate_init_spec(cfg_model.student, cfg_model.teacher, f"{field}.student")
 
 
 def tokenizer_source(cfg_model: DictConfig, role: str) -> tuple[str, str | None] | None:
     """Where a role's tokenizer comes from: its own ``pretrained`` (+ gguf_file), the family's
-    pretrained tokenizer, or None for the BPE trained on the task (models built from config)."""
+    pretrained tokenizer, or None for the BPE trained on the task (models built from config).
+    A student initialised from the teacher uses the teacher's."""
     spec = cfg_model[role]
+    if init_spec(spec) is not None:
+        return tokenizer_source(cfg_model, "teacher")
     if spec.get("pretrained"):
         return str(spec.pretrained), spec.get("gguf_file")
     tok = cfg_model.tokenizer
@@ -181,6 +190,24 @@ def load_pretrained(spec: DictConfig) -> tuple[PreTrainedModel, Any]:
     if getattr(model, "hf_quantizer", None) is not None:
         model = _dequantized_copy(model)
     return model, load_tokenizer(str(spec.pretrained), gguf_file)
+
+
+def obtain_pretrained(spec: DictConfig, cache_root: str | os.PathLike) -> tuple[PreTrainedModel, Any]:
+    """``load_pretrained``, with a GGUF checkpoint's dequantised copy cached: parsing SmolLM2-135M's
+    GGUF takes ~30 s on CPU, reading the copy back under a second (the teacher's SFT and a student
+    initialised from the teacher both load it). Keyed by the config strings, not the machine path."""
+    if not spec.get("gguf_file"):
+        return load_pretrained(spec)
+    dtype = spec.get("dtype", "float32")
+    fp = stage_key("models", "gguf", str(spec.pretrained), spec.gguf_file, dtype)
+    final = entry_dir(cache_root, "models", f"gguf-{fp}")
+    if not is_complete(final):
+        model, tok = load_pretrained(spec)
+        with atomic_dir(final) as tmp:
+            save_model(model, tok, tmp)
+        return model, tok
+    model = AutoModelForCausalLM.from_pretrained(str(final), dtype=DTYPES[dtype])
+    return model.eval(), ensure_pad(AutoTokenizer.from_pretrained(str(final)))
 
 
 def save_model(model: PreTrainedModel, tokenizer: Any, path: str | os.PathLike) -> None:

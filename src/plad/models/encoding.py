@@ -4,6 +4,11 @@ training batches, generation prompts and scoring alike.
 Prompt and completion are tokenised separately and concatenated, so the prompt/completion
 boundary is exact for every tokenizer. The completion always ends with EOS (unless truncated),
 and labels mark it, so a student learns to stop even when pad == eos.
+
+Instruct models expect their chat format: a tokenizer flagged with ``CHAT_TEMPLATE_FLAG`` (set by
+``plad.models.tokenizer.set_prompt_format``, saved in its tokenizer_config.json) has every prompt
+wrapped as one user turn by its chat template, here and only here, so SFT, sampling, scoring and
+evaluation see the same tokens. Its EOS must then be the end-of-turn token (SmolLM2: <|im_end|>).
 """
 from __future__ import annotations
 
@@ -15,7 +20,56 @@ from torch import Tensor
 from plad.models.logprobs import IGNORE_INDEX
 
 
+CHAT_TEMPLATE_FLAG = "plad_chat_template"  # tokenizer init kwarg: wrap prompts with its chat template
+CHAT_TEMPLATE_OPTIONS = ("auto", "none")  # task.chat_template: auto = when the tokenizer has one
+_SLOT = "\x00plad-user-content\x00"  # stands for the user content when splitting a rendered template
+
+
+def check_chat_template(value: Any) -> str:
+    if value not in CHAT_TEMPLATE_OPTIONS:
+        raise ValueError(f"task.chat_template: expected one of {', '.join(CHAT_TEMPLATE_OPTIONS)}, got {value!r}")
+    return value
+
+
+def uses_chat_template(tokenizer: Any) -> bool:
+    return bool((getattr(tokenizer, "init_kwargs", None) or {}).get(CHAT_TEMPLATE_FLAG, False))
+
+
+def _user_turn(tokenizer: Any, content: str) -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                         tokenize=False)
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _chat_prompt(tokenizer: Any, prompt: str, max_prompt_tokens: int) -> list[int]:
+    """apply_chat_template's tokens; past the budget, the template's head and tail are kept whole
+    and the user content loses its beginning (as a plain prompt does)."""
+    ids = _ids(tokenizer, _user_turn(tokenizer, prompt))
+    if len(ids) <= max_prompt_tokens:
+        return ids
+    parts = _user_turn(tokenizer, _SLOT).split(_SLOT)
+    if len(parts) != 2:
+        raise ValueError(f"tokenizer.chat_template: expected the user content once in the rendered turn, "
+                         f"got it {len(parts) - 1} times")
+    head, tail = _ids(tokenizer, parts[0]), _ids(tokenizer, parts[1])
+    budget = max_prompt_tokens - len(head) - len(tail)
+    if budget < 1:
+        raise ValueError(f"task.max_prompt_tokens: expected more than {len(head) + len(tail)} (the chat "
+                         f"template's own tokens), got {max_prompt_tokens}")
+    content = _ids(tokenizer, prompt)
+    return head + content[max(len(content) - budget, 0):] + tail
+
+
 def encode_prompt(tokenizer: Any, prompt: str, encoder_decoder: bool, max_prompt_tokens: int) -> list[int]:
+    """The prompt's token ids, at most ``max_prompt_tokens``: every call site (training batches,
+    generation, vLLM, scoring) encodes prompts here, so they always agree."""
+    if uses_chat_template(tokenizer):
+        if not encoder_decoder:
+            return _chat_prompt(tokenizer, prompt, max_prompt_tokens)
+        prompt = _user_turn(tokenizer, prompt)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if encoder_decoder:
         return ids[: max(max_prompt_tokens - 1, 0)] + [tokenizer.eos_token_id]

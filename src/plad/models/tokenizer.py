@@ -17,6 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from plad.cache import atomic_dir, entry_dir, is_complete, stage_key
+from plad.models.encoding import CHAT_TEMPLATE_FLAG, check_chat_template
 
 PKG_PREFIX = "pkg://"
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -63,6 +64,16 @@ def ensure_pad(tokenizer: Any) -> Any:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def set_prompt_format(tokenizer: Any, chat_template: str) -> bool:
+    """Record on ``tokenizer`` whether ``encode_prompt`` wraps prompts with its chat template
+    (``auto``: when it has one; a BPE trained here has none). The flag lives in ``init_kwargs``,
+    so ``save_pretrained`` writes it to tokenizer_config.json and every stage that loads the saved
+    model encodes prompts as its SFT did. Returns whether the template applies."""
+    applied = check_chat_template(chat_template) == "auto" and bool(getattr(tokenizer, "chat_template", None))
+    tokenizer.init_kwargs[CHAT_TEMPLATE_FLAG] = applied
+    return applied
 
 
 def load_tokenizer(pretrained: str, gguf_file: str | None = None) -> Any:

@@ -42,6 +42,8 @@ def _keyed_spec(cfg: DictConfig, role: str) -> dict[str, Any]:
     ``r`` is set; ``gradient_checkpointing`` never does (it changes memory, not the result)."""
     spec = OmegaConf.to_container(cfg.model[role], resolve=True)
     spec.pop("gradient_checkpointing", None)  # the same math, the same weights
+    if spec.get("init_from_teacher") is None:
+        spec.pop("init_from_teacher", None)  # students built from config key as before the option existed
     if (spec.get("lora") or {}).get("r") is None:
         spec.pop("lora", None)  # full fine-tuning keys as before the lora option existed
     sft = spec.get("sft") or {}
@@ -51,13 +53,45 @@ def _keyed_spec(cfg: DictConfig, role: str) -> dict[str, Any]:
     return spec
 
 
+def _extra_keys(cfg: DictConfig, role: str, task: Any) -> list[dict[str, Any]]:
+    """Key parts only some configurations have (the others keep their keys): the prompt format for a
+    pretrained tokenizer (a trained BPE has no chat template, so auto and none encode alike), and the
+    teacher a student is cut from (its source, or its spec and seed when built from config)."""
+    from plad.models.build import tokenizer_source
+
+    extra = []
+    if tokenizer_source(cfg.model, role) is not None:
+        extra.append({"chat_template": task.chat_template})
+    if role == "student" and cfg.model.student.get("init_from_teacher") is not None:
+        teacher = OmegaConf.to_container(cfg.model.teacher, resolve=True)
+        source = {k: teacher.get(k) for k in ("pretrained", "gguf_file", "dtype", "config")}
+        extra.append({"teacher": source, "teacher_seed": None if teacher.get("pretrained") else _seed(cfg, "teacher")})
+    return extra
+
+
+def _start(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path) -> tuple[Any, Any]:
+    """The model SFT starts from and its tokenizer: pretrained, cut from the teacher's start, or built."""
+    from plad.models.build import build_model, obtain_pretrained
+    from plad.models.student_init import student_from_teacher
+
+    spec = cfg.model[role]
+    if spec.get("init_from_teacher") is not None:
+        teacher, tok = _start(cfg, "teacher", task, data, cache)
+        return student_from_teacher(teacher, spec), tok
+    if spec.pretrained:
+        return obtain_pretrained(spec, cache)
+    tok = tokenizer(cfg, task, data, cache)
+    return build_model(spec, tok, seed=_seed(cfg, role)), tok
+
+
 def entry(cfg: DictConfig, role: str, task: Any, cache: Path) -> ModelRef:
     """Where the SFT'd ``role`` lives in the cache (computed from the config alone, no training)."""
     spec = cfg.model[role]
     tok_fp = fingerprint(cfg.model.tokenizer, task.fingerprint())
     seed = _seed(cfg, role)
     fp = stage_key("models", _keyed_spec(cfg, role), tok_fp if not spec.pretrained else None, task.fingerprint(),
-                   seed, cfg.sft_selection, cfg.task.max_prompt_tokens, cfg.task.max_new_tokens)
+                   seed, cfg.sft_selection, cfg.task.max_prompt_tokens, cfg.task.max_new_tokens,
+                   *_extra_keys(cfg, role, task))
     path = entry_dir(cache, "models", f"{cfg.model.family}-{role}-{fp}")
     return ModelRef(path, fp, reused=is_complete(path))
 
@@ -66,7 +100,8 @@ def run(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: 
     """The SFT'd teacher or initial student: from the cache, or built/loaded and fine-tuned here
     with its checkpoint chosen on the validation split (``sft_stats.json`` in the entry says how)."""
     from plad import distributed
-    from plad.models.build import build_model, count_parameters, load_pretrained, save_model
+    from plad.models.build import count_parameters, save_model
+    from plad.models.tokenizer import set_prompt_format
     from plad.models.lora import prepare, trainable_parameters
     from plad.fit import fit_sft
 
@@ -76,12 +111,10 @@ def run(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: 
         log.info("%s: reusing cached SFT model %s", role, ref.path)
         return ref
     spec, seed = cfg.model[role], _seed(cfg, role)
-    if spec.pretrained:
-        model, tok = load_pretrained(spec)
-    else:
-        tok = tokenizer(cfg, task, data, cache)
-        model = build_model(spec, tok, seed=seed)
-    stats: dict[str, Any] = {"role": role, "parameters": count_parameters(model), "seed": seed}
+    model, tok = _start(cfg, role, task, data, cache)
+    # Saved with the tokenizer: every later stage encodes prompts as this SFT does.
+    chat = set_prompt_format(tok, task.chat_template)
+    stats: dict[str, Any] = {"role": role, "parameters": count_parameters(model), "seed": seed, "chat_template": chat}
     log.info("%s: %s with %.2fM parameters, SFT for up to %d steps", role, type(model).__name__,
              stats["parameters"] / 1e6, spec.sft.max_steps)
     if spec.sft.max_steps > 0:

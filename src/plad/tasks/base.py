@@ -18,6 +18,7 @@ class Task(ABC):
     name: str = "task"
     main_metric: str = ""        # key of ``metrics`` reported first and used for model selection
     higher_is_better: bool = True  # direction of ``main_metric``
+    chat_template: str = "auto"  # auto | none: wrap prompts in the tokenizer's chat template (plad.models.encoding)
 
     @abstractmethod
     def load(self) -> DatasetDict:

@@ -165,7 +165,8 @@ class DataTask(Task):
     def __init__(self, seed: int = 0, n_train: int = 1000, n_unlabeled: int = 500, n_validation: int = 100,
                  n_test: int = 200, source: str | Mapping[str, str] | None = None,
                  columns: Mapping[str, str] | None = None, split: Any = None, max_prompt_tokens: int = 128,
-                 max_new_tokens: int = 64, prompt_template: str = "{text}\nOutput:") -> None:
+                 max_new_tokens: int = 64, prompt_template: str = "{text}\nOutput:",
+                 chat_template: str = "auto") -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"task.seed: expected an integer, got {seed!r}")
         self.seed = seed
@@ -178,6 +179,11 @@ class DataTask(Task):
             raise ValueError(f"task.prompt_template: expected a string containing {placeholder!r}, "
                              f"got {prompt_template!r}")
         self.prompt_template = prompt_template
+        # How models see a prompt, not what the data is: outside ``config`` (data keys unchanged);
+        # the SFT key covers it for roles with a pretrained tokenizer (plad.stages.sft.entry).
+        from plad.models.encoding import check_chat_template  # here: torch stays out of importing tasks
+
+        self.chat_template = check_chat_template(chat_template)
         self.source, self.split = _plain(source), _plain(split)
         self.columns = {**self.default_columns, **(_plain(columns) or {})}
         if self.source is not None and not isinstance(self.source, (str, Mapping)):

@@ -24,8 +24,8 @@ SMALL = ["model=smollm2", "debug=fast", "task.n_train=8", "task.n_unlabeled=4", 
          "task.n_test=4", "task.max_prompt_tokens=64", "task.max_new_tokens=8", "model.teacher.sft.max_steps=2",
          "model.student.sft.max_steps=2", "model.teacher.sft.batch_size=2", "model.student.sft.batch_size=2",
          "pairs.n_student=2", "pairs.shard_size=4", "distill.max_steps=2", "distill.batch_size=2",
-         "distill.val_size=2", "distill.val_check_interval=1", "eval.max_examples=4", "eval.calibration.enabled=false",
-         "eval.bootstrap.n=10", "sft_selection.val_check_interval=1", "sft_selection.patience=1"]
+         "distill.val_size=2", "distill.val_check_interval=2", "eval.max_examples=4", "eval.calibration.enabled=false",
+         "eval.bootstrap.n=10", "sft_selection.val_check_interval=2"]
 
 
 def tiny_llama(layers: int = 6):

@@ -35,8 +35,8 @@ def test_distill_and_evaluate_from_the_cache_actually_distill(run_pipeline, warm
     results = run_pipeline("debug=fast", "stages=[distill,evaluate]", log_dir=warm_logs, name="resumed")
     assert results["reused"] == {"teacher": True, "student_init": True, "pairs": True}
     assert "distill" in results["timings"] and (results["run_dir"] / "student" / "model.safetensors").is_file()
-    assert set(json.loads((results["run_dir"] / "metrics.json").read_text())["systems"]) == {
-        "teacher", "student_init", "student"}
+    metrics = json.loads((results["run_dir"] / "metrics.json").read_text())
+    assert set(metrics["systems"]) == {"teacher", "student_init", "student", *metrics["peer_systems"]}
     assert {p: (p / "COMPLETE").stat().st_mtime for p in before} == before  # nothing cached was rebuilt
 
 
@@ -50,7 +50,7 @@ def test_pair_loss_without_cached_pairs_fails_before_training(run_pipeline, warm
 def test_sft_and_evaluate_only_evaluate_the_sft_models(run_pipeline, warm_logs):
     results = run_pipeline("debug=fast", "stages=[sft,evaluate]", log_dir=warm_logs, name="sft_eval")
     assert "pairs" not in results["reused"] and "distill" not in results["timings"]
-    assert set(results["metrics"]["systems"]) == {"teacher", "student_init"}
+    assert set(results["metrics"]["systems"]) == {"teacher", "student_init", "rule_based"}
 
 
 def test_a_stage_version_bump_moves_that_stage_and_its_dependents_only(tmp_path, monkeypatch):

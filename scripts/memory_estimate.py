@@ -89,6 +89,14 @@ def hydra_student_config(overrides: list[str]) -> Any:
         cfg = compose("train", overrides=overrides)
     model = cfg.model
     student, tokenizer = model.student, model.tokenizer
+    cut = (student.get("init_from_teacher") or {}).get("layers")
+    if cut:  # a student cut from the teacher: the teacher's architecture with fewer decoder layers
+        teacher = model.teacher
+        name = str(teacher.get("pretrained"))
+        config = (preset_config(KNOWN_SOURCES[name]) if name in KNOWN_SOURCES
+                  else load_config(name, "--hydra: model.teacher.pretrained"))
+        config.num_hidden_layers = int(cut)
+        return config
     if student.get("pretrained"):
         name = str(student.pretrained)
         return (preset_config(KNOWN_SOURCES[name]) if name in KNOWN_SOURCES

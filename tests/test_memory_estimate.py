@@ -100,8 +100,16 @@ def test_real_scale_composes_to_a_bf16_fsdp_lora_run():
 
 
 def test_hydra_student_built_from_config_uses_the_family_tokenizer_size():
-    cfg = _compose("model=smollm2")
-    expected = LlamaConfig(**{k: v for k, v in cfg.model.student.config.items() if k != "_target_"}, vocab_size=49152)
+    cfg = _compose("model=llama")
+    expected = LlamaConfig(**{k: v for k, v in cfg.model.student.config.items() if k != "_target_"},
+                           vocab_size=cfg.model.tokenizer.vocab_size)
     with torch.device("meta"):
         n = sum(p.numel() for p in AutoModelForCausalLM.from_config(expected).parameters())
-    assert f"{n:,} parameters" in me.main(["--hydra", "model=smollm2", "--lora-r", "0", "--stages", "0", "--gpus", "1"])
+    assert f"{n:,} parameters" in me.main(["--hydra", "model=llama", "--lora-r", "0", "--stages", "0", "--gpus", "1"])
+
+
+def test_hydra_student_cut_from_the_teacher_has_the_kept_layers_only():
+    # model=smollm2: 8 of SmolLM2-135M's 30 layers; 56,632,896 parameters, counted on the real cut
+    # student in tests/test_smollm2.py.
+    out = me.main(["--hydra", "model=smollm2", "--lora-r", "0", "--stages", "0", "--gpus", "1"])
+    assert "56,632,896 parameters" in out

@@ -44,6 +44,18 @@ class Backend(ABC):
     def release(self) -> None:
         """Free the model or engine this backend holds."""
 
+    @staticmethod
+    def free_memory() -> None:
+        """After the last reference to a model is dropped: collect it, and return the GPU's cached
+        blocks, so the next model (or vLLM's pre-allocation) fits."""
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     def __enter__(self) -> "Backend":
         return self
 

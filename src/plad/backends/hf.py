@@ -56,7 +56,4 @@ class HFBackend(Backend):
     def release(self) -> None:
         if self._held is not None:
             self._held = None
-            import gc
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            self.free_memory()

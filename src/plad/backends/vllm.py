@@ -115,13 +115,7 @@ class VLLMBackend(Backend):
     def release(self) -> None:
         if self._engine is not None:
             self._engine = None
-            import gc
-
-            import torch
-
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            self.free_memory()
 
 
 def _is_encoder_decoder(config_cfg: Any) -> bool:

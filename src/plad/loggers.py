@@ -23,4 +23,8 @@ def open_loggers(cfg: DictConfig) -> Iterator[list[Any]]:
     finally:
         if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
             import wandb
+
+            from plad.report_wandb import save_run_files
+            if wandb.run is not None:  # the report's inputs travel with the run (offline and synced)
+                save_run_files(wandb.run, cfg.paths.output_dir)
             wandb.finish()

@@ -1,6 +1,7 @@
 """Aggregate a Hydra multirun into report.md + report.json + charts.
 
-Usage: ``python -m plad.report <multirun dir> [--out DIR]``. One table per task x model family x
+Usage: ``python -m plad.report <multirun dir> [--out DIR]``; W&B runs (offline run folders, or
+``wandb://<entity>/<project>``) give the same table through plad.report_wandb. One table per task x model family x
 evaluation split x decoding mode: the initial student, the teacher, the task's model-free peers
 (anonymization: rule_based) and every loss (variant), as
 mean ± std over seeds, with each row's paired-bootstrap difference to the initial student; then
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -159,14 +161,16 @@ def _section(g: Group, out: Path, n_boot: int, boot_seed: int, plad: tuple[str, 
 
 
 def build_report(root: str | Path, out: str | Path | None = None, n_boot: int = 2000, boot_seed: int = 0,
-                 plad: tuple[str, ...] = PLAD_LOSSES, baselines: tuple[str, ...] = BASELINES) -> Path:
-    """Aggregate every job under ``root``; writes report.md, report.json and charts; returns report.md."""
+                 plad: tuple[str, ...] = PLAD_LOSSES, baselines: tuple[str, ...] = BASELINES,
+                 jobs: list[Job] | None = None) -> Path:
+    """Aggregate every job under ``root`` (or the ``jobs`` given, e.g. from W&B runs); writes
+    report.md, report.json and charts into ``out`` (default: ``root``); returns report.md."""
     root = Path(root)
-    if not root.is_dir():
+    if jobs is None and not root.is_dir():
         raise ValueError(f"multirun dir: expected an existing folder, got {root}")
     if n_boot < 1:
         raise ValueError(f"n_boot: expected a positive number of bootstrap resamples, got {n_boot}")
-    jobs = discover_jobs(root)
+    jobs = discover_jobs(root) if jobs is None else jobs
     if not jobs:
         raise ValueError(f"multirun dir: expected job folders with .hydra/config.yaml (+ metrics.json), "
                          f"got none in {root}")
@@ -208,16 +212,57 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _jobs_and_out(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Path, list[Job] | None, Path]:
+    """(root, jobs, out): a multirun dir (jobs None: discovered), W&B run folders, or wandb://."""
+    from plad import report_wandb
+
+    sources = [str(x) for x in args.sources]
+    urls = [x for x in sources if report_wandb.is_wandb_url(x)]
+    if urls:
+        if len(sources) > 1:
+            parser.error(f"sources: a wandb:// URL comes alone, got {' '.join(sources)}")
+        out = args.out or Path("report-" + urls[0][len(report_wandb.SCHEME):].strip("/").replace("/", "-"))
+        try:
+            jobs = report_wandb.online_jobs(urls[0], out / "wandb_runs", args.group, args.tags, args.filter)
+        except Exception as e:  # credentials, network, bad filters: one line, no traceback
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            parser.exit(2, f"error: {urls[0]}: {why}\n")
+        if not jobs:
+            parser.exit(2, f"error: {urls[0]}: no runs with saved plad job files match\n")
+        return out, jobs, out
+    if args.group or args.tags or args.filter:
+        parser.error("--group/--tags/--filter: only with a wandb://<entity>/<project> source")
+    paths = [Path(x) for x in sources]
+    if missing := [str(p) for p in paths if not p.is_dir()]:
+        parser.error(f"sources: expected existing folders, got {', '.join(missing)}")
+    runs = report_wandb.offline_run_dirs(paths)
+    if len(paths) == 1 and not args.wandb and paths[0] not in runs:
+        local = discover_jobs(paths[0])
+        if local or not runs:  # none at all: build_report says so in one line
+            return paths[0], local or None, args.out or paths[0]
+    if not runs:
+        parser.error(f"sources: expected W&B run folders with saved plad job files, got none in {', '.join(sources)}")
+    root = paths[0] if len(paths) == 1 and paths[0] not in runs else Path(os.path.commonpath([str(p) for p in paths]))
+    return root, report_wandb.offline_jobs(runs), args.out or root
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Aggregate a PLaD multirun into report.md and charts.")
-    parser.add_argument("multirun_dir", type=Path)
+    parser.add_argument("sources", nargs="+", help="a multirun dir; W&B run folders (wandb/offline-run-*) or folders "
+                        "holding them; or wandb://<entity>/<project>")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the multirun dir)")
+    parser.add_argument("--wandb", action="store_true", help="read the W&B runs below the folder, not its job folders")
+    parser.add_argument("--group", default=None, help="wandb:// only: runs of this W&B group")
+    parser.add_argument("--tags", nargs="+", default=[], help="wandb:// only: runs with any of these tags")
+    parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                        help="wandb:// only: config value (or run field such as state=finished); repeatable")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples per comparison")
     parser.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--plad", type=_names, default=PLAD_LOSSES, help="comma list of PLaD losses")
     parser.add_argument("--baselines", type=_names, default=BASELINES, help="comma list of baseline losses")
     args = parser.parse_args(argv)
-    print(build_report(args.multirun_dir, args.out, args.n_boot, args.boot_seed, args.plad, args.baselines))
+    root, jobs, out = _jobs_and_out(args, parser)
+    print(build_report(root, out, args.n_boot, args.boot_seed, args.plad, args.baselines, jobs=jobs))
 
 
 if __name__ == "__main__":

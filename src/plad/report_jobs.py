@@ -105,7 +105,7 @@ def _loss_name(cfg: dict[str, Any], overrides: dict[str, str], choices: dict[str
     return str(loss.get("_target_", "unknown")).rsplit(".", 1)[-1]
 
 
-def _job(job_dir: Path, root: Path, metrics_path: Path | None) -> Job:
+def _job(job_dir: Path, name: str, metrics_path: Path | None) -> Job:
     hydra = job_dir / ".hydra"
     cfg = _read_yaml(hydra / "config.yaml", {})
     overrides = _parse_overrides(_read_yaml(hydra / "overrides.yaml", []))
@@ -114,7 +114,6 @@ def _job(job_dir: Path, root: Path, metrics_path: Path | None) -> Job:
     task_cfg, eval_cfg = cfg.get("task") or {}, cfg.get("eval") or {}
     task = (m or {}).get("task") or task_cfg.get("name") or choices.get("task") \
         or str(task_cfg.get("_target_", "unknown")).rsplit(".", 1)[-1]
-    name = str(job_dir.relative_to(root)) if job_dir != root else "."
     if metrics_path is not None and metrics_path.parent != job_dir:
         name += f" ({metrics_path.parent.relative_to(job_dir)})"
     job = Job(dir=job_dir, name=name, task=str(task),
@@ -157,20 +156,45 @@ def _assign_variants(jobs: list[Job]) -> None:
             j.variant = " ".join(f"{k}={j.overrides[k]}" for k in varying if k in j.overrides)
 
 
+def _skipped(path: Path, root: Path) -> bool:
+    """W&B run folders (``wandb/``) hold copies of the job's files: read by plad.report_wandb only."""
+    return "wandb" in path.relative_to(root).parts
+
+
+def _name(job_dir: Path, root: Path) -> str:
+    return str(job_dir.relative_to(root)) if job_dir != root else "."
+
+
 def discover_jobs(root: Path) -> list[Job]:
     """Every job under ``root``: one per metrics.json, plus each job folder with none (failed)."""
-    job_dirs = sorted({p.parent for p in root.rglob(".hydra") if (p / "config.yaml").is_file()})
+    job_dirs = sorted({p.parent for p in root.rglob(".hydra")
+                       if (p / "config.yaml").is_file() and not _skipped(p, root)})
     jobs, with_metrics = [], set()
     for path in sorted(root.rglob("metrics.json")):
-        if ".hydra" in path.parts:
+        if ".hydra" in path.parts or _skipped(path, root):
             continue
         job_dir = _nearest_job_dir(path.parent, root)
         if job_dir is None:
             print(f"report: skipping {path} (no .hydra/config.yaml above it)", file=sys.stderr)
             continue
         with_metrics.add(job_dir)
-        jobs.append(_job(job_dir, root, path))
-    jobs += [_job(d, root, None) for d in job_dirs if d not in with_metrics]
+        jobs.append(_job(job_dir, _name(job_dir, root), path))
+    jobs += [_job(d, _name(d, root), None) for d in job_dirs if d not in with_metrics]
+    return finish_jobs(jobs)
+
+
+def jobs_from_folders(folders: dict[str, Path]) -> list[Job]:
+    """One job per named folder laid out like a job folder (W&B runs' saved files): the same Job
+    building as discover_jobs, so both sources aggregate through one code path."""
+    jobs = []
+    for name, job_dir in folders.items():
+        found = sorted(p for p in job_dir.rglob("metrics.json") if ".hydra" not in p.relative_to(job_dir).parts)
+        jobs += [_job(job_dir, name, p) for p in found] or [_job(job_dir, name, None)]
+    return finish_jobs(jobs)
+
+
+def finish_jobs(jobs: list[Job]) -> list[Job]:
+    """Variants assigned, jobs in natural name order."""
     _assign_variants(jobs)
     return sorted(jobs, key=lambda j: _natural(j.name))
 

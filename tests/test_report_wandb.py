@@ -47,6 +47,18 @@ def _runs(sweep: Path) -> list[Path]:
     return sorted(sweep.glob("*/wandb/offline-run-*"))
 
 
+def test_each_job_leaves_one_offline_run_with_config_metrics_and_samples(sweep):
+    """logger=wandb: one offline run per job (wandb.finish between jobs: no merging), holding the
+    whole config, the evaluation metrics and the per-example samples table."""
+    jobs = sorted(p for p in sweep.iterdir() if p.name.isdigit())
+    assert len(jobs) == 2 and all(len(list((j / "wandb").glob("offline-run-*"))) == 1 for j in jobs)
+    for run in _runs(sweep):
+        record = next(run.glob("run-*.wandb")).read_bytes()
+        assert b"base_seed" in record and b"eval/systems/student/quality" in record
+        tables = list(run.glob("files/media/table/**/*.table.json"))
+        assert tables and json.loads(tables[0].read_text())["data"]
+
+
 def test_offline_runs_give_the_local_table(sweep, tmp_path):
     runs = _runs(sweep)
     assert len(runs) == 2

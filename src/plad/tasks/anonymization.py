@@ -171,16 +171,6 @@ class AnonymizationTask(DataTask):
         outputs: the rule-based anonymizer, applied to each row's raw text (not to the prompt)."""
         return {"rule_based": lambda rows: [anonymize(self.text_of(r)) for r in rows]}
 
-    def text_of(self, row: dict[str, Any]) -> str:
-        """The text a row's prompt was made from: its ``text`` column, else cut out of the prompt."""
-        if row.get("text") is not None:
-            return str(row["text"])
-        head, _, tail = self.prompt_template.partition("{" + self.prompt_field + "}")
-        prompt = str(row["prompt"])
-        if prompt.startswith(head) and prompt.endswith(tail):
-            return prompt[len(head): len(prompt) - len(tail)]
-        return prompt
-
     # ----------------------------------------------------------------------------- embedded data
     def generate(self) -> DatasetDict:
         train_templates = [i for i in range(len(TEMPLATES)) if i not in self.heldout]

@@ -201,6 +201,17 @@ class DataTask(Task):
     def format_prompt(self, value: str) -> str:
         return self.prompt_template.replace("{" + self.prompt_field + "}", value)
 
+    def text_of(self, row: dict[str, Any]) -> str:
+        """What ``format_prompt`` made a row's prompt from: its ``prompt_field`` column, else cut out
+        of the prompt (model-free systems, such as anonymization's rule-based peer, read it)."""
+        if row.get(self.prompt_field) is not None:
+            return str(row[self.prompt_field])
+        head, _, tail = self.prompt_template.partition("{" + self.prompt_field + "}")
+        prompt = str(row["prompt"])
+        if prompt.startswith(head) and prompt.endswith(tail):
+            return prompt[len(head): len(prompt) - len(tail)]
+        return prompt
+
     @abstractmethod
     def generate(self) -> DatasetDict:
         """The embedded, seeded data set."""

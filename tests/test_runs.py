@@ -1,8 +1,7 @@
-"""Whole jobs at debug=fast: every task x family and every loss runs, a multirun reuses the cached
-stages, the report aggregates it, and a W&B job leaves an offline run behind."""
+"""Whole jobs at debug=fast: every task x family and every loss runs (the multirun that reuses the
+cached stages and the report over it: tests/test_report_wandb.py)."""
 import csv
 import json
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -10,7 +9,6 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 LOSSES = ["ranking", "margin", "listwise", "dpo", "ipo", "simpo", "sft", "seqkd", "kd"]
 
 
@@ -77,39 +75,3 @@ def test_oracle_run_is_marked_and_pair_diagnostics_reach_metrics(run_pipeline, s
     n_pairs = results["pairs"]["stats"]["rows"]["pairwise"]
     assert calls == [(n_pairs, 32)]  # the pair table and the unlabeled split (debug=fast: 32 prompts)
     assert metrics["diagnostics"] == {"pseudo_label_noise": {"student_wins": 0.25, "n_pairs": n_pairs}}
-
-
-def test_multirun_reuses_the_cache_and_the_report_aggregates_it(tmp_path):
-    """`train.py -m loss=sft,ranking seed=0,1 debug=fast`: only the first job trains the teacher,
-    the student and makes pairs; `python -m plad.report` then averages both seeds per loss."""
-    cmd = [sys.executable, "train.py", "-m", "loss=sft,ranking", "seed=0,1", "debug=fast", f"paths.log_dir={tmp_path}"]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (sweep,) = (tmp_path / "multiruns").glob("*/*")
-    jobs = sorted(sweep.glob("[0-9]*"), key=lambda p: int(p.name))
-    assert len(jobs) == 4 and all((j / "metrics.json").is_file() for j in jobs)
-    # Jobs run (sft, 0), (sft, 1), (ranking, 0), (ranking, 1). The seed varies everything below the
-    # data: each seed builds its own initial student and pairs; the second loss at a seed reuses them.
-    # The teacher is a fixed model (data seed): built once, shared by both seeds.
-    reused = [json.loads((j / "run_summary.json").read_text())["reused"] for j in jobs]
-    built, cached = ({"teacher": v, "student_init": v, "pairs": v} for v in (False, True))
-    assert reused == [built, {**built, "teacher": True}, cached, cached]
-    assert len(list((tmp_path / "cache" / "models").iterdir())) == 3
-    assert len(list((tmp_path / "cache" / "pairs").iterdir())) == 2
-    # greedy test outputs of the fixed teacher (once) and initial student (once per seed), then reused
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "eval").iterdir()) == [
-        "student_init", "student_init", "teacher"]
-    systems = [json.loads((j / "metrics.json").read_text())["systems"] for j in jobs]
-    for a, b in ((0, 2), (1, 3)):  # same seed, other loss: the same fixed systems
-        assert systems[a]["teacher"] == systems[b]["teacher"] and systems[a]["student_init"] == systems[b]["student_init"]
-
-    res = subprocess.run([sys.executable, "-m", "plad.report", str(sweep)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    md = (sweep / "report.md").read_text()
-    assert "## anonymization · llama · split=test · decoding=greedy" in md
-    main = md.split("| method |")[1].split("\n\n")[0]  # the main table: one row per method, seeds counted
-    rows = {r[0]: r[-1] for r in ([c.strip() for c in line.strip("|").split("|")] for line in main.splitlines()[2:])}
-    assert rows["sft"] == rows["ranking"] == "2"
-    charts = list(sweep.glob("*.png"))
-    assert charts and all(mpimg.imread(p).ndim == 3 for p in charts)

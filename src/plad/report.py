@@ -1,7 +1,8 @@
 """Aggregate a Hydra multirun into report.md + report.json + charts.
 
 Usage: ``python -m plad.report <multirun dir> [--out DIR]``; W&B runs (offline run folders, or
-``wandb://<entity>/<project>``) give the same table through plad.report_wandb. One table per task x model family x
+``wandb://<entity>/<project>``) give the same table through plad.report_wandb; ``--publish`` also saves
+it as a W&B Report (plad.report_publish). One table per task x model family x
 evaluation split x decoding mode: the initial student, the teacher, the task's model-free peers
 (anonymization: rule_based) and every loss (variant), as
 mean ± std over seeds, with each row's paired-bootstrap difference to the initial student; then
@@ -17,7 +18,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from plad.report_jobs import Job, discover_jobs
 from plad.report_rows import (BASELINES, NOISE_FIELDS, PLAD_LOSSES, Group, best_variants, build_groups,
@@ -212,8 +213,10 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-def _jobs_and_out(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Path, list[Job] | None, Path]:
-    """(root, jobs, out): a multirun dir (jobs None: discovered), W&B run folders, or wandb://."""
+def _jobs_and_out(args: argparse.Namespace,
+                  parser: argparse.ArgumentParser) -> tuple[Path, list[Job] | None, Path, bool]:
+    """(root, jobs, out, named by W&B run id): a multirun dir (jobs None: none found), W&B run
+    folders, or wandb://."""
     from plad import report_wandb
 
     sources = [str(x) for x in args.sources]
@@ -229,9 +232,7 @@ def _jobs_and_out(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             parser.exit(2, f"error: {urls[0]}: {why}\n")
         if not jobs:
             parser.exit(2, f"error: {urls[0]}: no runs with saved plad job files match\n")
-        return out, jobs, out
-    if args.group or args.tags or args.filter:
-        parser.error("--group/--tags/--filter: only with a wandb://<entity>/<project> source")
+        return out, jobs, out, True
     paths = [Path(x) for x in sources]
     if missing := [str(p) for p in paths if not p.is_dir()]:
         parser.error(f"sources: expected existing folders, got {', '.join(missing)}")
@@ -239,11 +240,22 @@ def _jobs_and_out(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if len(paths) == 1 and not args.wandb and paths[0] not in runs:
         local = discover_jobs(paths[0])
         if local or not runs:  # none at all: build_report says so in one line
-            return paths[0], local or None, args.out or paths[0]
+            kept = _or_exit(parser, "", report_wandb.filter_jobs, local, args.group, args.tags, args.filter)
+            return paths[0], kept or None, args.out or paths[0], False
     if not runs:
         parser.error(f"sources: expected W&B run folders with saved plad job files, got none in {', '.join(sources)}")
     root = paths[0] if len(paths) == 1 and paths[0] not in runs else Path(os.path.commonpath([str(p) for p in paths]))
-    return root, report_wandb.offline_jobs(runs), args.out or root
+    jobs = _or_exit(parser, "", report_wandb.filter_jobs, report_wandb.offline_jobs(runs), args.group, args.tags,
+                    args.filter)
+    return root, jobs, args.out or root, True
+
+
+def _or_exit(parser: argparse.ArgumentParser, prefix: str, step: Callable[..., Any], *args: Any) -> Any:
+    """A step whose expected failures (bad filter, no extra, credentials, runs) exit 2 in one line."""
+    try:
+        return step(*args)
+    except (ValueError, RuntimeError) as e:
+        parser.exit(2, f"error: {prefix}{e}\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -252,17 +264,31 @@ def main(argv: list[str] | None = None) -> None:
                         "holding them; or wandb://<entity>/<project>")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the multirun dir)")
     parser.add_argument("--wandb", action="store_true", help="read the W&B runs below the folder, not its job folders")
-    parser.add_argument("--group", default=None, help="wandb:// only: runs of this W&B group")
-    parser.add_argument("--tags", nargs="+", default=[], help="wandb:// only: runs with any of these tags")
+    parser.add_argument("--group", default=None, help="runs of this W&B group (logger.wandb.group)")
+    parser.add_argument("--tags", nargs="+", default=[], help="runs with any of these tags")
     parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                        help="wandb:// only: config value (or run field such as state=finished); repeatable")
+                        help="config value (wandb:// also: a run field such as state=finished); repeatable")
+    parser.add_argument("--publish", action="store_true", help="also save a W&B Report of the runs (extra: "
+                        "wandb-reports; W&B credentials)")
+    parser.add_argument("--project", default=None, metavar="ENTITY/PROJECT",
+                        help="--publish from folders: the W&B project the runs were synced to")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples per comparison")
     parser.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--plad", type=_names, default=PLAD_LOSSES, help="comma list of PLaD losses")
     parser.add_argument("--baselines", type=_names, default=BASELINES, help="comma list of baseline losses")
     args = parser.parse_args(argv)
-    root, jobs, out = _jobs_and_out(args, parser)
+    if args.publish:  # before any work: where to, the extra, credentials
+        from plad import report_publish, report_wandb
+
+        sources = [str(x) for x in args.sources]
+        target = _or_exit(parser, "--publish: ", report_publish.publish_target, sources, args.project)
+    root, jobs, out, by_run_id = _jobs_and_out(args, parser)
+    if args.publish:
+        spec = _or_exit(parser, "--publish: ", report_publish.build_spec, jobs or [],
+                        report_wandb.run_ids(jobs or [], by_run_id), *target)
     print(build_report(root, out, args.n_boot, args.boot_seed, args.plad, args.baselines, jobs=jobs))
+    if args.publish:
+        print(_or_exit(parser, "--publish: ", report_publish.publish, spec))
 
 
 if __name__ == "__main__":

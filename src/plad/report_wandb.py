@@ -8,13 +8,14 @@ job folder and plad.report_jobs.jobs_from_folders builds the Jobs: one aggregati
 """
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-from plad.report_jobs import Job, jobs_from_folders
+from plad.report_jobs import Job, finish_jobs, jobs_from_folders
 
 REPORT_FILES = (".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", "metrics.json",
                 "samples.jsonl", "csv/version_*/metrics.csv")
@@ -69,19 +70,94 @@ def is_wandb_url(text: str) -> bool:
     return str(text).startswith(SCHEME)
 
 
+def _pairs(filters: Iterable[str]) -> list[tuple[str, Any]]:
+    """``key=value`` items as (key, value); values parsed as YAML, so ``seed=0`` is the number 0."""
+    out = []
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--filter: expected key=value, got {item!r}")
+        out.append((key, yaml.safe_load(value)))
+    return out
+
+
 def run_filters(group: str | None = None, tags: Iterable[str] = (), filters: Iterable[str] = ()) -> dict[str, Any]:
     """W&B run filters (MongoDB style): group, any of the tags, ``key=value`` pairs (config keys
-    unless the key is a run field, e.g. ``state=finished``; values parsed as YAML: 0 is a number)."""
+    unless the key is a run field, e.g. ``state=finished``)."""
     out: dict[str, Any] = {}
     if group:
         out["group"] = group
     if tags := list(tags):
         out["tags"] = {"$in": tags}
-    for item in filters:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--filter: expected key=value, got {item!r}")
-        out[key if key.startswith(RUN_KEYS) else f"config.{key}"] = yaml.safe_load(value)
+    for key, value in _pairs(filters):
+        out[key if key.startswith(RUN_KEYS) else f"config.{key}"] = value
+    return out
+
+
+def job_config(job_dir: Path) -> Any:
+    """The job's saved Hydra config, its ``${hydra:...}`` values answered from the saved
+    .hydra/hydra.yaml (no Hydra app runs here), so e.g. the W&B group resolves as in the job."""
+    hydra = job_dir / ".hydra"
+    text = re.sub(r"\$\{hydra:", "${_hydra.", (hydra / "config.yaml").read_text())
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(yaml.safe_load(text) or {})
+    if (hydra / "hydra.yaml").is_file():
+        cfg["_hydra"] = (yaml.safe_load((hydra / "hydra.yaml").read_text()) or {}).get("hydra") or {}
+    return cfg
+
+
+def config_value(cfg: Any, key: str) -> Any:
+    """A dotted key's value, resolved where it can be (plain YAML otherwise)."""
+    from omegaconf import OmegaConf
+
+    import plad.resolvers  # noqa: F401  (the configs' own resolvers)
+
+    try:
+        value = OmegaConf.select(cfg, key)
+    except Exception:  # an interpolation that needs the live job (paths, clocks): the raw text
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+    return OmegaConf.to_container(value, resolve=False) if OmegaConf.is_config(value) else value
+
+
+def job_matches(cfg: Any, group: str | None, tags: Iterable[str], pairs: list[tuple[str, Any]]) -> bool:
+    """What the W&B filters would keep, read from the job's config: the W&B logger's group, any
+    of its tags (the run's ``tags`` without a W&B logger), each config value."""
+    wandb_cfg = config_value(cfg, "logger.wandb") or {}
+    if group and config_value(cfg, "logger.wandb.group") != group:
+        return False
+    own = config_value(cfg, "logger.wandb.tags" if "tags" in wandb_cfg else "tags") or []
+    if (tags := list(tags)) and not set(tags) & set(own):
+        return False
+    return all(config_value(cfg, key.removeprefix("config.")) == value for key, value in pairs)
+
+
+def filter_jobs(jobs: list[Job], group: str | None = None, tags: Iterable[str] = (),
+                filters: Iterable[str] = ()) -> list[Job]:
+    """The jobs of folders (a multirun, offline runs) that ``--group/--tags/--filter`` keep; run
+    fields other than group and tags (state, createdAt, ...) exist on the W&B server only."""
+    pairs = _pairs(filters)
+    if server := [k for k, _ in pairs if k.startswith(RUN_KEYS) and not k.startswith("config.")]:
+        raise ValueError(f"--filter {server[0]}: a W&B run field, only with a wandb://<entity>/<project> source "
+                         "(--group and --tags work on folders too)")
+    if not (group or list(tags) or pairs):
+        return jobs
+    kept = [j for j in jobs if job_matches(job_config(j.dir), group, tags, pairs)]
+    if jobs and not kept:
+        raise ValueError("no jobs match --group/--tags/--filter")
+    return finish_jobs(kept)
+
+
+def run_ids(jobs: Iterable[Job], named_by_id: bool = False) -> dict[str, str]:
+    """{job name: W&B run id}: the name itself for jobs read from W&B runs; else the W&B run in
+    the job folder (the newest, after a resume), for the jobs that have one."""
+    if named_by_id:
+        return {j.name: j.name for j in jobs}
+    out = {}
+    for job in jobs:
+        runs = sorted(job.dir.glob("wandb/*run-*"), key=lambda p: p.name.split("run-", 1)[-1])  # by date
+        if runs:
+            out[job.name] = _run_id(runs[-1])
     return out
 
 

@@ -136,6 +136,10 @@ def test_eval_split_ood_passes_the_config_check_and_other_names_fail(tmp_path):
     preflight(compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", "eval.split=ood"))
     with pytest.raises(ValueError, match="eval.split: expected one of"):
         preflight(compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", "eval.split=dev"))
+    for bad in ("[dev]", "[test]", "ood"):  # unknown, the main split again, not a list
+        with pytest.raises(ValueError, match=r"^eval.extra_splits: expected a list of splits among \['train', "
+                                             r"'unlabeled', 'validation', 'test', 'ood'\] other than eval.split, got"):
+            preflight(compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", f"eval.extra_splits={bad}"))
 
 
 def test_summarization_has_no_ood_split_and_says_so_at_preflight(tmp_path):
@@ -149,12 +153,15 @@ def test_summarization_has_no_ood_split_and_says_so_at_preflight(tmp_path):
 
 
 def test_debug_fast_run_on_the_ood_split(run_pipeline, rows):
-    results = run_pipeline("debug=fast", "eval.split=ood", "eval.calibration.n_prompts=2")
-    metrics = results["metrics"]
+    """eval.extra_splits=[ood]: the test split as usual, then every system on the OOD set in eval_ood/."""
+    results = run_pipeline("debug=fast", "eval.extra_splits=[ood]", "eval.calibration.n_prompts=2")
+    assert results["metrics"]["split"] == "test" and results["metrics"]["n_examples"] == 16
+    metrics = json.loads((results["run_dir"] / "eval_ood" / "metrics.json").read_text())
     assert metrics["split"] == "ood" and metrics["n_examples"] == 16 and metrics["peer_systems"] == ["rule_based"]
     assert {"teacher", "student_init", "student", "rule_based"} <= set(metrics["systems"])
     rb = metrics["systems"]["rule_based"]
     assert 0 < rb["leak_rate"] < 0.5 and rb["keep_rate"] > 0.9 and "leak_rate/NAME" in rb
-    samples = [json.loads(x) for x in (results["run_dir"] / "samples.jsonl").read_text().splitlines()]
+    samples = [json.loads(x) for x in (results["run_dir"] / "eval_ood" / "samples.jsonl").read_text().splitlines()]
     assert [s["prompt"] for s in samples] == [f"Anonymize: {r['text']}\nOutput:" for r in rows[:16]]
+    assert metrics["systems"]["student"] != results["metrics"]["systems"]["student"]  # another split's numbers
     assert "rule_based" not in metrics["calibration"]

@@ -57,8 +57,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if "evaluate" in stages:
             with timed("evaluate"):
                 extra = {"oracle": results["oracle"], "diagnostics": results["diagnostics"]}
-                results["metrics"] = evaluate_stage.run(cfg, task, data[cfg.eval.get("split", "test")], systems,
-                                                        cache, run_dir, loggers, extra)
+                results["metrics"] = evaluate_stage.run(cfg, task, data, systems, cache, run_dir, loggers,
+                                                        extra)
     results["timings"]["total"] = time.perf_counter() - start
     results["systems"] = {k: str(v.path) for k, v in systems.items()}
     write_run_summary(run_dir, results, cfg)

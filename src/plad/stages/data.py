@@ -13,7 +13,9 @@ def run(cfg: DictConfig, task: Any, cache: Path) -> DatasetDict:
     from plad.stages.preflight import load_checked
 
     data = load_checked(cfg, task, cache)  # checked against the run's other inputs before it is cached
-    eval_split = cfg.eval.get("split", "test")
-    if eval_split not in data:
-        raise ValueError(f"eval.split: expected one of {list(data)}, got {eval_split!r}")
+    for field, splits in (("eval.split", [cfg.eval.get("split", "test")]),
+                          ("eval.extra_splits", list(cfg.eval.get("extra_splits") or []))):
+        missing = [s for s in splits if s not in data]
+        if missing:
+            raise ValueError(f"{field}: expected splits among {list(data)}, got {missing[0]!r}")
     return data

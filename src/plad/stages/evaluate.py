@@ -25,9 +25,21 @@ def output_cache_entries(eval_cfg: dict[str, Any], task: Any, systems: dict[str,
             for name, ref in systems.items() if ref.fingerprint}
 
 
-def run(cfg: DictConfig, task: Any, split: Any, systems: dict[str, ModelRef], cache: Path, run_dir: Path,
+def run(cfg: DictConfig, task: Any, data: Any, systems: dict[str, ModelRef], cache: Path, run_dir: Path,
         loggers: list[Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """metrics.json (+ samples, plots) of every system; ``extra`` adds top-level entries to it."""
+    """metrics.json (+ samples, plots) of every system on ``eval.split`` in the run folder, and on each
+    of ``eval.extra_splits`` in ``eval_<split>/`` (files only: the loggers get the main split's).
+    ``extra`` adds top-level entries to metrics.json. Returns the main split's metrics."""
+    metrics = _evaluate(cfg, task, data, systems, cache, run_dir, loggers, extra)
+    for split in cfg.eval.get("extra_splits") or []:
+        other = cfg.copy()
+        other.eval.split, other.eval.extra_splits, other.eval.baselines = split, [], {}  # baselines: eval.split's
+        _evaluate(other, task, data, systems, cache, run_dir / f"eval_{split}", [], extra)
+    return metrics
+
+
+def _evaluate(cfg: DictConfig, task: Any, data: Any, systems: dict[str, ModelRef], cache: Path, run_dir: Path,
+              loggers: list[Any], extra: dict[str, Any]) -> dict[str, Any]:
     from plad.evaluation.evaluate import evaluate as run_evaluation
     from plad.evaluation.log_results import log_results
     from plad.backends import make_backend
@@ -36,8 +48,9 @@ def run(cfg: DictConfig, task: Any, split: Any, systems: dict[str, ModelRef], ca
     main = "student" if "student" in systems else "student_init"
     backend = make_backend(cfg.get("generation"))
     output_cache = output_cache_entries(eval_cfg, task, systems, cache, backend.key())
-    metrics = run_evaluation(systems, task, split, eval_cfg, instantiate(cfg.judge), run_dir, main_system=main,
-                             baseline_outputs=dict(eval_cfg.get("baselines") or {}), output_cache=output_cache,
-                             extra=extra, backend=backend)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = run_evaluation(systems, task, data[eval_cfg.get("split", "test")], eval_cfg, instantiate(cfg.judge),
+                             run_dir, main_system=main, baseline_outputs=dict(eval_cfg.get("baselines") or {}),
+                             output_cache=output_cache, extra=extra, backend=backend)
     log_results(loggers, metrics, run_dir)
     return metrics

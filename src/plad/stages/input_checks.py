@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from plad.tasks.base import SPLITS
 
@@ -73,6 +73,10 @@ def check_eval(ev: DictConfig, task: Any = None) -> None:
     splits = [*EVAL_SPLITS, *getattr(task, "extra_splits", ())]
     if ev.get("split", "test") not in splits:
         raise ValueError(f"eval.split: expected one of {splits}, got {ev.get('split')!r}")
+    extra = ev.get("extra_splits") or []
+    if not isinstance(extra, (list, ListConfig)) or any(s not in splits or s == ev.get("split", "test") for s in extra):
+        raise ValueError(f"eval.extra_splits: expected a list of splits among {splits} other than eval.split, "
+                         f"got {OmegaConf.to_container(extra) if isinstance(extra, ListConfig) else extra!r}")
     _positive_int(ev.get("batch_size", 16), "eval.batch_size")
     if ev.get("max_examples") is not None:
         _positive_int(ev.max_examples, "eval.max_examples")

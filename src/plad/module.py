@@ -54,7 +54,7 @@ class SFTModule(GuardedModule):
                  weight_decay: float = 0.0, optim: dict | DictConfig | None = None,
                  max_nonfinite: int = 10) -> None:
         super().__init__()
-        self.model = model
+        self.model = model.train()  # from_pretrained returns eval mode, and Lightning keeps a module's mode
         self.save_hyperparameters({"lr": lr, "max_steps": max_steps, "warmup_steps": warmup_steps,
                                    "weight_decay": weight_decay, "optim": plain_optim(optim),
                                    "max_nonfinite": max_nonfinite})

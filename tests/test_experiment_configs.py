@@ -46,3 +46,11 @@ def test_tune_is_an_equal_lr_grid_on_validation_with_one_seed():
     assert set(cfg.hydra.sweeper.params) == {"loss", "distill.lr"}  # the same grid for every method
     for method in METHODS:  # each method's final lr is a value of that grid (chosen on validation)
         assert float(OmegaConf.load(CONFIGS / "loss" / f"{method}.yaml").lr) in grid, method
+
+
+def test_smollm2_preset_is_one_run_of_the_cut_student_on_test_and_ood():
+    cfg = _compose("smollm2")
+    assert cfg.hydra.mode is None and cfg.loss._target_.endswith("RankingLoss")  # one run, not a sweep
+    assert cfg.model.family == "smollm2" and cfg.model.student.init_from_teacher.layers == 8
+    assert cfg.eval.split == "test" and list(cfg.eval.extra_splits) == ["ood"] and cfg.eval.max_examples is None
+    assert cfg.task.n_unlabeled < 1000 and cfg.distill.max_steps < 200  # cut to fit 2 CPU cores

@@ -16,7 +16,8 @@ LAYERS = {
     "plad.data": 4,  # serves the pair store (plad.pairs.store) to Lightning; pairs never imports data
     "plad.fit": 5,
     "plad.stages": 6, "plad.loggers": 6, "plad.run_summary": 6, "plad.report": 6, "plad.report_jobs": 6,
-    "plad.report_rows": 6, "plad.report_stats": 6, "plad.report_wandb": 6,
+    "plad.report_rows": 6, "plad.report_stats": 6, "plad.report_wandb": 6, "plad.report_tables": 6,
+    "plad.report_publish": 6,
     "plad.pipeline": 7,
     "plad.cli": 8, "plad": 8,
 }

@@ -267,3 +267,20 @@ def test_main_chart_draws_differences_to_the_initial_student(multirun, monkeypat
     cal_items, _, kwargs = calls["calibration"]
     assert kwargs == {"zero_line": False, "reference": pytest.approx(0.4)}
     assert cal_items["ranking"] == pytest.approx((0.2, 0.1, 0.3))
+
+
+def test_leak_rate_per_pii_type_is_a_table_of_every_row(tmp_path):
+    """Anonymization's leak_rate/<TYPE> values: one column per type, mean ± std over seeds; a type a
+    row never measured shows as –; tasks without per-type values get no such table."""
+    root = tmp_path / "multirun"
+    for n, (loss, seed) in enumerate([("ranking", 0), ("ranking", 1), ("seqkd", 0)]):
+        per_type = {"student": {"leak_rate/NAME": 0.1 + 0.1 * seed, "leak_rate/EMAIL": 0.0},
+                    "teacher": {"leak_rate/NAME": 0.05}}
+        write_job(root, str(n), loss, seed, SHIFT["ranking"], extra={"systems": per_type})
+    t = tables(build_report(root, n_boot=N_BOOT).read_text())["Leak rate per PII type"]
+    assert t["method"] == ["method", "EMAIL", "NAME"]
+    assert t["ranking"][1:] == ["0.00 ± 0.00", "0.15 ± 0.07"] and t["seqkd"][1:] == ["0.00", "0.10"]
+    assert t["teacher"][1:] == ["–", "0.05 ± 0.00"] and t["initial student"][1:] == ["–", "–"]
+    plain = tmp_path / "plain"
+    write_job(plain, "0", "ranking", 0, SHIFT["ranking"])
+    assert "Leak rate per PII type" not in build_report(plain, n_boot=N_BOOT).read_text()

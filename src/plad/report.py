@@ -21,25 +21,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from plad.report_jobs import Job, discover_jobs
-from plad.report_rows import (BASELINES, NOISE_FIELDS, PLAD_LOSSES, Group, best_variants, build_groups,
-                              calibration, comparisons, curves, deltas_to_initial, disagreements, noise,
+from plad.report_tables import fmt_ci, fmt_stat, comparison_table, noise_table, per_type_table
+from plad.report_rows import (BASELINES, PLAD_LOSSES, Group, best_variants, build_groups,
+                              calibration, comparisons, curves, deltas_to_initial, disagreements,
                               system_metric)
 
 # /seen: seen phrasings only; keep_rate: the counterpart of leak_rate (deleting everything leaks nothing)
 EXTRA_METRICS = ("exact_match", "exact_match/seen", "leak_rate", "keep_rate", "degenerate")
 CURVE_COLUMNS = ("train/hinge_active", "val/rank_acc")
-
-
-def _fmt(s: dict[str, float] | None, digits: int = 3) -> str:
-    if s is None:
-        return "–"
-    return f"{s['mean']:.{digits}f}" if s["n"] < 2 else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
-
-
-def _ci(c: dict[str, Any] | None) -> str:
-    if not c or not c["n"]:
-        return "–"
-    return f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]" + ("*" if c["excludes_zero"] else "")
 
 
 def _seeds(row: Any) -> str:
@@ -72,37 +61,10 @@ def _main_table(g: Group, deltas: dict[str, dict]) -> list[str]:
              "| method | " + " | ".join(cols) + " | Δ vs initial [95% CI] | spearman | seeds |",
              "|---" * (len(cols) + 4) + "|"]
     for r in g.rows:
-        values = [_fmt(r.stat(system_metric(c))) for c in cols]
-        delta = "0 (reference)" if r.kind == "initial" else _ci(deltas.get(r.label))
-        spearman = _fmt(r.stat(calibration()))
+        values = [fmt_stat(r.stat(system_metric(c))) for c in cols]
+        delta = "0 (reference)" if r.kind == "initial" else fmt_ci(deltas.get(r.label))
+        spearman = fmt_stat(r.stat(calibration()))
         lines.append(f"| {r.label} | " + " | ".join(values) + f" | {delta} | {spearman} | {_seeds(r)} |")
-    return lines + [""]
-
-
-def _comparison_table(comps: list[dict[str, Any]]) -> list[str]:
-    lines = ["### PLaD vs baselines (paired bootstrap)", "",
-             "Difference of per-example quality (PLaD − baseline) on the same test texts, paired within "
-             "each seed, resampled within seed, pooled over seeds.", "",
-             "| PLaD | baseline | Δ mean | 95% CI | excludes 0 | seeds | n | notes |", "|---" * 8 + "|"]
-    for c in comps:
-        ci = f"[{c['low']:+.3f}, {c['high']:+.3f}]" if c["n"] else "–"
-        lines.append(f"| {c['a']} | {c['b']} | {c['mean']:+.3f} | {ci} | {'yes' if c['excludes_zero'] else 'no'} | "
-                     f"{','.join(map(str, c['seeds'])) or '–'} | {c['n']} | {'; '.join(c['notes'])} |")
-    return lines + [""]
-
-
-def _noise_table(g: Group) -> list[str]:
-    rows = [(r, [r.stat(noise(f)) for f in NOISE_FIELDS]) for r in g.rows if r.kind == "loss"]
-    rows = [(r, s) for r, s in rows if any(x is not None for x in s)]
-    if not rows:
-        return []
-    lines = ["### Pseudo-label noise of the distillation pairs", "",
-             "student_wins: share of pairs whose student sample beats the teacher sample by the task metric "
-             "(against the unlabeled prompts' references, measured for this diagnosis only); qualities are "
-             "the pairs' mean task quality. Mean ± std over seeds.", "",
-             "| method | " + " | ".join(NOISE_FIELDS) + " |", "|---" * (len(NOISE_FIELDS) + 1) + "|"]
-    lines += [f"| {r.label} | " + " | ".join(_fmt(x, 0 if f == "n_pairs" else 3) for f, x in zip(NOISE_FIELDS, s))
-              + " |" for r, s in rows]
     return lines + [""]
 
 
@@ -113,7 +75,7 @@ def _charts(g: Group, deltas: dict[str, dict], out: Path, plad: tuple[str, ...])
     where = f"{g.task} · {g.family} · {g.split} · {g.decoding}"
     items = {k: (c["mean"], c["low"], c["high"]) for k, c in deltas.items() if c["n"] and k != "teacher"}
     if items:  # the teacher's gap is far larger than the methods' differences: named in the title
-        teacher = f" (teacher: {_ci(deltas['teacher']).rstrip('*')})" if deltas.get("teacher", {}).get("n") else ""
+        teacher = f" (teacher: {fmt_ci(deltas['teacher']).rstrip('*')})" if deltas.get("teacher", {}).get("n") else ""
         paths.append(plots.interval_chart(items, out / f"report_{g.slug}_delta.png",
                                           "Δ quality vs initial student (95% CI)", where + teacher))
     spear = {r.label: s for r in g.rows if (s := r.stat(calibration())) is not None}
@@ -150,8 +112,8 @@ def _section(g: Group, out: Path, n_boot: int, boot_seed: int, plad: tuple[str, 
     lines = _heading(g) + _main_table(g, deltas)
     if g.split == "validation" and (best := best_variants(g)):
         lines += ["Best variant per loss on validation (put its value into the loss config):", ""]
-        lines += [f"- {r.label}: {_fmt(r.stat(system_metric(g.main_metric)))}" for r in best] + [""]
-    lines += (_comparison_table(comps) if comps else []) + _noise_table(g)
+        lines += [f"- {r.label}: {fmt_stat(r.stat(system_metric(g.main_metric)))}" for r in best] + [""]
+    lines += (comparison_table(comps) if comps else []) + per_type_table(g) + noise_table(g)
     lines += [f"![{p.stem}]({p.name})" for p in _charts(g, deltas, out, plad)] + [""]
     rows = [{"label": r.label, "kind": r.kind, "loss": r.loss, "variant": r.variant, "oracle": r.oracle,
              "seeds": list(r.by_seed()), "failed": [j.name for j in r.failed],

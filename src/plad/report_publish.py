@@ -15,6 +15,7 @@ from typing import Any, Callable
 import yaml
 
 from plad.report_jobs import Job
+from plad.report_tables import fmt_stat
 from plad.report_rows import Group, Row, build_groups, calibration, system_metric
 from plad.report_wandb import SCHEME
 
@@ -104,15 +105,11 @@ def build_spec(jobs: list[Job], run_ids: dict[str, str], entity: str, project: s
             "sections": [_section(g, run_ids) for g in groups]}
 
 
-def _fmt(s: dict[str, Any]) -> str:
-    return "–" if s["mean"] is None else f"{s['mean']:.3f}" + (f" ± {s['std']:.3f}" if s["n"] > 1 else "")
-
-
 def _markdown(section: dict[str, Any]) -> str:
     """The section's numbers as the report computed them (W&B's own error bars may differ in ddof)."""
     bar = section["panels"][0]
     lines = [f"| method | {bar['title'].split(' per ')[0]} | seeds |", "|---|---|---|"]
-    lines += [f"| {r['label']} | {_fmt(r)} | {r['n']} |" for r in bar["references"] + bar["bars"]]
+    lines += [f"| {r['label']} | {fmt_stat(r if r['mean'] is not None else None)} | {r['n']} |" for r in bar["references"] + bar["bars"]]
     return "\n".join(lines)
 
 

@@ -81,6 +81,11 @@ def load_config(spec: str, field: str = "--config") -> Any:
     return AutoConfig.from_pretrained(str(path), local_files_only=True)
 
 
+def _named_config(name: str, field: str) -> Any:
+    """A pretrained model's config: a known preset (no download) or a local/hub directory's."""
+    return preset_config(KNOWN_SOURCES[name]) if name in KNOWN_SOURCES else load_config(name, field)
+
+
 def hydra_student_config(overrides: list[str]) -> Any:
     """The student of a composed run config (`configs/train.yaml` + overrides), as a transformers config."""
     from hydra import compose, initialize_config_dir
@@ -92,15 +97,11 @@ def hydra_student_config(overrides: list[str]) -> Any:
     cut = (student.get("init_from_teacher") or {}).get("layers")
     if cut:  # a student cut from the teacher: the teacher's architecture with fewer decoder layers
         teacher = model.teacher
-        name = str(teacher.get("pretrained"))
-        config = (preset_config(KNOWN_SOURCES[name]) if name in KNOWN_SOURCES
-                  else load_config(name, "--hydra: model.teacher.pretrained"))
+        config = _named_config(str(teacher.get("pretrained")), "--hydra: model.teacher.pretrained")
         config.num_hidden_layers = int(cut)
         return config
     if student.get("pretrained"):
-        name = str(student.pretrained)
-        return (preset_config(KNOWN_SOURCES[name]) if name in KNOWN_SOURCES
-                else load_config(name, "--hydra: model.student.pretrained"))
+        return _named_config(str(student.pretrained), "--hydra: model.student.pretrained")
     if not (student.get("config") and student.config.get("_target_")):
         raise ValueError("--hydra: expected model.student.config with a _target_ or model.student.pretrained")
     vocab = student.config.get("vocab_size") or tokenizer.get("vocab_size")

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from plad.report_jobs import Job, discover_jobs
-from plad.report_tables import fmt_ci, fmt_stat, comparison_table, noise_table, per_type_table
 from plad.report_rows import (BASELINES, PLAD_LOSSES, Group, best_variants, build_groups,
                               calibration, comparisons, curves, deltas_to_initial, disagreements,
                               system_metric)
+from plad.report_tables import comparison_table, fmt_ci, fmt_stat, noise_table, per_type_table
 
 # /seen: seen phrasings only; keep_rate: the counterpart of leak_rate (deleting everything leaks nothing)
 EXTRA_METRICS = ("exact_match", "exact_match/seen", "leak_rate", "keep_rate", "degenerate")
@@ -190,8 +190,7 @@ def _jobs_and_out(args: argparse.Namespace,
         try:
             jobs = report_wandb.online_jobs(urls[0], out / "wandb_runs", args.group, args.tags, args.filter)
         except Exception as e:  # credentials, network, bad filters: one line, no traceback
-            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            parser.exit(2, f"error: {urls[0]}: {why}\n")
+            parser.exit(2, f"error: {urls[0]}: {report_wandb.first_line(e)}\n")
         if not jobs:
             parser.exit(2, f"error: {urls[0]}: no runs with saved plad job files match\n")
         return out, jobs, out, True

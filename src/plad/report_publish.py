@@ -17,7 +17,7 @@ import yaml
 from plad.report_jobs import Job
 from plad.report_tables import fmt_stat
 from plad.report_rows import Group, Row, build_groups, calibration, system_metric
-from plad.report_wandb import SCHEME
+from plad.report_wandb import SCHEME, first_line
 
 EXTRA = "wandb-reports"
 PREFIX = "eval"  # plad.evaluation.log_results logs metrics.json under eval/...
@@ -157,12 +157,8 @@ def publish_target(sources: list[str], project: str | None) -> tuple[str, str]:
     try:
         wandb.Api(timeout=30)
     except Exception as e:
-        raise RuntimeError(f"no W&B credentials or network ({_first_line(e)})") from None
+        raise RuntimeError(f"no W&B credentials or network ({first_line(e)})") from None
     return target[0], target[1]
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def publish(spec: dict[str, Any]) -> str:
@@ -172,4 +168,4 @@ def publish(spec: dict[str, Any]) -> str:
         report.save()
         return str(report.url)
     except Exception as e:  # network, permissions: one line
-        raise RuntimeError(f"W&B did not save the report ({_first_line(e)})") from None
+        raise RuntimeError(f"W&B did not save the report ({first_line(e)})") from None

@@ -70,6 +70,11 @@ def is_wandb_url(text: str) -> bool:
     return str(text).startswith(SCHEME)
 
 
+def first_line(e: BaseException) -> str:
+    """An error as one line (W&B's messages span several), for the report's one-line exits."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def _pairs(filters: Iterable[str]) -> list[tuple[str, Any]]:
     """``key=value`` items as (key, value); values parsed as YAML, so ``seed=0`` is the number 0."""
     out = []

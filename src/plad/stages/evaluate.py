@@ -29,28 +29,30 @@ def run(cfg: DictConfig, task: Any, data: Any, systems: dict[str, ModelRef], cac
         loggers: list[Any], extra: dict[str, Any]) -> dict[str, Any]:
     """metrics.json (+ samples, plots) of every system on ``eval.split`` in the run folder, and on each
     of ``eval.extra_splits`` in ``eval_<split>/`` (files only: the loggers get the main split's).
-    ``extra`` adds top-level entries to metrics.json. Returns the main split's metrics."""
-    metrics = _evaluate(cfg, task, data, systems, cache, run_dir, loggers, extra)
+    ``extra`` adds top-level entries to metrics.json. Returns the main split's metrics. One backend
+    and one judge serve every split (a model judge loads its weights once)."""
+    from plad.backends import make_backend
+
+    backend, judge = make_backend(cfg.get("generation")), instantiate(cfg.judge)
+    metrics = _evaluate(cfg, task, data, systems, cache, run_dir, loggers, extra, backend, judge)
     for split in cfg.eval.get("extra_splits") or []:
         other = cfg.copy()
         other.eval.split, other.eval.extra_splits, other.eval.baselines = split, [], {}  # baselines: eval.split's
-        _evaluate(other, task, data, systems, cache, run_dir / f"eval_{split}", [], extra)
+        _evaluate(other, task, data, systems, cache, run_dir / f"eval_{split}", [], extra, backend, judge)
     return metrics
 
 
 def _evaluate(cfg: DictConfig, task: Any, data: Any, systems: dict[str, ModelRef], cache: Path, run_dir: Path,
-              loggers: list[Any], extra: dict[str, Any]) -> dict[str, Any]:
+              loggers: list[Any], extra: dict[str, Any], backend: Any, judge: Any) -> dict[str, Any]:
     from plad.evaluation.evaluate import evaluate as run_evaluation
     from plad.evaluation.log_results import log_results
-    from plad.backends import make_backend
 
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     main = "student" if "student" in systems else "student_init"
-    backend = make_backend(cfg.get("generation"))
     output_cache = output_cache_entries(eval_cfg, task, systems, cache, backend.key())
     run_dir.mkdir(parents=True, exist_ok=True)
-    metrics = run_evaluation(systems, task, data[eval_cfg.get("split", "test")], eval_cfg, instantiate(cfg.judge),
-                             run_dir, main_system=main, baseline_outputs=dict(eval_cfg.get("baselines") or {}),
+    metrics = run_evaluation(systems, task, data[eval_cfg.get("split", "test")], eval_cfg, judge, run_dir,
+                             main_system=main, baseline_outputs=dict(eval_cfg.get("baselines") or {}),
                              output_cache=output_cache, extra=extra, backend=backend)
     log_results(loggers, metrics, run_dir)
     return metrics

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import forkserver
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -21,8 +22,8 @@ def _compose(*overrides: str):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    return forkserver.run([sys.executable, "train.py", *args], cwd=ROOT, env=forkserver.env(), capture_output=True,
+                          text=True, timeout=300)
 
 
 @pytest.mark.parametrize("task", TASKS)

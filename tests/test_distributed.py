@@ -85,14 +85,14 @@ def test_two_processes_of_batch_b_step_like_one_of_2b_and_like_two_accumulated_m
         assert max_diff(weights(run["accumulated"]), reference) <= 1e-5, loss
 
 
-def test_a_nonfinite_loss_on_one_rank_is_skipped_by_every_rank(whole: WholeRuns, monkeypatch):
+def test_a_nonfinite_loss_on_one_rank_is_skipped_by_every_rank(whole: WholeRuns):
     """Rank 1 alone sees a NaN loss on its second batch: both ranks skip that step (no backward, no
     update, not counted), DDP does not hang or desynchronise, and the run makes its 4 real steps."""
     import csv
 
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent))  # distributed_losses, in the children
     job = Job(whole.one.log_dir, "nan", ("debug=fast", *TWO, *HALF_SFT, "loss._target_=distributed_losses.RankOneNaN",
-                                         "stages=[sft,pairs,distill]"))
+                                         "stages=[sft,pairs,distill]"),
+              env={"PYTHONPATH": str(Path(__file__).resolve().parent)})  # distributed_losses, in the children
     finish(job)
     rows = list(csv.DictReader(open(next(job.run_dir.glob("csv/version_0/metrics.csv")))))
     skipped = [float(r["train/nonfinite_steps"]) for r in rows if r.get("train/nonfinite_steps")]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import forkserver
 import matplotlib.image as mpimg
 import pytest
 
@@ -33,7 +34,7 @@ def sweep(tmp_path_factory) -> Path:
     logs = tmp_path_factory.mktemp("wandb_logs")
     cmd = [sys.executable, "train.py", "-m", "loss=sft,ranking", "seed=0,1", "debug=fast", "logger=wandb",
            f"paths.log_dir={logs}"]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
+    res = forkserver.run(cmd, cwd=ROOT, env=forkserver.env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     (path,) = (logs / "multiruns").glob("*/*")
     return path

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import forkserver
 import torch
 from omegaconf import OmegaConf
 
@@ -52,7 +53,7 @@ def test_only_unfinished_runs_of_the_same_configuration_are_candidates(tmp_path)
     assert unfinished_runs(tmp_path, config_key(OmegaConf.create(cfg))) == [newer, same]
 
 
-def _wait_for_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
+def _wait_for_checkpoint(path: Path, proc: "subprocess.Popen | forkserver.ForkedProcess", timeout: float = 600) -> None:
     """Until ``path`` exists with a stable size (fully written), or fail if the job ends first."""
     deadline, last = time.time() + timeout, -1
     while time.time() < deadline:
@@ -66,10 +67,10 @@ def _wait_for_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 60
 
 
 def test_ckpt_path_last_resumes_a_killed_job(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    env = forkserver.env()
     common = [sys.executable, str(ROOT / "train.py"), "debug=fast", f"paths.log_dir={tmp_path / 'logs'}",
               "distill.max_steps=120", "distill.val_check_interval=20", "eval.calibration.n_prompts=2"]
-    first = subprocess.Popen([*common, f"hydra.run.dir={tmp_path / 'logs/runs/d/first'}"], env=env,
+    first = forkserver.start([*common, f"hydra.run.dir={tmp_path / 'logs/runs/d/first'}"], cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "logs/runs/d/first/checkpoints/last.ckpt"
     try:
@@ -80,8 +81,8 @@ def test_ckpt_path_last_resumes_a_killed_job(tmp_path):
     killed_at = torch.load(ckpt, weights_only=False, map_location="cpu")["global_step"]
     assert 0 < killed_at < 120
 
-    second = subprocess.run([*common, "ckpt_path=last", f"hydra.run.dir={tmp_path / 'logs/runs/d/second'}"],
-                            env=env, capture_output=True, text=True, timeout=900)
+    second = forkserver.run([*common, "ckpt_path=last", f"hydra.run.dir={tmp_path / 'logs/runs/d/second'}"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-2000:]
     assert f"resuming {ckpt}" in second.stdout + second.stderr
     with open(tmp_path / "logs/runs/d/second/csv/version_0/metrics.csv") as f:

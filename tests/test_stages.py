@@ -74,3 +74,36 @@ def test_a_stage_version_bump_moves_that_stage_and_its_dependents_only(tmp_path,
     assert keys()[0] == before[0] and keys()[1] != before[1]
     monkeypatch.setitem(STAGE_VERSIONS, "models", "sft-bumped")
     assert keys()[0] != before[0]
+
+
+def test_a_run_hides_the_heap_that_existed_before_it_from_the_collector_and_gives_it_back():
+    """Model releases call gc.collect(); over the imported stack each costs ~0.5 s, so a run freezes
+    what existed before it. Its own garbage must still be collected, and the heap unfrozen after
+    (unless the caller had frozen it: the test session)."""
+    import gc
+    import weakref
+
+    from plad.pipeline import _frozen_heap
+
+    class Node:
+        pass
+
+    gc.unfreeze()  # a plain process: nothing frozen before the run
+    try:
+        with _frozen_heap():
+            assert gc.get_freeze_count() > 0
+            node = Node()
+            node.me = node  # a cycle: only the collector frees it
+            alive = weakref.ref(node)
+            del node
+            gc.collect()
+            assert alive() is None
+        assert gc.get_freeze_count() == 0
+        gc.freeze()
+        frozen = gc.get_freeze_count()
+        with _frozen_heap():
+            pass
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.collect()
+        gc.freeze()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pytest
 from conftest import compose_run_config
 
@@ -263,8 +264,8 @@ def processes(data_dir, tmp_path_factory):
         log_dir = root / name.replace(" ", "_")
         cmd = [sys.executable, "train.py", "debug=fast", f"paths.log_dir={log_dir}",
                *[o.format(d=data_dir) for o in overrides]]
-        procs[name] = (log_dir, subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                                  text=True))
+        procs[name] = (log_dir, forkserver.start(cmd, cwd=ROOT, env=forkserver.env(), stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.PIPE, text=True))
     yield procs
     for _, proc in procs.values():
         proc.kill()

@@ -1,4 +1,5 @@
-"""A real ``train.py`` process that can be watched and killed with SIGKILL, and the comparisons the
+"""A real ``train.py`` process (forked from ``tests/forkserver``'s pre-imported server, or a plain
+one where that cannot be) that can be watched and killed with SIGKILL, and the comparisons the
 reliability tests make between finished runs (metrics without timings, distilled weights, cache
 entries' COMPLETE markers)."""
 from __future__ import annotations
@@ -15,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import forkserver  # tests/: a fork of a pre-imported server where it can be
+from forkserver import env
+
 ROOT = Path(__file__).resolve().parents[2]
 # The whole loop at debug=fast, with the student's SFT and the distillation long enough (about a
 # second each on one core) that a kill reliably lands inside them.
@@ -30,6 +34,7 @@ class Job:
     log_dir: Path
     name: str = "run"
     overrides: tuple[str, ...] = OVERRIDES
+    env: dict[str, str] = field(default_factory=dict)  # added to the test environment (forkserver.env)
     output: list[str] = field(default_factory=list)  # stdout + stderr of the latest process
 
     @property
@@ -56,15 +61,6 @@ class Outcome:
     cpu_seconds: float  # user + system time of the process and its children
 
 
-def env(hash_seed: int | None = None) -> dict[str, str]:
-    """One thread per process (the tests run several at once), no network, unbuffered output;
-    ``hash_seed`` pins PYTHONHASHSEED (else the process draws its own, as a user's would)."""
-    extra = {"PYTHONHASHSEED": str(hash_seed)} if hash_seed is not None else {}
-    base = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
-    return {**base, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline",
-            "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", **extra}
-
-
 def run(job: Job, kill_when: Callable[[Job], bool] | None = None, timeout: float = 600.0,
         poll: float = 0.005, hash_seed: int | None = None) -> Outcome:
     """Run ``job`` to the end, or SIGKILL its process group as soon as ``kill_when(job)`` holds.
@@ -76,8 +72,8 @@ def run(job: Job, kill_when: Callable[[Job], bool] | None = None, timeout: float
     job.output = []
     start = time.monotonic()
     with open(job.log_dir / f"{job.name}.out", "ab") as log:
-        proc = subprocess.Popen(job.command(), cwd=ROOT, env=env(hash_seed), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = forkserver.start(job.command(), cwd=ROOT, env=env(hash_seed, job.env), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
         reader = threading.Thread(target=_pump, args=(proc, job, log), daemon=True)
         reader.start()
         killed, cpu = False, None
@@ -98,8 +94,10 @@ def run(job: Job, kill_when: Callable[[Job], bool] | None = None, timeout: float
     return Outcome(proc.returncode, killed, time.monotonic() - start, cpu or 0.0)
 
 
-def _reap(proc: subprocess.Popen, block: bool) -> float | None:
+def _reap(proc: Any, block: bool) -> float | None:
     """Wait for the process like ``Popen.poll``/``wait``, keeping its CPU time; None while it runs."""
+    if isinstance(proc, forkserver.ForkedProcess):
+        return proc.cpu_seconds if (proc.wait() if block else proc.poll()) is not None else None
     pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
     if pid == 0:
         return None
@@ -107,7 +105,7 @@ def _reap(proc: subprocess.Popen, block: bool) -> float | None:
     return usage.ru_utime + usage.ru_stime
 
 
-def _pump(proc: subprocess.Popen, job: Job, log: Any) -> None:
+def _pump(proc: Any, job: Job, log: Any) -> None:
     """Copy the process's output into ``job.output`` as it arrives (progress bars end in \\r)."""
     fd = proc.stdout.fileno()  # type: ignore[union-attr]
     while chunk := os.read(fd, 1 << 16):

@@ -239,10 +239,18 @@ class _Server:
         self.path = os.path.join(tempfile.mkdtemp(prefix="plad-fork-"), "socket")
         self.proc = subprocess.Popen([sys.executable, __file__, self.path], env=env, cwd=Path(__file__).parent,
                                      stdin=DEVNULL, stdout=PIPE, text=True)
-        atexit.register(self.proc.kill)
+        atexit.register(self.stop)
         self.ready = self.proc.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
         if not self.ready:
             print(f"forkserver: did not start (status {self.proc.wait()}); plain processes instead", file=sys.stderr)
+
+
+    def stop(self) -> None:
+        import shutil
+
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
 
 
 _server: _Server | None = None

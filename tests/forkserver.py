@@ -93,9 +93,7 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
         code = 1
     try:
         threading._shutdown()  # type: ignore[attr-defined]  (joins non-daemon threads, as at exit)
-        import atexit as _atexit
-
-        _atexit._run_exitfuncs()
+        atexit._run_exitfuncs()  # type: ignore[attr-defined]
         sys.stdout.flush()
         sys.stderr.flush()
     finally:

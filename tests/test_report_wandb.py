@@ -6,7 +6,6 @@ folders too; --publish's report spec matches the table. Errors without credentia
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -24,7 +23,6 @@ from plad.report_wandb import filter_jobs, offline_jobs, run_ids
 ROOT = Path(__file__).resolve().parents[1]
 N_BOOT = "100"
 SAVED = (".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", "metrics.json", "samples.jsonl")
-ENV = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +201,7 @@ def test_wandb_url_errors_are_one_line(tmp_path, capsys):
 
 def test_wandb_url_without_credentials_exits_2_in_one_line(tmp_path):
     """For real: no API key, an unreachable server; it must fail fast, not hang."""
-    env = {k: v for k, v in ENV.items() if k != "WANDB_API_KEY"}
+    env = {k: v for k, v in forkserver.env().items() if k != "WANDB_API_KEY"}
     env.update(HOME=str(tmp_path), WANDB_CONFIG_DIR=str(tmp_path / "cfg"), WANDB_BASE_URL="http://127.0.0.1:9")
     res = subprocess.run([sys.executable, "-m", "plad.report", "wandb://x/y", "--out", str(tmp_path / "out")],
                          cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)

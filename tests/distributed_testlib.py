@@ -1,5 +1,5 @@
 """Helpers of the multi-process tests: real ``train.py`` runs (``tests/reliability/train_process``)
-on one or two processes, and comparisons of the distilled students' weights."""
+on one or two processes, and the distilled students' weights."""
 from __future__ import annotations
 
 import sys
@@ -17,11 +17,6 @@ HALF_SFT = ("model.teacher.sft.batch_size=4", "model.student.sft.batch_size=4")
 
 def weights(run_dir: Path) -> dict:
     return load_file(str(run_dir / "student" / "model.safetensors"))
-
-
-def max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
 def finish(job: Job) -> None:

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.numerics import assert_means_close
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from plad.backends.hf import HFBackend
@@ -72,10 +73,10 @@ def test_score_completions_matches_token_by_token_reference():
                             finished=[False, True, False])
     for i, (p, c) in enumerate(zip(prompts, completions)):
         ids = tok.encode(c, add_special_tokens=False)
-        assert got.mean_logp[i] == pytest.approx(_slow_mean_logp(model, tok, p, ids + [tok.eos_token_id]), abs=1e-4)
+        assert_means_close(got.mean_logp[i], _slow_mean_logp(model, tok, p, ids + [tok.eos_token_id]), len(ids) + 1)
         assert got.n_tokens[i] == len(ids) + 1
         if i != 1:  # an unfinished sample: exactly its tokens, no EOS it never generated
-            assert cut.mean_logp[i] == pytest.approx(_slow_mean_logp(model, tok, p, ids), abs=1e-4)
+            assert_means_close(cut.mean_logp[i], _slow_mean_logp(model, tok, p, ids), len(ids))
             assert cut.n_tokens[i] == len(ids)
 
 
@@ -98,5 +99,6 @@ def test_calibration_scores_a_truncated_sample_without_an_eos():
     for ex, cands, scores in zip(examples, gen.texts, out["points"]["scores"]):
         for c, s in zip(cands, scores):
             ids = tok.encode(c, add_special_tokens=False)
-            assert s == pytest.approx(_slow_mean_logp(model, tok, ex["prompt"], ids), abs=1e-4)
-            assert s != pytest.approx(_slow_mean_logp(model, tok, ex["prompt"], ids + [tok.eos_token_id]), abs=1e-4)
+            assert_means_close(s, _slow_mean_logp(model, tok, ex["prompt"], ids), len(ids))
+            with pytest.raises(AssertionError):  # with an EOS it never generated, the score would differ
+                assert_means_close(s, _slow_mean_logp(model, tok, ex["prompt"], ids + [tok.eos_token_id]), len(ids) + 1)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.numerics import assert_means_close
 from pairs_testlib import PROMPTS, tiny_llama, train_tokenizer
 from plad.backends.hf import HFBackend
 from plad.evaluation.decoding import decoding_settings, rerank
@@ -39,13 +40,13 @@ def test_degenerate_share_counts_outputs():
     assert degenerate_share(outs) == 0.5 and degenerate_share([]) == 0.0
 
 
-def _slow_mean_logp(model, tok, prompt: str, completion: str, finished: bool) -> float:
-    """Mean log p(completion (+ EOS if it generated one) | BOS + prompt), one unpadded sequence."""
+def _slow_mean_logp(model, tok, prompt: str, completion: str, finished: bool) -> tuple[float, int]:
+    """(mean log p(completion (+ EOS if it generated one) | BOS + prompt), tokens), one unpadded sequence."""
     prompt_ids = [tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)
     target = tok.encode(completion, add_special_tokens=False) + [tok.eos_token_id] * finished
     with torch.no_grad():
         logp = F.log_softmax(model(torch.tensor([prompt_ids + target])).logits[0].float(), -1)
-    return sum(logp[len(prompt_ids) - 1 + t, y].item() for t, y in enumerate(target)) / len(target)
+    return sum(logp[len(prompt_ids) - 1 + t, y].item() for t, y in enumerate(target)) / len(target), len(target)
 
 
 def test_rerank_returns_the_candidate_with_the_highest_mean_logp():
@@ -60,8 +61,8 @@ def test_rerank_returns_the_candidate_with_the_highest_mean_logp():
     assert r.candidates == samples
     assert {f for fs in gen.finished for f in fs} == {True, False}  # both kinds are scored below
     for prompt, cands, done, got, idx, scores in zip(prompts, samples, gen.finished, r.texts, r.chosen, r.scores):
-        slow = [_slow_mean_logp(model, tok, prompt, c, f) for c, f in zip(cands, done)]
-        assert scores == pytest.approx(slow, abs=1e-4)
+        slow, n_tokens = zip(*(_slow_mean_logp(model, tok, prompt, c, f) for c, f in zip(cands, done)))
+        assert_means_close(scores, slow, n_tokens)
         assert idx == max(range(len(slow)), key=slow.__getitem__) and got == cands[idx]
     assert any(i != 0 for i in r.chosen)  # the choice is not simply the first sample
     with pytest.raises(ValueError, match="eval.rerank.n"):

@@ -4,9 +4,10 @@ runs, started the way a user starts them (``python train.py trainer=ddp_sim trai
 * A whole 2-process run builds every stage once (rank 0 writes, the others wait and read), leaves
   one set of outputs and one cache entry per stage, and measures what the 1-process run measures.
 * The arithmetic: 2 processes x batch b == 1 process x batch 2b == 1 process x b with 2
-  accumulation steps (student weights within 1e-5), for ``ranking`` (with its NLL regulariser) and
-  ``dpo``. This holds only because every loss is normalised by the size of the global batch (all
-  ranks, all micro-batches), not per rank or per micro-batch (that gives ~4e-3).
+  accumulation steps (student weights within 1% of what the 6 steps can move them:
+  ``helpers.numerics.weight_tolerance``), for ``ranking`` (with its NLL regulariser) and ``dpo``.
+  This holds only because every loss is normalised by the size of the global batch (all ranks, all
+  micro-batches), not per rank or per micro-batch (that gives ~4e-3, 75% of it).
 * A NaN loss on one rank only is skipped by every rank.
 
 The whole runs are module fixtures; the other jobs reuse their SFT models and pairs (a multirun over
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from distributed_testlib import HALF_SFT, TWO, finish, max_diff, weights
+from omegaconf import OmegaConf
+from distributed_testlib import HALF_SFT, TWO, finish, weights
+from helpers.numerics import floats_close, max_weight_diff as max_diff, weight_tolerance
 from safetensors.torch import load_file
 from train_process import Job, results
 
@@ -55,11 +58,15 @@ def test_a_two_process_run_builds_each_stage_once_and_measures_what_one_process_
     assert outputs.count("metrics.json") == 1 and "run_summary.json" in outputs
     assert not any("rank1" in name for name in outputs if name.endswith((".json", ".jsonl", ".png")))
 
-    assert max_diff(weights(two.run_dir), weights(one.run_dir)) <= 1e-5
+    # debug=fast trains the student 4 SFT steps, then 4 distillation steps (the default loss's lr)
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    movement = 4 * (OmegaConf.load(configs / "model" / "llama.yaml").student.sft.lr
+                    + OmegaConf.load(configs / "loss" / "ranking.yaml").lr)
+    assert max_diff(weights(two.run_dir), weights(one.run_dir)) <= weight_tolerance(movement)
     a, b = results(one.run_dir), results(two.run_dir)
     assert a.keys() == b.keys()
     differ = {k: (a[k], b[k]) for k in a if a[k] != b[k] and not (
-        isinstance(a[k], float) and isinstance(b[k], float) and abs(a[k] - b[k]) <= 1e-5)}
+        isinstance(a[k], float) and isinstance(b[k], float) and floats_close(a[k], b[k]))}
     assert differ == {}
 
 
@@ -81,8 +88,9 @@ def test_two_processes_of_batch_b_step_like_one_of_2b_and_like_two_accumulated_m
         assert f"loss={loss}" in (run["two_b"] / ".hydra" / "overrides.yaml").read_text()
         reference = weights(run["one_2b"])
         assert max_diff(reference, initial) > 1e-3, loss  # the runs did train: equality below is not trivial
-        assert max_diff(weights(run["two_b"]), reference) <= 1e-5, loss
-        assert max_diff(weights(run["accumulated"]), reference) <= 1e-5, loss
+        tolerance = weight_tolerance(6 * 1e-3)  # 6 steps at lr 1e-3
+        assert max_diff(weights(run["two_b"]), reference) <= tolerance, loss
+        assert max_diff(weights(run["accumulated"]), reference) <= tolerance, loss
 
 
 def test_a_nonfinite_loss_on_one_rank_is_skipped_by_every_rank(whole: WholeRuns):
@@ -102,8 +110,6 @@ def test_a_nonfinite_loss_on_one_rank_is_skipped_by_every_rank(whole: WholeRuns)
 
 
 def _trainer_cfg(name: str, **over):
-    from omegaconf import OmegaConf
-
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "trainer" / f"{name}.yaml")
     cfg = OmegaConf.merge({k: v for k, v in cfg.items() if k != "defaults"}, over)
     return cfg

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from helpers.numerics import assert_sums_close
 from pairs_testlib import FakeTask, pairs_cfg, prompt_dataset, tiny_llama, tiny_t5, train_tokenizer
 
 from plad.models.encoding import encode_example, pad_batch
@@ -47,14 +48,17 @@ def module(ps, tok, family, inputs, **kw):
 
 
 def alone(model, tok, enc_dec, prompt, completion):
+    """(summed log-probability, scored tokens) of one sequence scored on its own."""
     batch = pad_batch([encode_example(tok, prompt, completion, enc_dec, **LENS)], tok.pad_token_id, enc_dec)
-    return sequence_logprobs(model, **batch).sum_logp.item()
+    out = sequence_logprobs(model, **batch)
+    return out.sum_logp.item(), out.n_tokens.item()
 
 
 def batch_logp(model, batch):
+    """([B, K] summed log-probabilities, [B, K] scored tokens) of a collated batch."""
     with torch.no_grad():
-        lp = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"]).sum_logp
-    return lp.view(batch["mask"].shape)
+        out = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    return out.sum_logp.view(batch["mask"].shape), out.n_tokens.view(batch["mask"].shape)
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
@@ -67,14 +71,16 @@ def test_pairwise_batches_score_like_single_pairs(setup_, tok, padding_side):
     rows = ps.pairwise.to_list()
     seen = 0
     for batch in dm.loader(dm.train_dataset):
-        lp = batch_logp(model, batch)
+        lp, n_tokens = batch_logp(model, batch)
         for b in range(lp.shape[0]):
             r = rows[seen + b]
-            expected = [alone(model, tok, family == "t5", r["prompt"], r[c]) for c in ("chosen", "rejected")]
-            assert lp[b].tolist() == pytest.approx(expected, abs=1e-4)
+            expected, n = zip(*(alone(model, tok, family == "t5", r["prompt"], r[c]) for c in ("chosen", "rejected")))
+            assert n_tokens[b].tolist() == list(n)
+            assert_sums_close(lp[b], expected, n)
             assert batch["quality"][b].tolist() == [r["chosen_score"], r["rejected_score"]]
         # the reference log-probs precomputed at pair building are the initial student's own
-        assert torch.allclose(batch["ref_logp"], lp, atol=1e-4) and batch["mask"].all()
+        assert_sums_close(batch["ref_logp"], lp, n_tokens)
+        assert batch["mask"].all()
         seen += lp.shape[0]
     assert seen == len(rows)
 
@@ -87,16 +93,16 @@ def test_listwise_batches_pad_ragged_candidates(setup_, tok):
     assert len(set(sizes)) > 1
     seen = 0
     for batch in dm.loader(dm.train_dataset):
-        lp = batch_logp(model, batch)
+        lp, n_tokens = batch_logp(model, batch)
         chunk = rows[seen:seen + lp.shape[0]]
         assert lp.shape[1] == max(len(r["candidates"]) for r in chunk)  # K fixed per batch
         assert batch["mask"].tolist() == [[k < len(r["candidates"]) for k in range(lp.shape[1])] for r in chunk]
         assert batch["n_teacher"].tolist() == [r["n_teacher"] for r in chunk]
         for b, r in enumerate(chunk):
-            expected = [alone(model, tok, family == "t5", r["prompt"], c) for c in r["candidates"]]
-            assert lp[b, :len(expected)].tolist() == pytest.approx(expected, abs=1e-4)
+            expected, n = zip(*(alone(model, tok, family == "t5", r["prompt"], c) for c in r["candidates"]))
+            assert_sums_close(lp[b, :len(expected)], expected, n)
             assert batch["quality"][b, :len(expected)].tolist() == r["scores"]
-        assert torch.allclose(batch["ref_logp"][batch["mask"]], lp[batch["mask"]], atol=1e-4)
+        assert_sums_close(batch["ref_logp"][batch["mask"]], lp[batch["mask"]], n_tokens[batch["mask"]])
         assert torch.isfinite(lp).all()
         seen += lp.shape[0]
     assert seen == len(rows)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.numerics import assert_sums_close
 from pairs_testlib import FakeTask, load_tiny, pairs_cfg, prompt_dataset, save_tiny, spy, train_tokenizer
 
 import plad.generation as generation
@@ -206,7 +207,8 @@ def scripted(monkeypatch, script):
 
 def alone_logp(model, tok, prompt, completion):
     batch = pad_batch([encode_example(tok, prompt, completion, False, 64, 6)], tok.pad_token_id, False)
-    return sequence_logprobs(model, **batch).sum_logp.item()
+    out = sequence_logprobs(model, **batch)
+    return out.sum_logp.item(), out.n_tokens.item()
 
 
 def test_filters_scores_and_drop_counts(models, tmp_path, monkeypatch):
@@ -228,7 +230,7 @@ def test_filters_scores_and_drop_counts(models, tmp_path, monkeypatch):
     assert ps.stats["teacher"]["empty"] == 1 and ps.stats["student"]["samples"] == 6
     model, tok = models["S"]
     for col, text in (("chosen", row["chosen"]), ("rejected", row["rejected"]), ("reference", row["reference"])):
-        assert row[f"ref_{col}_logp"] == pytest.approx(alone_logp(model, tok, row["prompt"], text), abs=1e-4)
+        assert_sums_close(row[f"ref_{col}_logp"], *alone_logp(model, tok, row["prompt"], text))
     unfiltered = run(models, tmp_path, prompts=ds, **oracle)
     assert unfiltered.stats["pairwise"]["kept"] == 3 and unfiltered.path != ps.path
 
@@ -248,8 +250,8 @@ def test_listwise_rows_dedupe_and_count(models, tmp_path, monkeypatch):
     assert ps.stats["listwise"] == {"rows": 2, "dropped_prompts": 1, "dropped_candidates": {"empty": 2, "duplicate": 4}}
     model, tok = models["S"]
     r = ps.listwise[1]
-    assert r["ref_candidates_logp"] == pytest.approx([alone_logp(model, tok, r["prompt"], c) for c in r["candidates"]],
-                                                     abs=1e-4)
+    expected, n_tokens = zip(*(alone_logp(model, tok, r["prompt"], c) for c in r["candidates"]))
+    assert_sums_close(r["ref_candidates_logp"], expected, n_tokens)
 
 
 @pytest.mark.parametrize("num_labels", [1, 2])

@@ -49,7 +49,7 @@ class FakeBackend(Backend):
 
     def generate(self, ref, prompts, sampling, *, batch_size=16, desc="generate", progress=True):
         _, tok = ref.load()
-        texts, counts, finished = [], [], []
+        texts, counts, finished, token_ids = [], [], [], []
         for p in prompts:
             ids = encode_prompt(tok, p, False, sampling.max_prompt_tokens)
             samples = _fake_samples(ids, sampling.n, sampling.seed if sampling.do_sample else None,
@@ -57,7 +57,8 @@ class FakeBackend(Backend):
             texts.append([tok.decode(s, skip_special_tokens=True).strip() for s in samples])
             counts.append([len(s) for s in samples])
             finished.append([s[-1] == tok.eos_token_id for s in samples])
-        return GenerationOutput(texts, counts, 0.0, finished)
+            token_ids.append([s[:-1] if s[-1] == tok.eos_token_id else s for s in samples])
+        return GenerationOutput(texts, counts, 0.0, finished, token_ids)
 
 
 def install_fake_vllm(monkeypatch) -> list:

@@ -87,7 +87,8 @@ class _Identity:
 
 def test_calibration_scores_a_truncated_sample_without_an_eos():
     """An untrained model never emits EOS within 3 tokens: every calibration sample is cut at the
-    budget, and its score must be the mean log-likelihood of exactly the 3 generated tokens."""
+    budget, and its score must be the mean log-likelihood of exactly the 3 generated tokens (their
+    ids, not the decoded text's, which may re-encode to others)."""
     texts = ["alpha beta gamma delta", "one two three four five", "red green blue"]
     model, tok = _tiny(texts)
     examples = [{"prompt": t} for t in texts]
@@ -96,9 +97,9 @@ def test_calibration_scores_a_truncated_sample_without_an_eos():
     assert not any(f for fs in gen.finished for f in fs) and all(n == 3 for ns in gen.n_tokens for n in ns)
     out = calibration_diagnostics(HFBackend(), ModelRef.in_memory(model, tok), _Identity(), examples, k=2, max_new_tokens=3, seed=0,
                                   max_prompt_tokens=64, progress=False)
-    for ex, cands, scores in zip(examples, gen.texts, out["points"]["scores"]):
-        for c, s in zip(cands, scores):
-            ids = tok.encode(c, add_special_tokens=False)
+    for ex, cands, scores in zip(examples, gen.token_ids, out["points"]["scores"]):
+        for ids, s in zip(cands, scores):  # the generated ids, scored as they were sampled
+            assert len(ids) == 3
             assert_means_close(s, _slow_mean_logp(model, tok, ex["prompt"], ids), len(ids))
             with pytest.raises(AssertionError):  # with an EOS it never generated, the score would differ
                 assert_means_close(s, _slow_mean_logp(model, tok, ex["prompt"], ids + [tok.eos_token_id]), len(ids) + 1)

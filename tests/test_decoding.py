@@ -40,10 +40,10 @@ def test_degenerate_share_counts_outputs():
     assert degenerate_share(outs) == 0.5 and degenerate_share([]) == 0.0
 
 
-def _slow_mean_logp(model, tok, prompt: str, completion: str, finished: bool) -> tuple[float, int]:
-    """(mean log p(completion (+ EOS if it generated one) | BOS + prompt), tokens), one unpadded sequence."""
+def _slow_mean_logp(model, tok, prompt: str, ids: list[int], finished: bool) -> tuple[float, int]:
+    """(mean log p(generated ids (+ EOS if it generated one) | BOS + prompt), tokens), one unpadded sequence."""
     prompt_ids = [tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)
-    target = tok.encode(completion, add_special_tokens=False) + [tok.eos_token_id] * finished
+    target = list(ids) + [tok.eos_token_id] * finished
     with torch.no_grad():
         logp = F.log_softmax(model(torch.tensor([prompt_ids + target])).logits[0].float(), -1)
     return sum(logp[len(prompt_ids) - 1 + t, y].item() for t, y in enumerate(target)) / len(target), len(target)
@@ -55,13 +55,13 @@ def test_rerank_returns_the_candidate_with_the_highest_mean_logp():
     prompts = PROMPTS[:6]
     kw = dict(temperature=1.3, top_p=1.0, top_k=0, seed=5, max_new_tokens=8, max_prompt_tokens=64)
     r = rerank(HFBackend(), ModelRef.in_memory(model, tok), prompts, n=5, batch_size=4, progress=False, **kw)
-    # The same seeded samples, scored independently one sequence at a time.
+    # The same seeded samples, scored independently one sequence at a time, as they were generated.
     gen = generate(model, tok, prompts, num_return_sequences=5, do_sample=True, batch_size=2, progress=False, **kw)
-    samples = gen.texts
-    assert r.candidates == samples
+    assert r.candidates == gen.texts
     assert {f for fs in gen.finished for f in fs} == {True, False}  # both kinds are scored below
-    for prompt, cands, done, got, idx, scores in zip(prompts, samples, gen.finished, r.texts, r.chosen, r.scores):
-        slow, n_tokens = zip(*(_slow_mean_logp(model, tok, prompt, c, f) for c, f in zip(cands, done)))
+    for prompt, cands, ids, done, got, idx, scores in zip(prompts, gen.texts, gen.token_ids, gen.finished, r.texts,
+                                                         r.chosen, r.scores):
+        slow, n_tokens = zip(*(_slow_mean_logp(model, tok, prompt, i, f) for i, f in zip(ids, done)))
         assert_means_close(scores, slow, n_tokens)
         assert idx == max(range(len(slow)), key=slow.__getitem__) and got == cands[idx]
     assert any(i != 0 for i in r.chosen)  # the choice is not simply the first sample

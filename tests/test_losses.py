@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from helpers.configs import loss_config, loss_names
 from omegaconf import OmegaConf
 
 from plad.losses import (CalibrationLoss, DPOLoss, IPOLoss, KDLoss, ListwiseLoss, MarginLoss,
@@ -17,7 +18,6 @@ from plad.losses import (CalibrationLoss, DPOLoss, IPOLoss, KDLoss, ListwiseLoss
 from plad.losses.sft import SFTOracleLoss
 from plad.module import build_loss
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "loss"
 
 # Two pairs: mean scores [[-1, -1], [-2, -3]], summed [[-2, -4], [-6, -3]].
 LOGP = [[-2.0, -4.0], [-6.0, -3.0]]
@@ -55,6 +55,16 @@ def test_ranking_inactive_hinge_has_no_gradient() -> None:
     RankingLoss(beta=0.5, score="mean")(s)[0].backward()
     assert s.logp.grad[1].abs().sum().item() == 0.0  # second pair satisfies the margin
     assert s.logp.grad[0].tolist() == pytest.approx([-1 / 2 / 2, 1 / 4 / 2])  # d/dlogp of mean score, / 2 pairs
+
+
+def test_ranking_without_rejected_grad_has_the_same_value_and_moves_only_y_plus() -> None:
+    s, t = scores(grad=True), scores(grad=True)
+    full, stopped = RankingLoss(beta=0.5)(s)[0], RankingLoss(beta=0.5, rejected_grad=False)(t)[0]
+    assert stopped.item() == full.item()
+    full.backward()
+    stopped.backward()
+    assert t.logp.grad[:, 0].tolist() == s.logp.grad[:, 0].tolist()  # y+ as before
+    assert s.logp.grad[0, 1].item() != 0.0 and t.logp.grad[:, 1].abs().sum().item() == 0.0  # y- untouched
 
 
 def test_margin_scales_with_quality_gap() -> None:
@@ -206,7 +216,7 @@ def test_kd_vocab_mismatch_and_tokenizer_check() -> None:
 # --------------------------------------------------------------------------- validation and configs
 @pytest.mark.parametrize("cls, kwargs, field", [
     (RankingLoss, {"beta": -1.0}, "loss.beta"), (RankingLoss, {"score": "max"}, "loss.score"),
-    (RankingLoss, {"reg_weight": -0.1}, "loss.reg_weight"), (MarginLoss, {"beta": -2.0}, "loss.beta"),
+    (RankingLoss, {"reg_weight": -0.1}, "loss.reg_weight"), (RankingLoss, {"rejected_grad": "no"}, "loss.rejected_grad"), (MarginLoss, {"beta": -2.0}, "loss.beta"),
     (ListwiseLoss, {"method": "lambda"}, "loss.method"), (ListwiseLoss, {"temperature": 0.0}, "loss.temperature"),
     (DPOLoss, {"beta": 0.0}, "loss.beta"), (DPOLoss, {"label_smoothing": 0.5}, "loss.label_smoothing"),
     (IPOLoss, {"beta": -0.1}, "loss.beta"), (SimPOLoss, {"gamma": -1.0}, "loss.gamma"),
@@ -231,17 +241,23 @@ def test_missing_inputs_and_wrong_shapes_fail_clearly() -> None:
 def test_configs_instantiate_with_documented_defaults() -> None:
     expected = {"ranking": RankingLoss, "margin": MarginLoss, "listwise": ListwiseLoss, "dpo": DPOLoss,
                 "ipo": IPOLoss, "simpo": SimPOLoss, "sft": SFTLoss, "sft_oracle": SFTOracleLoss,
-                "seqkd": SeqKDLoss, "kd": KDLoss}
-    assert sorted(p.stem for p in CONFIGS.glob("*.yaml")) == sorted(expected)
+                "seqkd": SeqKDLoss, "kd": KDLoss, "ranking_no_reg": RankingLoss, "ranking_y_plus": RankingLoss,
+                "ranking_sum": RankingLoss}
+    assert loss_names() == sorted(expected)
     for name, cls in expected.items():
-        cfg = OmegaConf.load(CONFIGS / f"{name}.yaml")
+        cfg = loss_config(name)
         assert cfg.lr > 0, name  # every method has its own distill learning rate ...
         with pytest.raises(InstantiationException, match="lr"):
             instantiate(cfg)  # ... which is not a loss argument,
         loss = build_loss(cfg)  # so it is stripped in one place
         assert type(loss) is cls, name
-        if name not in ("ranking", "margin", "listwise"):
+        if name not in ("ranking", "margin", "listwise", "ranking_y_plus", "ranking_sum"):
             assert loss.reg_weight == 0.0, name
+    # the ablation variants differ from ranking in exactly what their names say
+    ranking = OmegaConf.to_container(loss_config("ranking"))
+    for name, change in {"ranking_no_reg": {"reg_weight": 0.0}, "ranking_y_plus": {"rejected_grad": False},
+                         "ranking_sum": {"score": "sum", "beta": 6.0}}.items():
+        assert OmegaConf.to_container(loss_config(name)) == {**ranking, **change}, name
 
 
 def test_cross_entropy_baselines_declare_their_data() -> None:

@@ -47,9 +47,11 @@ def module(ps, tok, family, inputs, **kw):
     return dm
 
 
-def alone(model, tok, enc_dec, prompt, completion):
-    """(summed log-probability, scored tokens) of one sequence scored on its own."""
-    batch = pad_batch([encode_example(tok, prompt, completion, enc_dec, **LENS)], tok.pad_token_id, enc_dec)
+def alone(model, tok, enc_dec, prompt, completion, finished=True):
+    """(summed log-probability, scored tokens) of one sequence scored on its own: a completion is
+    generated ids (with an EOS only when it ``finished``) or a reference text."""
+    batch = pad_batch([encode_example(tok, prompt, completion, enc_dec, **LENS, eos=finished)], tok.pad_token_id,
+                      enc_dec)
     out = sequence_logprobs(model, **batch)
     return out.sum_logp.item(), out.n_tokens.item()
 
@@ -74,7 +76,8 @@ def test_pairwise_batches_score_like_single_pairs(setup_, tok, padding_side):
         lp, n_tokens = batch_logp(model, batch)
         for b in range(lp.shape[0]):
             r = rows[seen + b]
-            expected, n = zip(*(alone(model, tok, family == "t5", r["prompt"], r[c]) for c in ("chosen", "rejected")))
+            expected, n = zip(*(alone(model, tok, family == "t5", r["prompt"], r[f"{c}_ids"], r[f"{c}_finished"])
+                                for c in ("chosen", "rejected")))
             assert n_tokens[b].tolist() == list(n)
             assert_sums_close(lp[b], expected, n)
             assert batch["quality"][b].tolist() == [r["chosen_score"], r["rejected_score"]]
@@ -99,7 +102,8 @@ def test_listwise_batches_pad_ragged_candidates(setup_, tok):
         assert batch["mask"].tolist() == [[k < len(r["candidates"]) for k in range(lp.shape[1])] for r in chunk]
         assert batch["n_teacher"].tolist() == [r["n_teacher"] for r in chunk]
         for b, r in enumerate(chunk):
-            expected, n = zip(*(alone(model, tok, family == "t5", r["prompt"], c) for c in r["candidates"]))
+            expected, n = zip(*(alone(model, tok, family == "t5", r["prompt"], c, f)
+                                for c, f in zip(r["candidates_ids"], r["candidates_finished"])))
             assert_sums_close(lp[b, :len(expected)], expected, n)
             assert batch["quality"][b, :len(expected)].tolist() == r["scores"]
         assert_sums_close(batch["ref_logp"][batch["mask"]], lp[batch["mask"]], n_tokens[batch["mask"]])

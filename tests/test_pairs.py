@@ -198,10 +198,13 @@ def test_black_box_mismatch_stops_the_run(models, tmp_path, rows, message):
 
 
 def scripted(monkeypatch, script):
-    """Replace sampling by fixed outputs per (role, prompt)."""
+    """Replace sampling by fixed outputs per (role, prompt): samples that ended with EOS, their ids
+    the text's own."""
     def fake(model, tok, prompts, **kw):
         texts = [script[kw["desc"].split()[0]][p] for p in prompts]
-        return GenerationOutput(texts, [[len(t) for t in ts] for ts in texts], 0.0)
+        ids = [[tok(t, add_special_tokens=False)["input_ids"] for t in ts] for ts in texts]
+        return GenerationOutput(texts, [[len(i) + 1 for i in ts] for ts in ids], 0.0,
+                                [[True] * len(ts) for ts in texts], ids)
     monkeypatch.setattr(generation, "generate", fake)
 
 
@@ -226,7 +229,8 @@ def test_filters_scores_and_drop_counts(models, tmp_path, monkeypatch):
     assert (row["chosen"], row["rejected"], row["chosen_score"], row["rejected_score"]) == ("good answer", "bad", 1, 0)
     st = ps.stats["pairwise"]
     assert st["kept"] == 1 and st["candidates"] == 6
-    assert st["dropped"] == {"empty_chosen": 1, "empty_rejected": 1, "identical": 1, "filtered_by_score": 2}
+    assert st["dropped"] == {"empty_chosen": 1, "empty_rejected": 1, "cut_chosen": 0, "cut_rejected": 0,
+                             "identical": 1, "filtered_by_score": 2}
     assert ps.stats["teacher"]["empty"] == 1 and ps.stats["student"]["samples"] == 6
     model, tok = models["S"]
     for col, text in (("chosen", row["chosen"]), ("rejected", row["rejected"]), ("reference", row["reference"])):
@@ -243,11 +247,13 @@ def test_listwise_rows_dedupe_and_count(models, tmp_path, monkeypatch):
     ps = run(models, tmp_path, prompts=ds, n_teacher=2, n_student=2)
     assert [(r["id"], r["chosen"], r["rejected"]) for r in ps.pairwise] == [
         ("p0", "A", "B"), ("p0", "A", "B"), ("p1", "C", "D"), ("p2", "E", "F"), ("p2", "F", "E")]
-    assert ps.stats["pairwise"]["dropped"] == {"empty_chosen": 2, "empty_rejected": 2, "identical": 3,
+    assert ps.stats["pairwise"]["dropped"] == {"empty_chosen": 2, "empty_rejected": 2, "cut_chosen": 0,
+                                               "cut_rejected": 0, "identical": 3,
                                                "filtered_by_score": 0}
     assert [(r["id"], r["candidates"], r["n_teacher"]) for r in ps.listwise] == [
         ("p0", ["A", "B"], 1), ("p1", ["C", "D"], 1)]
-    assert ps.stats["listwise"] == {"rows": 2, "dropped_prompts": 1, "dropped_candidates": {"empty": 2, "duplicate": 4}}
+    assert ps.stats["listwise"] == {"rows": 2, "dropped_prompts": 1, "dropped_candidates": {"empty": 2, "cut": 0,
+                                                                                       "duplicate": 4}}
     model, tok = models["S"]
     r = ps.listwise[1]
     expected, n_tokens = zip(*(alone_logp(model, tok, r["prompt"], c) for c in r["candidates"]))

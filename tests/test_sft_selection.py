@@ -52,7 +52,7 @@ def test_saved_model_is_the_best_validation_step(tmp_path):
     assert list(steps) == list(range(3, 3 * len(steps) + 1, 3))
 
     # Chosen = argmin of the curve; not the last check: training stopped `patience` checks later.
-    assert stats["chosen_step"] == steps[best] and stats["best_val_loss"] == pytest.approx(values[best])
+    assert stats["chosen_step"] == steps[best] and stats["best_value"] == pytest.approx(values[best])
     assert best < len(values) - 1 and stats["stopped_early"] and stats["steps"] < 90
     assert len(values) == best + 1 + 3
 
@@ -61,6 +61,36 @@ def test_saved_model_is_the_best_validation_step(tmp_path):
     saved, saved_tok = load_saved(tmp_path / "saved")
     assert _val_nll(saved, saved_tok) == pytest.approx(values[best], abs=1e-4)
     assert values[-1] - values[best] > 0.1
+
+
+def _placeholder_share(outputs: list[str]) -> float:
+    """A task-free quality: the share of outputs that contain a placeholder."""
+    return sum("[NAME]" in o for o in outputs) / len(outputs)
+
+
+def test_val_quality_keeps_the_step_whose_greedy_outputs_score_best(tmp_path):
+    """sft.monitor=val_quality: the curve is the quality of greedy outputs on the validation prompts
+    (higher is better), the saved weights are its argmax, whatever the validation NLL did."""
+    from plad.generation import generate
+
+    tok = train_tokenizer()
+    model = tiny_llama(tok, seed=0)
+    spec = OmegaConf.create({"batch_size": 4, "lr": 1e-2, "max_steps": 45, "warmup_steps": 0,
+                             "monitor": "val_quality"})
+    model, stats = fit_sft(OmegaConf.create(CFG), model, tok, spec, TRAIN, VALIDATION, tmp_path, "student", seed=0,
+                           quality=_placeholder_share)
+    steps, values = zip(*stats["curve"])
+    best = max(range(len(values)), key=values.__getitem__)  # the first of equal maxima
+    assert stats["selection"]["monitor"] == "val_quality" and stats["chosen_step"] == steps[best]
+    assert len(set(values)) > 1  # the curve moved: the choice was not trivial
+    with open(tmp_path / "sft_student" / "version_0" / "metrics.csv") as f:
+        logged = [float(r["sft/val_quality"]) for r in csv.DictReader(f) if r.get("sft/val_quality")]
+    assert logged == pytest.approx(list(values))
+    out = generate(model, tok, list(VALIDATION["prompt"]), do_sample=False, max_new_tokens=12, max_prompt_tokens=32,
+                   progress=False)
+    assert _placeholder_share([t[0] for t in out.texts]) == pytest.approx(values[best])
+    with pytest.raises(ValueError, match=r"^sft.monitor: val_quality needs the task's quality of outputs"):
+        fit_sft(OmegaConf.create(CFG), tiny_llama(tok, seed=0), tok, spec, TRAIN, VALIDATION, tmp_path, "x", seed=0)
 
 
 @pytest.mark.parametrize("key,value", [("val_check_interval", 0), ("patience", 0), ("monitor", "bleu"),
@@ -88,3 +118,28 @@ def test_student_sft_cache_follows_the_run_seed_teacher_the_data_seed(run_pipeli
     stats = [json.loads((p / "sft_stats.json").read_text()) for p in students]
     assert sorted(s["seed"] for s in stats) == [0, 1]
     assert all(s["chosen_step"] == 2 and s["curve"][-1][0] == 2 and not s["stopped_early"] for s in stats)
+
+
+def test_the_student_sees_its_label_budget_and_copy_pretrains_on_unlabeled_texts_only(run_pipeline, tmp_path):
+    """debug=fast: the student's SFT on the first 32 of 64 train rows (its label budget), the
+    teacher's on all 64, each after 4 copy pretraining steps on the unlabeled texts. The sft
+    baseline's data module serves the student's 32 rows."""
+    from plad.stages.sft import copy_rows
+    from plad.tasks.anonymization import AnonymizationTask
+
+    logs = tmp_path / "logs"
+    run_pipeline("debug=fast", "stages=[sft]", "model.teacher.sft.max_steps=1", log_dir=logs)
+    stats = {p.name.split("-")[1]: json.loads((p / "sft_stats.json").read_text())
+             for p in (logs / "cache" / "models").glob("llama-*")}
+    assert stats["student"]["train_examples"] == 32 and stats["teacher"]["train_examples"] == 64
+    for role in ("student", "teacher"):
+        assert stats[role]["pretrain"]["texts"] == 32 and stats[role]["pretrain"]["steps"] == 4
+
+    task = AnonymizationTask(seed=0, n_train=64, n_unlabeled=32, n_validation=16, n_test=16)
+    data = task.load()
+    rows = copy_rows(task, data["unlabeled"], "Repeat: {text}\nOutput:")
+    assert rows[0] == {"prompt": f"Repeat: {data['unlabeled'][0]['text']}\nOutput:",
+                       "reference": data["unlabeled"][0]["text"]}  # the input text, never its reference
+    assert all(r["reference"] != u["reference"] for r, u in zip(rows, data["unlabeled"]))
+    dm = SFTDataModule.for_distillation(data, train_tokenizer(), False, 8, 32, 12, val_size=4, train_examples=32)
+    assert dm.train["id"] == data["train"]["id"][:32]

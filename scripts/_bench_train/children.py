@@ -42,6 +42,10 @@ def run_plad(work: Path, a: argparse.Namespace) -> dict[str, Any]:
     ref_r = [logp[p, x] for p, x in zip(prompts, rejected)]
     entry = work / "plad_pairs"
     store.remove(entry)
+    # The pair cache's layout: texts that end (references), served as their own token ids.
+    for col, texts in (("chosen", chosen), ("rejected", rejected)):
+        text = text.add_column(f"{col}_ids", [tok(x, add_special_tokens=False)["input_ids"] for x in texts])
+        text = text.add_column(f"{col}_finished", [True] * len(texts))
     store.write_entry(entry, {"pairwise": text.add_column("ref_chosen_logp", ref_c)
                               .add_column("ref_rejected_logp", ref_r), "listwise": None},
                       {"ref_lengths": {"max_prompt_tokens": c["max_prompt_tokens"],

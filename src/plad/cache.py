@@ -65,8 +65,8 @@ STAGE_VERSIONS = {
     "data": "data-v1",                # task splits (the task's own CODE_VERSION covers its generator)
     "tokenizers": "tokenizer-v1",     # trained or GGUF-converted tokenizers
     "models": "sft-v2",               # SFT'd teacher / initial student (v2: chosen on validation)
-    "pairs": "pairs-v1",              # pseudo-preference pairs
-    "pair_tokens": "pair-tokens-v1",  # a pair set tokenised for one tokenizer and length budget
+    "pairs": "pairs-v2",              # pseudo-preference pairs (v2: generated token ids + finished flags)
+    "pair_tokens": "pair-tokens-v2",  # a pair set tokenised for one tokenizer and length budget (v2: ids)
     "eval": "eval-v2",                # outputs of fixed models on the evaluation split (v2: decoding keys)
 }
 
@@ -77,6 +77,28 @@ def stage_key(stage: str, *parts: Any) -> str:
     if stage not in STAGE_VERSIONS:
         raise KeyError(f"cache stage: expected one of {list(STAGE_VERSIONS)}, got {stage!r}")
     return fingerprint(stage, STAGE_VERSIONS[stage], *parts)
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write a whole file or none: into a temporary sibling, flushed to disk, then renamed over
+    ``path``. A reader (a later step, ``ckpt_path=last``, the report) never sees half a file, and a
+    kill or a full disk mid-write leaves the previous version (or nothing) in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
 
 
 def file_hash(path: str | os.PathLike, length: int = 16) -> str:
@@ -125,10 +147,14 @@ def verify(path: str | os.PathLike) -> str | None:
     if not text.strip():
         return "empty COMPLETE marker"
     try:
-        files = json.loads(text)["files"]
-        listed = [(str(rel), int(size), str(digest)) for rel, (size, digest) in files.items()]
+        marker = json.loads(text)
+        listed = [(str(rel), int(size), str(digest)) for rel, (size, digest) in marker["files"].items()]
     except (ValueError, KeyError, TypeError, AttributeError):
         return "COMPLETE marker has no readable manifest (older or damaged marker)"
+    if marker.get("format") != MARKER_FORMAT:
+        return f"COMPLETE marker format {marker.get('format')!r}, this code writes {MARKER_FORMAT}"
+    if marker.get("fingerprint") != path.name:
+        return f"COMPLETE marker belongs to {marker.get('fingerprint')!r} (an entry copied under another key)"
     try:
         signature: list[Any] = [(path / MARKER).stat().st_mtime_ns]
     except OSError:

@@ -18,24 +18,53 @@ from plad.models.logprobs import is_encoder_decoder
 from plad.module import DistillModule, SFTModule
 from plad.resume import resolve_ckpt_path
 
-# sft_selection.monitor -> the metric SFTModule logs (lower is better).
-SFT_MONITORS = {"val_loss": "sft/val_loss"}
+# sft_selection.monitor (or a role's sft.monitor) -> (the logged metric, "min" | "max"). val_loss:
+# token-averaged validation NLL, logged by SFTModule. val_quality: the task's quality of greedy
+# outputs on the validation split (ValidationQuality): a small model fine-tuned on few labels keeps
+# improving its outputs long after its validation NLL has turned up (it grows confident, and its
+# few errors cost more nats), so NLL would choose an under-trained checkpoint.
+SFT_MONITORS = {"val_loss": ("sft/val_loss", "min"), "val_quality": ("sft/val_quality", "max")}
 
 
 def _trainer(cfg: DictConfig, max_steps: int, **overrides: Any) -> L.Trainer:
     return instantiate(cfg.trainer, max_steps=max_steps, **overrides)
 
 
+def check_monitor(value: Any, field: str) -> str:
+    if value not in SFT_MONITORS:
+        raise ValueError(f"{field}: expected one of {list(SFT_MONITORS)}, got {value!r}")
+    return value
+
+
 def check_sft_selection(sel: DictConfig) -> None:
     """Fail before any training when ``sft_selection`` holds a bad value (one line naming the field)."""
-    if sel.monitor not in SFT_MONITORS:
-        raise ValueError(f"sft_selection.monitor: expected one of {list(SFT_MONITORS)}, got {sel.monitor!r}")
+    check_monitor(sel.monitor, "sft_selection.monitor")
     for key, lo in (("val_check_interval", 1), ("patience", 1)):
         v = sel[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"sft_selection.{key}: expected an integer >= {lo}, got {v!r}")
     if isinstance(sel.min_delta, bool) or not isinstance(sel.min_delta, (int, float)) or sel.min_delta < 0:
         raise ValueError(f"sft_selection.min_delta: expected a number >= 0, got {sel.min_delta!r}")
+
+
+class ValidationQuality(L.Callback):
+    """Logs ``sft/val_quality`` after each validation: ``quality(outputs)`` of the model's greedy
+    outputs for the validation prompts (every rank computes the same value)."""
+
+    def __init__(self, tokenizer: Any, prompts: list[str], quality: Any, max_prompt_tokens: int,
+                 max_new_tokens: int, batch_size: int = 64) -> None:
+        self.tokenizer, self.prompts, self.quality = tokenizer, prompts, quality
+        self.max_prompt_tokens, self.max_new_tokens, self.batch_size = max_prompt_tokens, max_new_tokens, batch_size
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        from plad.generation import generate
+
+        out = generate(pl_module.model, self.tokenizer, self.prompts, do_sample=False,
+                       max_new_tokens=self.max_new_tokens, max_prompt_tokens=self.max_prompt_tokens,
+                       batch_size=self.batch_size, progress=False)
+        pl_module.log("sft/val_quality", float(self.quality([t[0] for t in out.texts])), prog_bar=True)
 
 
 class BestWeights(L.Callback):
@@ -45,8 +74,8 @@ class BestWeights(L.Callback):
     a checkpoint file per improvement would only be written and deleted again.
     """
 
-    def __init__(self, monitor: str, min_delta: float = 0.0) -> None:
-        self.monitor, self.min_delta = monitor, float(min_delta)
+    def __init__(self, monitor: str, min_delta: float = 0.0, mode: str = "min") -> None:
+        self.monitor, self.min_delta, self.sign = monitor, float(min_delta), 1.0 if mode == "min" else -1.0
         self.curve: list[tuple[int, float]] = []
         self.best: float | None = None
         self.best_step: int | None = None
@@ -57,7 +86,7 @@ class BestWeights(L.Callback):
             return
         value, step = float(trainer.callback_metrics[self.monitor]), trainer.global_step
         self.curve.append((step, value))
-        if math.isfinite(value) and (self.best is None or value < self.best - self.min_delta):
+        if math.isfinite(value) and (self.best is None or self.sign * value < self.sign * self.best - self.min_delta):
             self.best, self.best_step = value, step
             self.state = full_state(trainer, "model")  # every rank calls it: a collective when sharded
 
@@ -99,24 +128,34 @@ def trained_model(trainer: L.Trainer, model: Any, state: dict[str, torch.Tensor]
 
 
 def fit_sft(cfg: DictConfig, model: Any, tokenizer: Any, sft: DictConfig, train: Dataset,
-            validation: Dataset | None, run_dir: Path, name: str, seed: int) -> tuple[Any, dict[str, Any]]:
+            validation: Dataset | None, run_dir: Path, name: str, seed: int,
+            max_completion_tokens: int | None = None, quality: Any = None) -> tuple[Any, dict[str, Any]]:
     """Fine-tune ``model`` on (prompt, reference) and return it at the step with the best validation
-    value (``cfg.sft_selection``; None on ranks > 0 under FSDP/DeepSpeed), with timing, the chosen
-    step and the curve."""
+    value (``cfg.sft_selection``, its monitor overridden by ``sft.monitor``; None on ranks > 0
+    under FSDP/DeepSpeed), with timing, the chosen step and the curve. References are cut at
+    ``max_completion_tokens`` (default: the task's). ``quality(outputs) -> float`` scores greedy
+    outputs for the validation prompts, needed by the val_quality monitor."""
     sel = cfg.sft_selection
+    monitor_name = sft.get("monitor") or sel.monitor
     L.seed_everything(seed, verbose=False)
     accumulate = int(sft.get("accumulate_grad_batches", 1))
     dm = SFTDataModule(train, tokenizer, is_encoder_decoder(model), sft.batch_size, cfg.task.max_prompt_tokens,
-                       cfg.task.max_new_tokens, seed=seed, validation=validation, accumulate_grad_batches=accumulate)
+                       max_completion_tokens or cfg.task.max_new_tokens, seed=seed, validation=validation,
+                       accumulate_grad_batches=accumulate)
     module = SFTModule(model, lr=sft.lr, max_steps=sft.max_steps, warmup_steps=sft.warmup_steps,
                        weight_decay=sft.get("weight_decay", 0.0), optim=cfg.get("optim"),
                        max_nonfinite=OmegaConf.select(cfg, "distill.max_nonfinite", default=10))
-    monitor = SFT_MONITORS[sel.monitor]
-    best = BestWeights(monitor, sel.min_delta)
+    monitor, mode = SFT_MONITORS[monitor_name]
+    best = BestWeights(monitor, sel.min_delta, mode)
     callbacks: list[L.Callback] = [L.pytorch.callbacks.TQDMProgressBar(refresh_rate=10), best]
     if validation is not None and len(validation):
+        if monitor_name == "val_quality":
+            if quality is None:
+                raise ValueError(f"sft.monitor: val_quality needs the task's quality of outputs ({name})")
+            callbacks.insert(0, ValidationQuality(tokenizer, list(validation["prompt"]), quality,
+                                                  cfg.task.max_prompt_tokens, cfg.task.max_new_tokens))
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor, min_delta=sel.min_delta, patience=sel.patience,
-                                                           mode="min", check_on_train_epoch_end=False))
+                                                           mode=mode, check_on_train_epoch_end=False))
         # At least one validation, at the last step, when the interval exceeds the budget.
         val_kw: dict[str, Any] = {"val_check_interval": min(sel.val_check_interval, sft.max_steps) * accumulate,
                                   "check_val_every_n_epoch": None}
@@ -137,9 +176,9 @@ def fit_sft(cfg: DictConfig, model: Any, tokenizer: Any, sft: DictConfig, train:
     return model, {"seconds": time.perf_counter() - start, "steps": trainer.global_step,
             "final_loss": float(loss) if loss is not None else float("nan"),
             "chosen_step": best.best_step if best.best_step is not None else trainer.global_step,
-            "best_val_loss": best.best, "curve": best.curve,
+            "best_value": best.best, "curve": best.curve,  # of selection.monitor
             "stopped_early": trainer.global_step < sft.max_steps,
-            "selection": {"monitor": sel.monitor, "val_check_interval": sel.val_check_interval,
+            "selection": {"monitor": monitor_name, "val_check_interval": sel.val_check_interval,
                           "patience": sel.patience, "min_delta": sel.min_delta}}
 
 

@@ -53,14 +53,27 @@ class Sampling:
 
 @dataclass
 class GenerationOutput:
+    """Samples as text (for reading, metrics and text-only consumers) and as the token ids that were
+    generated: what any likelihood of a sample must score. A decoded text does not always re-encode
+    to the same ids (BPE merges differ, special tokens are stripped), and a cut sample never ended."""
     texts: list[list[str]]     # per prompt, num_return_sequences samples (special tokens stripped)
     n_tokens: list[list[int]]  # generated token counts (incl. EOS if produced)
     seconds: float
     finished: list[list[bool]] | None = None  # ended with EOS (False: cut at max_new_tokens)
+    token_ids: list[list[list[int]]] | None = None  # generated ids without the EOS (``finished`` says if one followed)
 
     @property
     def total_tokens(self) -> int:
         return sum(sum(n) for n in self.n_tokens)
+
+
+def sampled(out: GenerationOutput, backend: str = "the generation backend") -> list[list[list[int]]]:
+    """The generated token ids of every sample: what a likelihood of the samples must score (their
+    texts need not re-encode to them). A backend that returns none cannot serve such a consumer."""
+    if out.token_ids is None:
+        raise ValueError(f"generation: expected {backend} to return the samples' token ids "
+                         "(GenerationOutput.token_ids), got texts only")
+    return out.token_ids
 
 
 def _mix32(x: Tensor) -> Tensor:
@@ -148,6 +161,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
     texts: list[list[str]] = [[] for _ in range(n)]
     counts: list[list[int]] = [[] for _ in range(n)]
     finished: list[list[bool]] = [[] for _ in range(n)]
+    token_ids: list[list[list[int]]] = [[] for _ in range(n)]
     n_generated = 0
     bar = tqdm(total=n, desc=desc, unit="prompt", disable=not progress, dynamic_ncols=True)
     was_training = model.training
@@ -174,10 +188,12 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
             new = (out[:, 1:] if enc_dec else out[:, input_ids.shape[1]:]).tolist()
             for row, ids in enumerate(new):
                 stop = next((t + 1 for t, tok in enumerate(ids) if tok in eos_ids), len(ids))
+                ended = any(tok in eos_ids for tok in ids[:stop])
                 i = idx[row // r]
                 texts[i].append(tokenizer.decode(ids[:stop], skip_special_tokens=True).strip())
                 counts[i].append(stop)
-                finished[i].append(any(tok in eos_ids for tok in ids[:stop]))
+                finished[i].append(ended)
+                token_ids[i].append(ids[:stop - 1] if ended else ids[:stop])
                 n_generated += stop
             bar.update(len(idx))
             bar.set_postfix(tok_s=f"{n_generated / max(time.perf_counter() - start_time, 1e-9):.0f}")
@@ -185,4 +201,4 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
         bar.close()
         model.train(was_training)
     return GenerationOutput(texts=texts, n_tokens=counts, seconds=time.perf_counter() - start_time,
-                            finished=finished)
+                            finished=finished, token_ids=token_ids)

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from plad.cache import atomic_write
 from plad.report_jobs import Job, discover_jobs
 from plad.report_rows import (BASELINES, PLAD_LOSSES, Group, best_variants, build_groups,
                               calibration, comparisons, curves, deltas_to_initial, disagreements,
@@ -154,11 +155,11 @@ def build_report(root: str | Path, out: str | Path | None = None, n_boot: int = 
         lines += section
         summary.append(data)
     lines += _jobs_table(jobs)
-    (out / "report.json").write_text(json.dumps(_strict({"warnings": warnings, "groups": summary, "jobs": [
+    atomic_write(out / "report.json", json.dumps(_strict({"warnings": warnings, "groups": summary, "jobs": [
         {"job": j.name, "task": j.task, "family": j.family, "loss": j.loss, "variant": j.variant, "seed": j.seed,
          "split": j.split, "decoding": j.decoding, "oracle": j.oracle, "status": j.status, "problems": j.problems}
         for j in jobs]}), indent=2, default=str, allow_nan=False))
-    (out / "report.md").write_text("\n".join(lines))
+    atomic_write(out / "report.md", "\n".join(lines))
     return out / "report.md"
 
 

@@ -11,6 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from plad.cache import atomic_write
+
 HEADLINE = ("exact_match", "leak_rate", "degenerate")
 NOISE_KEYS = ("student_wins", "ties", "teacher_quality", "student_quality", "n_pairs")
 
@@ -34,7 +36,7 @@ def write_run_summary(run_dir: Path, results: dict[str, Any], cfg: DictConfig) -
     last, it also marks the run as finished (``ckpt_path=last`` resumes only unfinished runs)."""
     summary = {k: results.get(k) for k in ("timings", "reused", "oracle", "diagnostics", "systems")}
     summary["config"] = OmegaConf.to_container(cfg, resolve=False)
-    (run_dir / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    atomic_write(run_dir / "run_summary.json", json.dumps(summary, indent=2, default=str))
 
 
 def print_summary(task: Any, results: dict[str, Any], run_dir: Path, timings: dict[str, float]) -> None:

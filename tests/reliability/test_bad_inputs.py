@@ -16,7 +16,8 @@ import pytest
 from conftest import compose_run_config
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["debug=fast", "task.n_train=8", "task.n_unlabeled=4", "task.n_validation=2", "task.n_test=2"]
+SMALL = ["debug=fast", "task.n_train=8", "model.student.sft.train_examples=4", "task.n_unlabeled=4", "task.n_validation=2",
+         "task.n_test=2"]
 NO_SCORER = "pairs.scorer=null"  # the default scorer needs a white-box teacher, not a teacher file
 
 
@@ -69,6 +70,13 @@ BAD_INPUTS = [
     ("negative distill lr", ["distill.lr=-1"], "distill.lr"),
     ("negative distill steps", ["distill.max_steps=-1"], "distill.max_steps"),
     ("zero n_train", ["task.n_train=0"], "task.n_train"),
+    ("label budget over n_train", ["task.n_train=8", "model.student.sft.train_examples=9"],
+     "model.student.sft.train_examples"),
+    ("zero label budget", ["model.student.sft.train_examples=0"], "model.student.sft.train_examples"),
+    ("unknown SFT monitor", ["model.student.sft.monitor=bleu"], "model.student.sft.monitor"),
+    ("unknown cut_samples", ["pairs.cut_samples=trim"], "pairs.cut_samples"),
+    ("pretrain template without {text}", ["model.student.pretrain.template=copy"], "model.student.pretrain.template"),
+    ("unknown pretrain key", ["+model.student.pretrain.epochs=2"], "model.student.pretrain"),
     ("negative n_unlabeled", ["task.n_unlabeled=-3"], "task.n_unlabeled"),
     ("zero max_new_tokens", ["task.max_new_tokens=0"], "task.max_new_tokens"),
     ("zero teacher SFT batch", ["model.teacher.sft.batch_size=0"], "model.teacher.sft.batch_size"),

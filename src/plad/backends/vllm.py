@@ -126,8 +126,11 @@ def _is_encoder_decoder(config_cfg: Any) -> bool:
 
 def outputs_of(results: Sequence[Any], seconds: float) -> GenerationOutput:
     """vLLM ``RequestOutput``s (one per prompt, in order) as our ``GenerationOutput``. vLLM keeps
-    the EOS id in ``token_ids`` and drops it from ``text``; ``finish_reason`` "stop" = ended by EOS."""
+    the EOS id in ``token_ids`` and drops it from ``text``; ``finish_reason`` "stop" = ended by EOS
+    (no stop strings are set), whose id is taken off ``token_ids`` as the HF backend does."""
     texts = [[c.text.strip() for c in r.outputs] for r in results]
     counts = [[len(c.token_ids) for c in r.outputs] for r in results]
     finished = [[c.finish_reason == "stop" for c in r.outputs] for r in results]
-    return GenerationOutput(texts=texts, n_tokens=counts, seconds=seconds, finished=finished)
+    ids = [[list(c.token_ids)[:-1] if c.finish_reason == "stop" else list(c.token_ids) for c in r.outputs]
+           for r in results]
+    return GenerationOutput(texts=texts, n_tokens=counts, seconds=seconds, finished=finished, token_ids=ids)

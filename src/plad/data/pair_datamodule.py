@@ -1,7 +1,10 @@
 """Serving a pair set to the distillation loop: K sequences per example, one forward pass.
 
 Each example becomes K (prompt, completion) sequences (``inputs`` names the columns: ("chosen",
-"rejected"), ("chosen",), ("reference",) or ("candidates",)). They are tokenised once with
+"rejected"), ("chosen",), ("reference",) or ("candidates",)). A sampled completion is served as the
+token ids that were generated (``<col>_ids``), with an EOS only when it ended with one
+(``<col>_finished``): the sequence every loss scores is the one that was sampled, and a sample cut
+at the budget never teaches "stop here". A reference (oracle runs) is text that ends. They are tokenised once with
 ``datasets.map`` into a cache keyed by the tokenizer and lengths, stored inside the pair entry (so
 it disappears with it). ``PairCollator`` lays a batch out example-major (row b*K + k) in the
 ``plad.models.logprobs`` format plus ``ref_logp`` / ``quality`` / ``mask`` / ``n_teacher`` [B, K].
@@ -19,24 +22,16 @@ from typing import Any, Sequence
 import lightning as L
 import torch
 from datasets import Dataset, load_from_disk
-from datasets.fingerprint import Hasher
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from plad.cache import atomic_dir, fingerprint, is_complete, stage_key
+from plad.cache import atomic_dir, is_complete, stage_key
 from plad.models.encoding import encode_example, pad_batch, target_counts
+from plad.models.tokenizer import tokenizer_fingerprint
 from plad.data.loader import ResumableLoader
 from plad.pairs.store import quiet_datasets, save
 
 log = logging.getLogger(__name__)
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """Stable across processes: the serialized fast tokenizer, else datasets' pickle hash."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    body = backend.to_str() if backend is not None else Hasher.hash(tokenizer)
-    return fingerprint(type(tokenizer).__name__, body, tokenizer.bos_token_id, tokenizer.eos_token_id,
-                       tokenizer.pad_token_id)
 
 
 def val_ids(ids: Sequence[str], val_size: float, seed: int) -> set[str]:
@@ -88,12 +83,18 @@ class PairCollator:
         return batch
 
 
+def _completions(row: dict[str, Any], inputs: tuple[str, ...]) -> list[tuple[Any, bool]]:
+    """(completion, ends with EOS) per sequence: generated ids of samples, the text of a reference."""
+    if inputs == ("candidates",):
+        return list(zip(row["candidates_ids"], row["candidates_finished"]))
+    return [(row[c], True) if c == "reference" else (row[f"{c}_ids"], row[f"{c}_finished"]) for c in inputs]
+
+
 def _encode(row: dict[str, Any], *, tokenizer: Any, inputs: tuple[str, ...], encoder_decoder: bool,
             max_prompt_tokens: int, max_completion_tokens: int, ref_cols: list[str] | None,
             quality_cols: list[str] | None) -> dict[str, Any]:
-    texts = row["candidates"] if inputs == ("candidates",) else [row[c] for c in inputs]
-    feats = [encode_example(tokenizer, row["prompt"], t, encoder_decoder, max_prompt_tokens, max_completion_tokens)
-             for t in texts]
+    feats = [encode_example(tokenizer, row["prompt"], c, encoder_decoder, max_prompt_tokens, max_completion_tokens,
+                            eos=bool(ends)) for c, ends in _completions(row, inputs)]
     out: dict[str, Any] = {"input_ids": [f["input_ids"] for f in feats], "labels": [f["labels"] for f in feats]}
     listwise = inputs == ("candidates",)
     if ref_cols:
@@ -108,7 +109,9 @@ def _encode(row: dict[str, Any], *, tokenizer: Any, inputs: tuple[str, ...], enc
 def _pairs_as_lists(ds: Dataset) -> Dataset:
     """Pairwise rows in the listwise layout: candidates [chosen, rejected], one teacher sample."""
     def to_list(row: dict[str, Any]) -> dict[str, Any]:
-        out = {"candidates": [row["chosen"], row["rejected"]], "n_teacher": 1}
+        out = {"candidates": [row["chosen"], row["rejected"]], "n_teacher": 1,
+               "candidates_ids": [row["chosen_ids"], row["rejected_ids"]],
+               "candidates_finished": [row["chosen_finished"], row["rejected_finished"]]}
         if "ref_chosen_logp" in row:
             out["ref_candidates_logp"] = [row["ref_chosen_logp"], row["ref_rejected_logp"]]
         if "chosen_score" in row:
@@ -153,12 +156,14 @@ class PairDataModule(L.LightningDataModule):
         if not table.is_dir():
             raise ValueError(f"inputs: {self.inputs} needs the {self.table} table of {self.path}, not found")
         ds = load_from_disk(str(table))
-        missing = [c for c in (self.inputs if self.table == "pairwise" else ()) if c not in ds.column_names]
+        needed = [c if c == "reference" else f"{c}_ids" for c in self.inputs] if self.table == "pairwise" else []
+        missing = [c for c in needed if c not in ds.column_names]
         if missing:
             raise ValueError(f"inputs: expected columns of {ds.column_names}, got {missing}")
-        if len(self.inputs) == 1 and self.table == "pairwise":  # one text per row: drop repeats of it
+        if len(self.inputs) == 1 and self.table == "pairwise":  # one sequence per row: drop repeats of it
+            col = self.inputs[0] if self.inputs[0] == "reference" else f"{self.inputs[0]}_ids"
             seen, keep = set(), []
-            for n, key in enumerate(zip(ds["id"], ds[self.inputs[0]])):
+            for n, key in enumerate(zip(ds["id"], map(str, ds[col]))):
                 if key not in seen:
                     seen.add(key)
                     keep.append(n)

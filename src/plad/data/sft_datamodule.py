@@ -47,12 +47,15 @@ class SFTDataModule(L.LightningDataModule):
     @classmethod
     def for_distillation(cls, data: Any, tokenizer: Any, encoder_decoder: bool, batch_size: int,
                          max_prompt_tokens: int, max_completion_tokens: int, val_size: int, seed: int = 0,
-                         num_workers: int = 0, accumulate_grad_batches: int = 1) -> "SFTDataModule":
-        """Continued SFT as a distillation method: the labeled train split in the pair batch layout,
-        val/loss on the first ``val_size`` rows of the validation split."""
+                         num_workers: int = 0, accumulate_grad_batches: int = 1,
+                         train_examples: int | None = None) -> "SFTDataModule":
+        """Continued SFT as a distillation method: the labeled train split in the pair batch layout
+        (its first ``train_examples`` rows: the student's own label budget), val/loss on the first
+        ``val_size`` rows of the validation split."""
         val = data.get("validation")
         val = val.select(range(min(int(val_size), len(val)))) if val is not None else None
-        return cls(data["train"], tokenizer, encoder_decoder, batch_size, max_prompt_tokens, max_completion_tokens,
+        train = data["train"] if train_examples is None else data["train"].select(range(int(train_examples)))
+        return cls(train, tokenizer, encoder_decoder, batch_size, max_prompt_tokens, max_completion_tokens,
                    seed=seed, validation=val, distill_layout=True, num_workers=num_workers,
                    accumulate_grad_batches=accumulate_grad_batches)
 

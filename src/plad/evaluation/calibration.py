@@ -14,7 +14,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from plad.backends.base import Backend
-from plad.generation import Sampling
+from plad.generation import Sampling, sampled
 from plad.models.ref import ModelRef
 from plad.models.scoring import score_completions
 
@@ -69,7 +69,7 @@ def calibration_diagnostics(backend: Backend, ref: ModelRef, task: Any, examples
                            batch_size=batch_size, desc=f"calibration[{name}]", progress=progress)
     model, tokenizer = backend.scoring_model(ref)
     flat_prompts = [p for p, cands in zip(prompts, gen.texts) for _ in cands]
-    flat_cands = [c for cands in gen.texts for c in cands]
+    flat_cands = [c for cands in sampled(gen) for c in cands]  # scored as generated
     flat_scores = score_completions(model, tokenizer, flat_prompts, flat_cands, max_prompt_tokens=max_prompt_tokens,
                                     finished=[f for fs in gen.finished for f in fs], batch_size=batch_size,
                                     progress=progress, desc=f"calibration-score[{name}]").mean_logp

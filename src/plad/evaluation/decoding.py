@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from plad.backends.base import Backend
-from plad.generation import Sampling
+from plad.generation import Sampling, sampled
 from plad.models.ref import ModelRef
 from plad.models.scoring import score_completions
 
@@ -47,7 +47,7 @@ def rerank(backend: Backend, ref: ModelRef, prompts: Sequence[str], *, n: int = 
                            batch_size=batch_size, desc=f"generate[{desc}]", progress=progress)
     model, tokenizer = backend.scoring_model(ref)
     flat = score_completions(model, tokenizer, [p for p, c in zip(prompts, gen.texts) for _ in c],
-                             [t for c in gen.texts for t in c], max_prompt_tokens=max_prompt_tokens,
+                             [t for c in sampled(gen) for t in c], max_prompt_tokens=max_prompt_tokens,
                              finished=[f for fs in gen.finished for f in fs], batch_size=batch_size,
                              progress=progress, desc=f"score[{desc}]").mean_logp
     scores = [flat[i * n:(i + 1) * n] for i in range(len(prompts))]

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from plad.backends.base import Backend
-from plad.cache import atomic_dir, is_complete
+from plad.cache import atomic_dir, atomic_write, is_complete
 from plad.evaluation import plots
 from plad.evaluation.calibration import calibration_diagnostics
 from plad.evaluation.decoding import DECODERS, decoding_settings
@@ -222,13 +222,11 @@ def evaluate(systems: dict[str, ModelRef], task: Any, test: Any, cfg: Any, judge
         "systems": system_metrics, "peer_systems": list(peers), "win_rate": win_rates, "calibration": calibration,
         **(extra or {}),
     })
-    with open(out_dir / "samples.jsonl", "w") as f:
-        for i, ex in enumerate(examples):
-            f.write(json.dumps(_jsonable({
-                "id": i, "prompt": ex["prompt"], "reference": ex["reference"], "main_system": main_system,
-                "outputs": {n: outputs[n][i] for n in outputs}, "quality": {n: quality[n][i] for n in outputs},
-                "judge": {f"{main_system}_vs_{o}": s[i] for o, s in judge_scores.items()},
-            })) + "\n")
+    atomic_write(out_dir / "samples.jsonl", "".join(json.dumps(_jsonable({
+        "id": i, "prompt": ex["prompt"], "reference": ex["reference"], "main_system": main_system,
+        "outputs": {n: outputs[n][i] for n in outputs}, "quality": {n: quality[n][i] for n in outputs},
+        "judge": {f"{main_system}_vs_{o}": s[i] for o, s in judge_scores.items()},
+    })) + "\n" for i, ex in enumerate(examples)))
 
     pngs = [plots.metric_bars(system_metrics, _plotted_metrics(cfg, task_metric_names),
                               out_dir / "metrics.png", main_metric=task.main_metric)]
@@ -237,6 +235,6 @@ def evaluate(systems: dict[str, ModelRef], task: Any, test: Any, cfg: Any, judge
     if points:
         pngs.append(plots.calibration_scatter(points, calibration, out_dir / "calibration.png"))
     metrics["plots"] = [p.name for p in pngs]
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     log.info("evaluation: %s", json.dumps({n: m.get(task.main_metric) for n, m in system_metrics.items()}))
     return metrics

@@ -16,12 +16,16 @@ import numpy as np  # noqa: E402
 
 
 def _save(fig: Any, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Rendered in memory, then written whole (``atomic_write``): a killed run leaves no half PNG."""
+    import io
+
+    from plad.cache import atomic_write
+
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
-    return path
+    return atomic_write(path, buf.getvalue())
 
 
 def metric_bars(systems: dict[str, dict[str, float]], metrics: Sequence[str], path: Path,

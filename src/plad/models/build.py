@@ -99,13 +99,45 @@ def validate_model_spec(spec: DictConfig, field: str) -> None:
     dtype = spec.get("dtype", "float32")
     if dtype not in DTYPES:
         raise ValueError(f"{field}.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+    pre = spec.get("pretrain")
+    if pre is not None and not isinstance(pre, (dict, DictConfig)):
+        raise ValueError(f"{field}.pretrain: expected null or a mapping with max_steps, got {pre!r}")
+    for part, schedule in (("sft", spec.get("sft") or {}), ("pretrain", pre or {})):
+        for key, minimum, strict, integer in [("max_steps", 0, False, True), ("batch_size", 0, True, True),
+                                              ("lr", 0, True, False), ("warmup_steps", 0, False, True),
+                                              ("weight_decay", 0, False, False)]:
+            if key in schedule:
+                _check_number(schedule[key], f"{field}.{part}.{key}", minimum, strict, integer)
+    examples = (spec.get("sft") or {}).get("train_examples")
+    if examples is not None:
+        _check_number(examples, f"{field}.sft.train_examples", 0, True, True)
+    if pre is not None:
+        unknown = sorted(set(pre) - set(PRETRAIN_KEYS))
+        if unknown or "max_steps" not in pre:
+            raise ValueError(f"{field}.pretrain: expected max_steps and keys among {list(PRETRAIN_KEYS)}, "
+                             f"got {sorted(pre)}")
+        template = pre.get("template", COPY_TEMPLATE)
+        if not isinstance(template, str) or "{text}" not in template:
+            raise ValueError(f"{field}.pretrain.template: expected a string containing '{{text}}', got {template!r}")
+    validate_training_spec(spec, field)
+
+
+PRETRAIN_KEYS = ("max_steps", "batch_size", "lr", "warmup_steps", "weight_decay", "template")
+COPY_TEMPLATE = "Repeat: {text}\nOutput:"
+
+
+def pretrain_spec(spec: DictConfig) -> DictConfig | None:
+    """A role's copy pretraining schedule with sft's batch size, lr, warmup and weight decay where it
+    sets none (so ``debug=fast`` can shrink it to a few steps on any family), or None when off
+    (null, or max_steps 0)."""
+    from omegaconf import OmegaConf
+
+    pre = spec.get("pretrain")
+    if pre is None or pre.get("max_steps", 0) == 0:
+        return None
     sft = spec.get("sft") or {}
-    for key, minimum, strict, integer in [("max_steps", 0, False, True), ("batch_size", 0, True, True),
-                                          ("lr", 0, True, False), ("warmup_steps", 0, False, True),
-                                          ("weight_decay", 0, False, False)]:
-        if key in sft:
-            _check_number(sft[key], f"{field}.sft.{key}", minimum, strict, integer)
-    validate_training_spec(spec, field)  # lora + gradient_checkpointing (PEFT finds the target modules)
+    filled = {k: sft[k] for k in PRETRAIN_KEYS if k in sft} | {"template": COPY_TEMPLATE}
+    return OmegaConf.create(filled | OmegaConf.to_container(pre, resolve=True))  # lora + gradient_checkpointing (PEFT finds the target modules)
 
 
 def validate_tokenizer_spec(spec: DictConfig, field: str = "model.tokenizer") -> None:

@@ -78,17 +78,23 @@ def encode_prompt(tokenizer: Any, prompt: str, encoder_decoder: bool, max_prompt
     return bos + ids[max(len(ids) - (max_prompt_tokens - len(bos)), 0):]
 
 
+Completion = str | Sequence[int]  # a text (a reference: tokenised here) or generated token ids (as is)
+
+
 def encode_example(
-    tokenizer: Any, prompt: str, completion: str, encoder_decoder: bool,
+    tokenizer: Any, prompt: str, completion: Completion, encoder_decoder: bool,
     max_prompt_tokens: int, max_completion_tokens: int | None, eos: bool = True,
 ) -> dict[str, list[int]]:
     """One example as ``input_ids`` + ``labels`` (lists; padding happens in ``pad_batch``).
 
-    ``eos=False`` for a sample that was cut at the generation budget: it never produced an EOS, and
-    scoring one it did not generate would misstate its likelihood. ``max_completion_tokens=None``
-    keeps the whole completion."""
+    A sampled completion is passed as the token ids the model generated (without its EOS): a
+    decoded text need not re-encode to them, and the likelihood of a sample is that of what was
+    sampled. ``eos=False`` for a sample that was cut at the generation budget: it never produced an
+    EOS, and scoring one it did not generate would misstate its likelihood (and teach the model not
+    to stop). ``max_completion_tokens=None`` keeps the whole completion."""
     prompt_ids = encode_prompt(tokenizer, prompt, encoder_decoder, max_prompt_tokens)
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    completion_ids = (tokenizer(completion, add_special_tokens=False)["input_ids"] if isinstance(completion, str)
+                      else [int(t) for t in completion])
     completion_ids = (completion_ids + [tokenizer.eos_token_id] * eos)[:max_completion_tokens]
     if encoder_decoder:
         return {"input_ids": prompt_ids, "labels": completion_ids}

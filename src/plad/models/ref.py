@@ -25,6 +25,15 @@ class ModelRef:
         from plad.models.build import load_saved
         return load_saved(self.path)
 
+    def tokenizer(self) -> Any:
+        """The saved tokenizer alone (no weights loaded), or the loader's."""
+        if self.loader is not None:
+            return self.loader()[1]
+        from transformers import AutoTokenizer
+
+        from plad.models.tokenizer import ensure_pad
+        return ensure_pad(AutoTokenizer.from_pretrained(str(self.path)))
+
     @classmethod
     def in_memory(cls, model: Any, tokenizer: Any, fingerprint: str = "") -> "ModelRef":
         return cls(None, fingerprint, loader=lambda: (model, tokenizer))

@@ -2,7 +2,8 @@
 reference log-probs, the label-free teacher scorer, calibration and rerank decoding.
 
 Completions are encoded exactly as in training (``plad.models.encoding``), batched by length, and
-scored with ``sequence_logprobs``. A sample cut at the generation budget is scored without an EOS
+scored with ``sequence_logprobs``. A sampled completion is given as its generated token ids, a
+reference as text. A sample cut at the generation budget is scored without an EOS
 (``finished=False``): it never generated one.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from plad.models.encoding import encode_example, pad_batch
+from plad.models.encoding import Completion, encode_example, pad_batch
 from plad.models.logprobs import is_encoder_decoder, sequence_logprobs
 
 
@@ -27,13 +28,13 @@ class CompletionScores:
         return [s / max(n, 1) for s, n in zip(self.sum_logp, self.n_tokens)]
 
 
-def score_completions(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], *,
+def score_completions(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[Completion], *,
                       max_prompt_tokens: int, max_completion_tokens: int | None = None,
                       finished: Sequence[bool] | None = None, batch_size: int = 16, progress: bool = True,
                       desc: str = "score") -> CompletionScores:
-    """Score every (prompt, completion). ``max_completion_tokens=None`` scores the whole text (a
-    decoded sample can re-encode to more tokens than were generated); ``finished[i]=False`` leaves
-    out the EOS."""
+    """Score every (prompt, completion): a text is tokenised, token ids are scored as they are.
+    ``max_completion_tokens=None`` scores the whole completion; ``finished[i]=False`` leaves out the
+    EOS."""
     if len(prompts) != len(completions) or (finished is not None and len(finished) != len(prompts)):
         raise ValueError(f"score_completions: expected as many prompts as completions (and finished flags), "
                          f"got {len(prompts)}, {len(completions)}, {None if finished is None else len(finished)}")

@@ -16,12 +16,26 @@ from omegaconf import DictConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from plad.cache import atomic_dir, entry_dir, is_complete, stage_key
+from plad.cache import atomic_dir, entry_dir, fingerprint, is_complete, stage_key
 from plad.models.encoding import CHAT_TEMPLATE_FLAG, check_chat_template
 
 PKG_PREFIX = "pkg://"
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 MIN_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte plus the special tokens
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Stable across processes: the serialized fast tokenizer, else datasets' pickle hash. Equal
+    fingerprints encode every text to the same ids (token ids of one can be scored by the other)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        body = backend.to_str()
+    else:
+        from datasets.fingerprint import Hasher
+
+        body = Hasher.hash(tokenizer)
+    return fingerprint(type(tokenizer).__name__, body, tokenizer.bos_token_id, tokenizer.eos_token_id,
+                       tokenizer.pad_token_id)
 
 
 def resolve_pretrained(name: str | None, field: str = "pretrained") -> str | None:

@@ -3,8 +3,9 @@
 The pair set is a content-addressed cache entry (``<cache>/pairs/<fingerprint>``). It is built in
 shards of ``shard_size`` prompts in three phases so only one model is in memory at a time: (1) the
 teacher's samples per shard, (2) the student's samples per shard, both drawn by the generation
-backend (``plad.backends``: HF in this process, or vLLM), (3) scores, pairs and reference
-log-likelihoods per shard with the student's HF model, in the training precision. Every shard is
+backend (``plad.backends``: HF in this process, or vLLM) and stored with their generated token ids
+and whether they ended with EOS, (3) scores, pairs and reference log-likelihoods per shard with the
+student's HF model, in the training precision, of exactly the generated ids (``pairs.rows``). Every shard is
 written atomically, so a killed run resumes where it stopped; sampling noise depends only on
 (seed, role, prompt), so results do not depend on interruptions, batch size or process count.
 Under torchrun / Lightning DDP (RANK, WORLD_SIZE) rank r builds shards k with k % world == r, rank
@@ -30,6 +31,7 @@ from plad.cache import STAGE_VERSIONS, entry_dir, file_hash, fingerprint, is_com
 from plad.models.precision import canonical_precision, scoring_precision
 from plad.models.ref import ModelRef
 from plad.pairs import store
+from plad.pairs.rows import CUT_SAMPLES_DEFAULT, Sample, check_cut_samples
 
 log = logging.getLogger(__name__)
 # Keys that change how a run proceeds but not what it produces (never part of the cache key).
@@ -55,6 +57,7 @@ def _check_cfg(cfg: DictConfig) -> None:
         extra = set(cfg[role]) - set(SAMPLING_KEYS)
         if extra:
             raise ValueError(f"pairs.{role}: expected keys among {list(SAMPLING_KEYS)}, got {sorted(extra)}")
+    check_cut_samples(cfg.get("cut_samples", CUT_SAMPLES_DEFAULT))
 
 
 def dist_info() -> tuple[int, int]:
@@ -237,10 +240,11 @@ def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[
                   teacher_outputs: list[list[str]] | None, task: Any, scorer: Any, teacher: ModelRef,
                   student: ModelRef, backend: Backend, *, listwise: bool, has_reference: bool,
                   max_prompt_tokens: int, max_new_tokens: int, seed: int, precision: str) -> None:
-    """Phases 1-2: each role's samples per shard (one model in the backend at a time); phase 3:
-    pair rows per shard, scored by the student's HF model."""
-    from plad.generation import Sampling
+    """Phases 1-2: each role's samples per shard (one model in the backend at a time), with their
+    generated ids; phase 3: pair rows per shard, scored by the student's HF model."""
+    from plad.generation import Sampling, sampled
     from plad.models.scoring import score_completions
+    from plad.models.tokenizer import tokenizer_fingerprint
     from plad.pairs.rows import build_rows
 
     size = cfg.shard_size
@@ -251,12 +255,15 @@ def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[
     def sample_shards(ref: ModelRef, role: str, n: int, todo: list[int]) -> None:
         sampling = Sampling(n=n, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
                             seed=_role_seed(seed, role), **OmegaConf.to_container(cfg[role], resolve=True))
+        tokenizer_fp = tokenizer_fingerprint(ref.tokenizer()) if todo else None  # whose ids these are
         for k in tqdm(todo, desc=f"{role} shards", disable=len(todo) < 2):
             out = backend.generate(ref, [r["prompt"] for r in rows_of(k)], sampling, batch_size=cfg.batch_size,
                                    desc=f"{role} shard {k}")
             meta = {"samples": len(out.texts) * n, "tokens": out.total_tokens, "seconds": out.seconds,
-                    "empty": sum(not t.strip() for ts in out.texts for t in ts)}
-            store.write_shard(entry, role, k, {"outputs": Dataset.from_dict({"texts": out.texts})}, meta)
+                    "empty": sum(not t.strip() for ts in out.texts for t in ts),
+                    "cut": sum(not f for fs in out.finished for f in fs), "tokenizers": {tokenizer_fp: 1}}
+            outputs = {"texts": out.texts, "ids": sampled(out, f"generation={backend.name}"), "finished": out.finished}
+            store.write_shard(entry, role, k, {"outputs": Dataset.from_dict(outputs)}, meta)
 
     todo = [k for k in mine if not store.shard_done(entry, "shards", k)]
     if teacher_outputs is None:
@@ -266,26 +273,40 @@ def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[
         return
     model, tok = backend.scoring_model(student)
     score_fn = (lambda outs, exs: scorer(outs, exs, task)) if scorer is not None else None
+    student_tokenizer = tokenizer_fingerprint(tok)
 
-    def logp_fn(ps: list[str], cs: list[str]) -> list[float]:  # training's layout and precision
+    def encoded(texts: list[list[str]], ids: list[list[list[int]]] | None,
+                finished: list[list[bool]] | None) -> list[list[Sample]]:
+        return [[Sample(t, tuple(ids[i][j]) if ids is not None else tuple(tok(t, add_special_tokens=False)["input_ids"]),
+                        bool(finished[i][j]) if finished is not None else True)
+                 for j, t in enumerate(ts)] for i, ts in enumerate(texts)]
+
+    def logp_fn(ps: list[str], cs: list, finished: list[bool]) -> list[float]:  # training's layout and precision
         with scoring_precision(precision, model) as scoring_model:
             return score_completions(scoring_model, tok, ps, cs, max_prompt_tokens=max_prompt_tokens,
-                                     max_completion_tokens=max_new_tokens, batch_size=cfg.batch_size,
-                                     desc="reference log-probs").sum_logp
+                                     max_completion_tokens=max_new_tokens, finished=finished,
+                                     batch_size=cfg.batch_size, desc="reference log-probs").sum_logp
 
     for k in tqdm(todo, desc="pair shards", disable=len(todo) < 2):
-        if teacher_outputs is not None:
+        if teacher_outputs is not None:  # text only: tokenised once, and it ended
             t_texts = teacher_outputs[k * size:(k + 1) * size]
             t_meta = {"samples": sum(map(len, t_texts)), "tokens": 0, "seconds": 0.0,
-                      "empty": sum(not t.strip() for ts in t_texts for t in ts)}
+                      "empty": sum(not t.strip() for ts in t_texts for t in ts), "cut": 0}
+            t_samples = encoded(t_texts, None, None)
         else:
             t_tables, t_meta = store.read_shard(entry, "teacher", k)
-            t_texts = t_tables["outputs"]["texts"]
+            t_out = t_tables["outputs"]
+            # The teacher's generated ids serve the student when both tokenizers encode alike; else
+            # its texts are tokenised once by the student's tokenizer, as a black-box teacher's are.
+            same = set(t_meta.get("tokenizers", {})) == {student_tokenizer}
+            t_samples = encoded(t_out["texts"], t_out["ids"] if same else None, t_out["finished"])
         s_tables, s_meta = store.read_shard(entry, "student", k)
+        s_out = s_tables["outputs"]
         t0 = time.perf_counter()
-        tables, stats = build_rows(rows_of(k), t_texts, s_tables["outputs"]["texts"], listwise=listwise,
-                                   has_reference=has_reference, filter_by_score=bool(cfg.filter_by_score),
-                                   score_fn=score_fn, logp_fn=logp_fn)
+        tables, stats = build_rows(rows_of(k), t_samples, encoded(s_out["texts"], s_out["ids"], s_out["finished"]),
+                                   listwise=listwise, has_reference=has_reference,
+                                   filter_by_score=bool(cfg.filter_by_score), score_fn=score_fn, logp_fn=logp_fn,
+                                   cut_samples=cfg.get("cut_samples", CUT_SAMPLES_DEFAULT))
         stats |= {"teacher": t_meta, "student": s_meta, "rows_seconds": time.perf_counter() - t0}
         store.write_shard(entry, "shards", k, tables, stats)
     if scorer is not None:

@@ -107,6 +107,9 @@ def check_pairs(pairs: DictConfig) -> None:
         _positive_int(pairs[key], f"pairs.{key}")
     for role in ("teacher", "student"):
         check_sampling(pairs[role], f"pairs.{role}")
+    from plad.pairs.rows import CUT_SAMPLES_DEFAULT, check_cut_samples
+
+    check_cut_samples(pairs.get("cut_samples", CUT_SAMPLES_DEFAULT))
     if pairs.get("teacher_outputs"):
         from plad.pairs.teacher_file import check_teacher_file
 

@@ -24,7 +24,7 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
     from plad.models.build import validate_family
     from plad.module import build_loss
     from plad.pairs.scorers import check_scorer
-    from plad.fit import check_sft_selection
+    from plad.fit import check_monitor, check_sft_selection
 
     check_config(cfg)
     check_strategy(cfg.trainer)
@@ -44,6 +44,14 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
     make_backend(cfg.get("generation")).check(cfg.model)  # vLLM missing or no GPU: one line, now
     check_white_box(cfg, loss_cls)
     check_sft_selection(cfg.sft_selection)
+    for role in ("teacher", "student"):  # a role's own checkpoint choice and label budget
+        sft = cfg.model[role].get("sft") or {}
+        if sft.get("monitor") is not None:
+            check_monitor(sft.monitor, f"model.{role}.sft.monitor")
+        budget = sft.get("train_examples")
+        if budget is not None and cfg.task.get("source") is None and budget > cfg.task.n_train:
+            raise ValueError(f"model.{role}.sft.train_examples: expected at most task.n_train "
+                             f"({cfg.task.n_train}), got {budget}")
     check_eval(cfg.eval, task)
     decoding_settings(OmegaConf.to_container(cfg.eval, resolve=True))
     if cfg.get("judge") is not None:

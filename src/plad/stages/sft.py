@@ -4,7 +4,13 @@ the seed (init and data order), the SFT selection settings and the stage version
 
 The teacher is a fixed, given model (as the teacher LLM is in the paper): it is seeded by
 ``base_seed`` and shared by every run seed. The initial student is seeded by the run ``seed``, so
-seeds vary the student's SFT init and data order, the pairs and the distillation."""
+seeds vary the student's SFT init and data order, the pairs and the distillation.
+
+Two options shape the paper's setting on models built from config. ``sft.train_examples`` is a
+role's label budget: SFT sees the first N rows of the labeled train split (the teacher all of them,
+the student few). ``pretrain`` gives a model what pretraining gives a real student, without a label:
+before SFT it learns to copy the task's unlabeled texts ("Repeat: {text}" -> the text), the
+in-context copying that a tiny model trained on a few hundred labels cannot discover by itself."""
 from __future__ import annotations
 
 import json
@@ -42,6 +48,10 @@ def _keyed_spec(cfg: DictConfig, role: str) -> dict[str, Any]:
     ``r`` is set; ``gradient_checkpointing`` never does (it changes memory, not the result)."""
     spec = OmegaConf.to_container(cfg.model[role], resolve=True)
     spec.pop("gradient_checkpointing", None)  # the same math, the same weights
+    if not (spec.get("pretrain") or {}).get("max_steps"):
+        spec.pop("pretrain", None)  # models without copy pretraining key as before the option existed
+    if (spec.get("sft") or {}).get("train_examples", 0) is None:
+        spec["sft"].pop("train_examples")  # all labels: keyed as before the option existed
     if spec.get("init_from_teacher") is None:
         spec.pop("init_from_teacher", None)  # students built from config key as before the option existed
     if (spec.get("lora") or {}).get("r") is None:
@@ -100,7 +110,7 @@ def run(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: 
     """The SFT'd teacher or initial student: from the cache, or built/loaded and fine-tuned here
     with its checkpoint chosen on the validation split (``sft_stats.json`` in the entry says how)."""
     from plad import distributed
-    from plad.models.build import count_parameters, save_model
+    from plad.models.build import count_parameters, pretrain_spec, save_model
     from plad.models.tokenizer import set_prompt_format
     from plad.models.lora import prepare, trainable_parameters
     from plad.fit import fit_sft
@@ -112,23 +122,68 @@ def run(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: 
         return ref
     spec, seed = cfg.model[role], _seed(cfg, role)
     model, tok = _start(cfg, role, task, data, cache)
+    train = labeled(data["train"], spec.sft.get("train_examples"), f"model.{role}.sft.train_examples")
     # Saved with the tokenizer: every later stage encodes prompts as this SFT does.
     chat = set_prompt_format(tok, task.chat_template)
     stats: dict[str, Any] = {"role": role, "parameters": count_parameters(model), "seed": seed, "chat_template": chat}
-    log.info("%s: %s with %.2fM parameters, SFT for up to %d steps", role, type(model).__name__,
-             stats["parameters"] / 1e6, spec.sft.max_steps)
+    log.info("%s: %s with %.2fM parameters, SFT on %d labeled examples for up to %d steps", role,
+             type(model).__name__, stats["parameters"] / 1e6, len(train), spec.sft.max_steps)
+    stats["train_examples"] = len(train)
+    if pretrain_spec(spec) is not None:
+        model, stats["pretrain"] = copy_pretrain(cfg, model, tok, pretrain_spec(spec), task, data, run_dir, role,
+                                                 seed)
     if spec.sft.max_steps > 0:
         # LoRA: only the adapters train; save_model writes the merged model and the adapter alone.
         model = prepare(model, spec.get("lora"), bool(spec.get("gradient_checkpointing", False)), f"model.{role}")
         stats["trainable_parameters"] = trainable_parameters(model)
-        model, fit_stats = fit_sft(cfg, model, tok, spec.sft, data["train"], data.get("validation"), run_dir, role,
-                                   seed=seed)
+        model, fit_stats = fit_sft(cfg, model, tok, spec.sft, train, data.get("validation"), run_dir, role,
+                                   seed=seed, quality=validation_quality(task, data.get("validation")))
         stats.update(fit_stats)
-        log.info("%s: chose step %s of %s (validation loss %s)", role, stats["chosen_step"], stats["steps"],
-                 stats["best_val_loss"])
+        log.info("%s: chose step %s of %s (%s %s)", role, stats["chosen_step"], stats["steps"],
+                 stats["selection"]["monitor"], stats["best_value"])
     if distributed.is_main():  # one distributed fit; rank 0 writes the entry, the others wait for it
         with atomic_dir(ref.path) as tmp:
             save_model(model, tok, tmp)
             (tmp / "sft_stats.json").write_text(json.dumps(stats, indent=2))
     distributed.barrier()
     return ModelRef(ref.path, ref.fingerprint)
+
+
+def validation_quality(task: Any, validation: Any) -> Any:
+    """outputs -> the task's mean quality on the validation rows (the val_quality monitor)."""
+    if validation is None:
+        return None
+    rows = [dict(r) for r in validation]
+    return lambda outputs: task.metrics(outputs, rows)["quality"]
+
+
+def labeled(train: Any, n: int | None, field: str) -> Any:
+    """The first ``n`` rows of the labeled train split (a label budget), or all of it."""
+    if n is None:
+        return train
+    if n > len(train):
+        raise ValueError(f"{field}: expected at most the {len(train)} rows of the train split, got {n}")
+    return train.select(range(n))
+
+
+def copy_rows(task: Any, split: Any, template: str) -> Any:
+    """Label-free copy examples: each text of ``split`` (the task's input, no reference) as prompt
+    ``template`` and as its own target."""
+    from datasets import Dataset
+
+    texts = [task.text_of(row) for row in split]
+    return Dataset.from_dict({"prompt": [template.replace("{text}", t) for t in texts], "reference": texts})
+
+
+def copy_pretrain(cfg: DictConfig, model: Any, tok: Any, spec: DictConfig, task: Any, data: Any, run_dir: Path,
+                  role: str, seed: int) -> tuple[Any, dict[str, Any]]:
+    """Copy pretraining on the unlabeled split's texts, its checkpoint chosen on the validation
+    split's texts (their references unused), targets as long as prompts may be."""
+    from plad.fit import fit_sft
+
+    train, validation = (copy_rows(task, data[s], spec.template) for s in ("unlabeled", "validation"))
+    log.info("%s: copy pretraining on %d unlabeled texts for up to %d steps", role, len(train), spec.max_steps)
+    spec = OmegaConf.merge(spec, {"monitor": "val_loss"})  # copying has no task quality
+    model, stats = fit_sft(cfg, model, tok, spec, train, validation, run_dir, f"{role}_pretrain", seed=seed,
+                           max_completion_tokens=cfg.task.max_prompt_tokens)
+    return model.train(), {**stats, "texts": len(train)}

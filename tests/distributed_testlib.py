@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "reliability"))
 from train_process import Job, run  # noqa: E402
+from helpers import HANG_S
 
 TWO = ("trainer=ddp_sim", "trainer.devices=2")
 # debug=fast SFT batches are 8: halved per process, the global batch (and the cache key) is the same.
@@ -20,5 +21,5 @@ def weights(run_dir: Path) -> dict:
 
 
 def finish(job: Job) -> None:
-    outcome = run(job, timeout=900)
+    outcome = run(job, timeout=HANG_S)
     assert outcome.returncode == 0, job.text()[-4000:]

@@ -13,6 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import plad.cache as cache
+from helpers import HANG_S
 from plad.cache import MARKER, atomic_dir, entry_dir, file_hash, fingerprint, is_complete, locked, verify
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -110,8 +111,10 @@ def test_repeat_checks_hash_once_until_a_file_changes(tmp_path: Path, monkeypatc
     monkeypatch.setattr(cache, "file_hash", lambda p, length=16: hashed.append(Path(p).name) or real(p, length))
     assert is_complete(final) and is_complete(final)
     assert sorted(hashed) == ["data.arrow", "meta.json"]  # the second check only stats the files
-    time.sleep(0.01)
-    _flip(final / "shard" / "data.arrow")  # same size, new mtime: hashed again, and caught
+    arrow = final / "shard" / "data.arrow"
+    before = arrow.stat()
+    _flip(arrow)  # same size; its mtime set one second on, whatever the file system's timestamp resolution
+    os.utime(arrow, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
     assert not is_complete(final)
 
 
@@ -171,7 +174,7 @@ def test_racing_processes_all_use_the_one_published_entry(tmp_path: Path):
     (tmp_path / "go").touch()
     outs = []
     for p in procs:
-        out, err = p.communicate(timeout=120)
+        out, err = p.communicate(timeout=HANG_S)
         assert p.returncode == 0, err[-2000:]
         outs.append(out.strip())
     final = tmp_path / "entry"
@@ -181,25 +184,38 @@ def test_racing_processes_all_use_the_one_published_entry(tmp_path: Path):
 
 
 LOCKER = """
-import sys, time
+import os, sys
 sys.path.insert(0, sys.argv[1])
 from plad.cache import locked
+print("trying", flush=True)
 with locked(sys.argv[2]):
-    print(time.time(), flush=True)
+    print("got it after the release" if os.path.exists(sys.argv[3]) else "got it while held", flush=True)
 """
 
 
+def _blocked_on_a_lock(pid: int) -> bool:
+    """Whether ``pid`` waits for a file lock (Linux's /proc/locks marks waiters with '->')."""
+    return any("->" in line and f" {pid} " in line for line in Path("/proc/locks").read_text().splitlines())
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux's /proc/locks to see a waiting process")
 def test_lock_is_exclusive_across_processes_reentrant_within_one(tmp_path: Path):
-    target = tmp_path / "pairs" / "fp"
+    """The other process is seen blocked on the lock (in /proc/locks) while this one holds it, and
+    gets it only after the release: it finds the file written just before the release."""
+    target, released = tmp_path / "pairs" / "fp", tmp_path / "released"
     with locked(target):
         with locked(target):  # the same process may take it again (the pair builder publishes under it)
             pass
         assert (tmp_path / "pairs" / ".fp.lock").exists()
-        proc = subprocess.Popen([sys.executable, "-c", LOCKER, SRC, str(target)], stdout=subprocess.PIPE, text=True)
-        time.sleep(1.5)  # the other process has started and is waiting
-        released = time.time()
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0 and float(out) >= released
+        proc = subprocess.Popen([sys.executable, "-c", LOCKER, SRC, str(target), str(released)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "trying"
+        while not _blocked_on_a_lock(proc.pid):
+            assert proc.poll() is None, "the other process ended without waiting for the lock"
+            time.sleep(0.01)
+        released.write_text("")
+    out, _ = proc.communicate(timeout=HANG_S)
+    assert proc.returncode == 0 and out.strip() == "got it after the release"
     assert not (tmp_path / "pairs" / ".fp.lock").exists()  # exists only while held
 
 
@@ -229,3 +245,29 @@ def test_stale_or_damaged_partial_shards_are_discarded(tmp_path: Path, caplog):
     assert "00001" in line and "does not match its checksum" in line
     assert store.read_shard(entry, "teacher", 0)[0]["outputs"]["texts"] == [["a"], ["b"]]
     assert leftovers(tmp_path) == []
+
+
+def test_sweep_removes_what_killed_runs_left_and_never_work_in_progress(tmp_path: Path):
+    """Temp dirs are owned by a lock while they are written; a SIGKILL frees it. Trash dirs belong to
+    the entry being discarded, under the entry's lock."""
+    from plad.cache import sweep
+
+    models = tmp_path / "models"
+    done = make_entry(models / "llama-teacher-fp")
+    dead_tmp = models / ".llama-student-fp.tmp-dead"
+    dead_tmp.mkdir()
+    (dead_tmp / "model.safetensors").write_bytes(b"half a model")
+    dead_trash = models / ".llama-student-old.trash-0001"
+    dead_trash.mkdir()
+    dead_shard = tmp_path / "pairs" / "fp.partial" / "student" / ".00001.tmp-dead"
+    dead_shard.mkdir(parents=True)
+    busy_trash = models / ".llama-busy.trash-0002"
+    busy_trash.mkdir()
+    with atomic_dir(models / "llama-student-live") as live, locked(models / "llama-busy"):
+        (live / "model.safetensors").write_bytes(b"being written")
+        removed = sweep(tmp_path)
+        assert sorted(removed) == sorted([dead_tmp, dead_trash, dead_shard])
+        assert live.is_dir() and busy_trash.is_dir()  # held: in progress
+    assert is_complete(done) and is_complete(models / "llama-student-live")
+    assert sweep(tmp_path) == [busy_trash]  # its discarder is gone now
+    assert sorted(p.name for p in models.iterdir()) == ["llama-student-live", "llama-teacher-fp"]

@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from plad.config_checks import check_config
+from helpers import HANG_S
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = str(ROOT / "configs")
@@ -23,7 +24,7 @@ def _compose(*overrides: str):
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return forkserver.run([sys.executable, "train.py", *args], cwd=ROOT, env=forkserver.env(), capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=HANG_S)
 
 
 @pytest.mark.parametrize("task", TASKS)

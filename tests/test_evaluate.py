@@ -50,7 +50,7 @@ class CharTask(Task):
 CFG = {"max_examples": 4, "batch_size": 2, "progress": False,
        "generation": {"max_new_tokens": 6, "do_sample": False, "seed": 0, "max_prompt_tokens": 32},
        "calibration": {"enabled": True, "n_prompts": 3, "k": 4, "temperature": 1.5,
-                       "systems": ["student_init", "student", "not_a_system"]},
+                       "systems": ["student_init", "student", "teacher"]},
        "bootstrap": {"n": 200, "seed": 0}}
 
 
@@ -136,14 +136,23 @@ def test_win_rates_against_every_other_system(run):
 def test_calibration_and_plots(run):
     _, _, metrics, out = run
     cal = metrics["calibration"]
-    assert set(cal) == {"student_init", "student"}  # the unknown system is skipped
-    for c in cal.values():
-        assert c["n_prompts"] == 3 and 0 <= c["n_used"] <= 3 and c["n_pairs"] <= 3 * 6
-        assert c["rank_acc"] is None or 0.0 <= c["rank_acc"] <= 1.0
+    assert set(cal) == {"student_init", "student", "teacher"}
+    for c in cal.values():  # values, not NaNs: every prompt's samples differ in quality and likelihood
+        assert c["n_prompts"] == 3 and 1 <= c["n_used"] <= 3 and 1 <= c["n_pairs"] <= 3 * 6
+        assert -1.0 <= c["spearman"] <= 1.0 and 0.0 <= c["rank_acc"] <= 1.0
+        assert 0.0 <= c["mean_quality"] <= 1.0
     assert metrics["plots"] == ["metrics.png", "win_rate.png", "calibration.png"]
     for name in metrics["plots"]:
         img = matplotlib.image.imread(out / name)
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_a_misspelled_calibration_system_is_an_error_not_a_silent_skip(run, tmp_path):
+    task, test, _, _ = run
+    cfg = {**CFG, "calibration": {**CFG["calibration"], "systems": ["student", "studnet"]}}
+    with pytest.raises(ValueError, match=r"^eval.calibration.systems: expected names among "
+                                         r"\['teacher', 'student_init', 'student'\], got \['studnet'\]$"):
+        evaluate({}, task, test, cfg, None, tmp_path)
 
 
 def test_bad_inputs_name_the_field(run, tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import forkserver
 import pytest
+from helpers import HANG_S
 
 PROBE = """
 import os, sys
@@ -39,8 +40,8 @@ def test_a_forked_script_behaves_as_a_plain_process(tmp_path: Path, arg: str):
     proc = forkserver.start(cmd, cwd=tmp_path, env=forkserver.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert isinstance(proc, forkserver.ForkedProcess)  # the server is up and the suite's env is its env
-    out, err = proc.communicate(timeout=300)
-    plain = subprocess.run(cmd, cwd=tmp_path, env=forkserver.env(), capture_output=True, text=True, timeout=300,
+    out, err = proc.communicate(timeout=HANG_S)
+    plain = subprocess.run(cmd, cwd=tmp_path, env=forkserver.env(), capture_output=True, text=True, timeout=HANG_S,
                            start_new_session=True)
     assert (proc.returncode, out) == (plain.returncode, plain.stdout)
     assert "session True" in out and f"path0 {tmp_path}" in out and "main __main__" in out
@@ -57,10 +58,10 @@ def test_a_forked_process_group_dies_by_sigkill(tmp_path: Path):
     assert isinstance(proc, forkserver.ForkedProcess)
     assert proc.stdout.readline().startswith(b"argv") and proc.poll() is None
     os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert proc.wait(timeout=HANG_S) == -signal.SIGKILL
 
 
 def test_what_a_fork_cannot_reproduce_starts_a_plain_process(tmp_path: Path):
     proc = forkserver.start(_probe(tmp_path, "0"), cwd=tmp_path, env=forkserver.env(hash_seed=7),
                             stdout=subprocess.DEVNULL)
-    assert isinstance(proc, subprocess.Popen) and proc.wait(timeout=60) == 0
+    assert isinstance(proc, subprocess.Popen) and proc.wait(timeout=HANG_S) == 0

@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 from setuptools import find_packages
+from helpers import HANG_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def test_installed_wheel_runs_debug_fast_from_another_directory(tmp_path):
                            cwd=elsewhere, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert all(Path(p).is_relative_to(site) for p in where), where
     run = subprocess.run([str(site / "bin" / "plad-train"), "debug=fast", "eval.calibration.n_prompts=2"],
-                         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=900)
+                         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = list((elsewhere / "logs" / "runs").glob("*/*/metrics.json"))
     assert len(metrics) == 1 and "student" in json.loads(metrics[0].read_text())["systems"]

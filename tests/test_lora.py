@@ -4,7 +4,9 @@ adapter, DPO's reference with adapters off equals the pair stage's cached one, b
 one line, the SFT cache key, and `model.student.lora.r=8 debug=fast` for every family."""
 import copy
 import json
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import lightning as L
 import pytest
@@ -43,6 +45,18 @@ def pair_batches(student: Path, n: int = 16, batch_size: int = 8) -> list[dict[s
                      "ref_logp": [ref[i], ref[n + i]]})
     collate = PairCollator(tok.pad_token_id, False)
     return [collate(rows[i:i + batch_size]) for i in range(0, n, batch_size)]
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """``model`` in eval mode for the block, its mode restored whatever happens: the module-scoped
+    ``trained`` module is shared, and a failing test must not leave it in eval mode for the next."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _module(student: Path, **kw) -> DistillModule:
@@ -121,13 +135,11 @@ def test_saved_student_loads_with_plain_transformers_and_the_adapter_with_peft(t
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(student), tmp_path / "out" / ADAPTER_DIR)
     b = batches[0]
-    module.student.eval()
-    with torch.no_grad():
+    with eval_mode(module.student), torch.no_grad():
         expected = module.student(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
         for model in (plain, adapted.eval()):
             got = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
             assert (got - expected).abs().max().item() < 1e-5
-    module.student.train()
     base = AutoModelForCausalLM.from_pretrained(student).eval()
     with torch.no_grad():
         assert (base(input_ids=b["input_ids"]).logits - expected).abs().max().item() > 1e-3  # it did train

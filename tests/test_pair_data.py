@@ -40,8 +40,8 @@ def setup_(request, tok, tmp_path_factory):
 
 
 def module(ps, tok, family, inputs, **kw):
-    dm = PairDataModule(ps, tok, encoder_decoder=family == "t5", inputs=inputs, batch_size=3, **LENS,
-                        **{"val_size": 0, "seed": 0, **kw})
+    dm = PairDataModule(ps, tok, encoder_decoder=family == "t5", inputs=inputs, batch_size=3,
+                        **{**LENS, "val_size": 0, "seed": 0, **kw})
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -167,6 +167,10 @@ def test_bad_inputs_are_rejected(setup_, tok):
         PairDataModule(ps, tok, family == "t5", ("candidates", "chosen"))
     with pytest.raises(ValueError, match="inputs: expected columns"):
         module(ps, tok, family, ("chosen", "nonexistent"))
+    # ref_logp scored sequences cut at 6 completion tokens: served cut at 5 they belong to others
+    with pytest.raises(ValueError, match=r"^distill.datamodule.pairs.max_completion_tokens: expected 6, the length "
+                                         r"the pair set's ref_logp were computed with \(.*\), got 5$"):
+        module(ps, tok, family, ("chosen", "rejected"), max_completion_tokens=5)
 
 
 def test_lightning_runs_prepare_setup_and_serves_every_row_once(setup_, tok, tmp_path):

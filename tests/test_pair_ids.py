@@ -87,10 +87,8 @@ def built(request, tmp_path_factory):
 
 
 def data_module(ps, tok, family: str, inputs: tuple[str, ...]) -> PairDataModule:
-    """Served with room for more tokens than were generated: a cut sample has exactly BUDGET ids, and
-    truncating at BUDGET would hide an EOS appended to it by mistake."""
     dm = PairDataModule(ps, tok, encoder_decoder=family == "t5", inputs=inputs, batch_size=4, max_prompt_tokens=64,
-                        max_completion_tokens=BUDGET + 4, val_size=0, seed=0)
+                        max_completion_tokens=BUDGET, val_size=0, seed=0)
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -125,6 +123,22 @@ def test_the_module_scores_exactly_the_generated_ids_and_an_eos_only_after_a_fin
     assert n == len(rows)
     assert seen[True] and seen[False], seen  # both kinds were checked
     assert retokenized_differently, "every sample re-encoded to its own ids: the check above proves nothing"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_row_is_encoded_with_an_eos_exactly_where_its_sample_ended(family):
+    """Each sequence of a pair row, with room in the budget (a cut sample of a pipeline has exactly
+    the budget's ids, so truncation there would hide a wrongly appended EOS)."""
+    from plad.data.pair_datamodule import _encode
+
+    tok = train_tokenizer()
+    row = {"prompt": "Anonymize: Bob", "chosen_ids": [40, 41, 42], "chosen_finished": True,
+           "rejected_ids": [50, 51], "rejected_finished": False, "reference": "reference text"}
+    out = _encode(row, tokenizer=tok, inputs=("chosen", "rejected", "reference"), encoder_decoder=family == "t5",
+                  max_prompt_tokens=32, max_completion_tokens=10, ref_cols=None, quality_cols=None)
+    got = [[t for t in labels if t != IGNORE_INDEX] for labels in out["labels"]]
+    eos = tok.eos_token_id
+    assert got == [[40, 41, 42, eos], [50, 51], tok("reference text", add_special_tokens=False)["input_ids"] + [eos]]
 
 
 def _losses() -> list[str]:

@@ -21,6 +21,7 @@ import yaml
 from plad.report import build_report, main
 from plad.report_jobs import discover_jobs
 from plad.report_stats import paired_bootstrap
+from helpers import HANG_S
 
 N_BOOT = 400
 INIT = np.array([0.5, 0.6, 0.7, 0.8])
@@ -232,7 +233,7 @@ def test_loss_name_precedence_and_nested_metrics(tmp_path):
 def test_script_wrapper_defaults_to_multirun_dir_and_bad_input(multirun, tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "report.py"
     res = subprocess.run([sys.executable, str(script), str(multirun), "--n-boot", "50"], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=HANG_S)
     assert res.returncode == 0, res.stderr
     assert Path(res.stdout.strip()) == multirun / "report.md" and (multirun / "report.md").is_file()
     main([str(multirun), "--n-boot", "50", "--out", str(tmp_path / "again")])

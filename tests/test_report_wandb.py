@@ -19,6 +19,7 @@ import pytest
 from plad.report import build_report, main
 from plad.report_publish import build_spec
 from plad.report_wandb import filter_jobs, offline_jobs, run_ids
+from helpers import HANG_S
 
 ROOT = Path(__file__).resolve().parents[1]
 N_BOOT = "100"
@@ -32,7 +33,7 @@ def sweep(tmp_path_factory) -> Path:
     logs = tmp_path_factory.mktemp("wandb_logs")
     cmd = [sys.executable, "train.py", "-m", "loss=sft,ranking", "seed=0,1", "debug=fast", "logger=wandb",
            f"paths.log_dir={logs}"]
-    res = forkserver.run(cmd, cwd=ROOT, env=forkserver.env(), capture_output=True, text=True, timeout=600)
+    res = forkserver.run(cmd, cwd=ROOT, env=forkserver.env(), capture_output=True, text=True, timeout=HANG_S)
     assert res.returncode == 0, res.stderr[-3000:]
     (path,) = (logs / "multiruns").glob("*/*")
     return path
@@ -204,7 +205,7 @@ def test_wandb_url_without_credentials_exits_2_in_one_line(tmp_path):
     env = {k: v for k, v in forkserver.env().items() if k != "WANDB_API_KEY"}
     env.update(HOME=str(tmp_path), WANDB_CONFIG_DIR=str(tmp_path / "cfg"), WANDB_BASE_URL="http://127.0.0.1:9")
     res = subprocess.run([sys.executable, "-m", "plad.report", "wandb://x/y", "--out", str(tmp_path / "out")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+                         cwd=ROOT, capture_output=True, text=True, env=env)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: wandb://x/y: "), res.stderr

@@ -13,8 +13,14 @@ import torch
 from omegaconf import OmegaConf
 
 from plad.resume import config_key, unfinished_runs
+from helpers import HANG_S
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _age(path: Path, seconds: int) -> None:
+    """Set ``path``'s mtime ``seconds`` after a fixed origin: "newer" without sleeping on a clock."""
+    os.utime(path, ns=(1_700_000_000_000_000_000 + seconds * 10**9,) * 2)
 
 
 def _run_dir(log_dir: Path, name: str, cfg: dict, finished: bool = False) -> Path:
@@ -23,6 +29,7 @@ def _run_dir(log_dir: Path, name: str, cfg: dict, finished: bool = False) -> Pat
     OmegaConf.save(OmegaConf.create(cfg), d / ".hydra" / "config.yaml")
     (d / "checkpoints").mkdir()
     (d / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    _age(d / "checkpoints" / "last.ckpt", 0)
     if finished:
         (d / "run_summary.json").write_text("{}")
     return d
@@ -35,11 +42,12 @@ def test_a_truncated_last_checkpoint_is_skipped(tmp_path):
     cfg = {"seed": 0, "ckpt_path": "last", "paths": {"log_dir": str(tmp_path), "output_dir": str(tmp_path / "new")}}
     older = _run_dir(tmp_path, "older", cfg)
     torch.save({"global_step": 4}, older / "checkpoints" / "last.ckpt")
-    time.sleep(0.01)
+    _age(older / "checkpoints" / "last.ckpt", 1)
     newer = _run_dir(tmp_path, "newer", cfg)
     torch.save({"global_step": 6}, newer / "checkpoints" / "last.ckpt")
     data = (newer / "checkpoints" / "last.ckpt").read_bytes()
     (newer / "checkpoints" / "last.ckpt").write_bytes(data[: len(data) // 2])
+    _age(newer / "checkpoints" / "last.ckpt", 2)
     assert resolve_ckpt_path(OmegaConf.create(cfg)) == str(older / "checkpoints" / "last.ckpt")
 
 
@@ -48,22 +56,20 @@ def test_only_unfinished_runs_of_the_same_configuration_are_candidates(tmp_path)
     same = _run_dir(tmp_path, "same", {**cfg, "paths": {"output_dir": "b"}, "ckpt_path": "last"})
     _run_dir(tmp_path, "done", cfg, finished=True)
     _run_dir(tmp_path, "other_seed", {**cfg, "seed": 1})
-    time.sleep(0.01)
     newer = _run_dir(tmp_path, "newer", cfg)
+    _age(newer / "checkpoints" / "last.ckpt", 1)
     assert unfinished_runs(tmp_path, config_key(OmegaConf.create(cfg))) == [newer, same]
 
 
-def _wait_for_checkpoint(path: Path, proc: "subprocess.Popen | forkserver.ForkedProcess", timeout: float = 600) -> None:
-    """Until ``path`` exists with a stable size (fully written), or fail if the job ends first."""
-    deadline, last = time.time() + timeout, -1
-    while time.time() < deadline:
+def _wait_for_checkpoint(path: Path, proc: "subprocess.Popen | forkserver.ForkedProcess") -> None:
+    """Until ``path`` holds a whole checkpoint (it loads), or fail if the job ends first."""
+    while True:
         assert proc.poll() is None, "the job ended before it wrote a checkpoint"
-        size = path.stat().st_size if path.exists() else -1
-        if size > 0 and size == last:
+        try:
+            torch.load(path, weights_only=False, map_location="cpu")
             return
-        last = size
-        time.sleep(0.2)
-    raise TimeoutError(path)
+        except Exception:  # noqa: BLE001 - absent, or half written: not yet a checkpoint
+            time.sleep(0.2)
 
 
 def test_ckpt_path_last_resumes_a_killed_job(tmp_path):
@@ -82,7 +88,7 @@ def test_ckpt_path_last_resumes_a_killed_job(tmp_path):
     assert 0 < killed_at < 120
 
     second = forkserver.run([*common, "ckpt_path=last", f"hydra.run.dir={tmp_path / 'logs/runs/d/second'}"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert second.returncode == 0, second.stderr[-2000:]
     assert f"resuming {ckpt}" in second.stdout + second.stderr
     with open(tmp_path / "logs/runs/d/second/csv/version_0/metrics.csv") as f:

@@ -12,7 +12,15 @@ def _cache_entries(log_dir: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def warm_logs(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("warm_logs")
+    """A log dir whose cache holds every stage of one whole debug=fast run (built here, so no test
+    depends on another having run first)."""
+    from conftest import compose_run_config
+    from plad.pipeline import run
+
+    logs = tmp_path_factory.mktemp("warm_logs")
+    (logs / "full").mkdir()
+    run(compose_run_config(logs, logs / "full", "debug=fast"))
+    return logs
 
 
 @pytest.mark.parametrize("stages,needs", [("[distill,evaluate]", "sft"), ("[pairs]", "sft"), ("[evaluate]", "sft")])
@@ -30,7 +38,6 @@ def test_stages_out_of_order_fail(run_pipeline, tmp_path):
 def test_distill_and_evaluate_from_the_cache_actually_distill(run_pipeline, warm_logs):
     """The case that used to skip distillation silently: after a full run, stages=[distill,evaluate]
     takes SFT models and pairs from the cache, builds nothing cached, and trains the student."""
-    run_pipeline("debug=fast", log_dir=warm_logs, name="full")
     before = {p: (p / "COMPLETE").stat().st_mtime for p in _cache_entries(warm_logs) if (p / "COMPLETE").exists()}
     results = run_pipeline("debug=fast", "stages=[distill,evaluate]", log_dir=warm_logs, name="resumed")
     assert results["reused"] == {"teacher": True, "student_init": True, "pairs": True}

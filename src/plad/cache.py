@@ -184,7 +184,7 @@ def _discard(path: Path, problem: str) -> None:
     """Move a damaged entry aside, then delete it; the caller holds its lock."""
     log.warning("cache: %s is damaged (%s); discarding it and rebuilding", path, problem)
     _verified.pop(os.path.abspath(path), None)
-    trash = path.with_name(f".{path.name}.trash-{uuid.uuid4().hex[:8]}")
+    trash = path.with_name(f".{path.name}{TRASH}{uuid.uuid4().hex[:8]}")
     try:
         os.replace(path, trash)
     except FileNotFoundError:
@@ -249,25 +249,103 @@ def locked(path: str | os.PathLike) -> Iterator[None]:
 
 
 @contextmanager
+def _owned(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock`` (created) while the block runs; unlinked after. A process
+    killed inside the block leaves the file unlocked: that is how ``sweep`` tells abandoned work."""
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(lock)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp dir; on success it gets a manifest marker and is renamed to ``final``.
 
     On error the temp dir is removed and ``final`` is untouched. If a whole entry is already at
     ``final`` (a concurrent writer won), the temp dir is discarded and that entry kept; a damaged
-    or unmarked ``final`` is discarded (one warning) and replaced.
+    or unmarked ``final`` is discarded (one warning) and replaced. The temp dir is owned (a lock
+    beside it, held while it exists): a SIGKILL leaves it unowned, and ``sweep`` removes it.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = final.parent / f".{final.name}{TMP}{uuid.uuid4().hex[:12]}"
+    with _owned(tmp.with_name(tmp.name + ".lock")):
+        tmp.mkdir()
+        try:
+            yield tmp
+            write_marker(tmp, final.name)
+            with locked(final):
+                if is_complete(final):
+                    log.debug("cache: %s was completed by another writer; using it", final)
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return
+                os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+TMP, TRASH = ".tmp-", ".trash-"  # names of unpublished and discarded entries: .<entry>.tmp-<id>, .<entry>.trash-<id>
+
+
+def _unheld(lock: Path) -> int | None:
+    """An fd holding ``lock`` when no other process holds it, else None (it is in use)."""
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        yield tmp
-        write_marker(tmp, final.name)
-        with locked(final):
-            if is_complete(final):
-                log.debug("cache: %s was completed by another writer; using it", final)
-                shutil.rmtree(tmp, ignore_errors=True)
-                return
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
+
+
+def sweep(root: str | os.PathLike) -> list[Path]:
+    """Remove what killed processes left under the cache ``root``: unpublished temp dirs whose
+    owner is gone (their lock is free) and trash dirs of discarded entries nobody is discarding
+    now (the entry's lock is free). Looks four levels deep (kinds, entries, pair shards and the
+    tokenized pair tables); returns what it removed. Work in progress is never touched: its lock
+    is held."""
+    removed: list[Path] = []
+    level = [Path(root)]
+    for _ in range(4):
+        children: list[Path] = []
+        for d in level:
+            try:
+                entries = list(os.scandir(d))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in entries:
+                if not e.is_dir(follow_symlinks=False):
+                    continue
+                path = Path(e.path)
+                if e.name.startswith(".") and (TMP in e.name or TRASH in e.name):
+                    if TMP in e.name:
+                        lock = path.with_name(e.name + ".lock")
+                    else:
+                        lock = path.with_name(f"{e.name.split(TRASH)[0]}.lock")  # .<entry>.lock
+                    fd = _unheld(lock)
+                    if fd is None:
+                        continue
+                    try:
+                        if path.exists():
+                            shutil.rmtree(path, ignore_errors=True)
+                            removed.append(path)
+                    finally:
+                        try:
+                            os.unlink(lock)
+                        except FileNotFoundError:
+                            pass
+                        os.close(fd)
+                else:
+                    children.append(path)
+        level = children
+    for path in removed:
+        log.info("cache: removed %s, left by a killed run", path)
+    return removed

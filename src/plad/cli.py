@@ -10,6 +10,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 import plad.resolvers  # noqa: F401  (registers ${wandb_offline:} before Hydra composes)
+from plad.checks import InputError
 
 
 def config_dir() -> str:
@@ -25,10 +26,11 @@ def config_dir() -> str:
 CONFIG_DIR = config_dir()
 
 
-def _config_error(exc: BaseException) -> ValueError | None:
-    """The ValueError behind an exception, also when ``instantiate`` wrapped it."""
+def input_error(exc: BaseException | None) -> InputError | None:
+    """The project's own input error behind an exception, also when ``instantiate`` wrapped it; None
+    for anything else (a defect, a library failure): those keep their traceback."""
     while exc is not None:
-        if isinstance(exc, ValueError):
+        if isinstance(exc, InputError):
             return exc
         exc = exc.__cause__ if isinstance(exc, InstantiationException) else None
     return None
@@ -44,10 +46,10 @@ def main(cfg: DictConfig) -> None:
             _launch(cfg)  # this process only starts and waits for the N that do the work
             return
         run(cfg)
-    except (ValueError, InstantiationException) as e:  # config and input errors: one line, exit 2
-        error = _config_error(e)
+    except (InputError, InstantiationException) as e:  # config and input errors: one line, exit 2
+        error = input_error(e)
         if error is None or os.environ.get("PLAD_TRACEBACK"):
-            raise
+            raise  # anything else: Hydra prints the traceback and exits 1
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -18,7 +18,8 @@ import sys
 from typing import Any, Callable, TypeVar
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from plad.checks import InputError
 
 T = TypeVar("T")
 
@@ -89,7 +90,7 @@ def processes(trainer_cfg: DictConfig) -> int:
         return 1
     devices = trainer_cfg.get("devices", 1)
     if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
-        raise ValueError(f"trainer.devices: expected an int >= 1 under strategy {name!r}, got {devices!r}")
+        raise InputError(f"trainer.devices: expected an int >= 1 under strategy {name!r}, got {devices!r}")
     return devices * int(trainer_cfg.get("num_nodes", 1))
 
 
@@ -115,7 +116,7 @@ def launch(cfg: DictConfig, overrides: list[str], run_dir: str, job_name: str = 
     ``run_dir`` (this job's directory: no second Hydra output dir), and wait for them."""
     n = processes(cfg.trainer)
     if int(cfg.trainer.get("num_nodes", 1)) > 1:
-        raise ValueError("trainer.num_nodes: a multi-node run is started by torchrun or srun on every node "
+        raise InputError("trainer.num_nodes: a multi-node run is started by torchrun or srun on every node "
                          "(README, 'Several processes, GPUs and nodes'), not from one process")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
            "-m", "plad.cli", *overrides, f"hydra.run.dir={run_dir}", "hydra.mode=RUN", "hydra.output_subdir=null",
@@ -126,19 +127,54 @@ def launch(cfg: DictConfig, overrides: list[str], run_dir: str, job_name: str = 
     return subprocess.call(cmd, env=env)
 
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def _devices_ok(devices: Any) -> bool:
+    """What Lightning accepts: a count >= 1, -1 or "auto" (all), GPU indices as a list or "0,1"."""
+    if isinstance(devices, bool):
+        return False
+    if isinstance(devices, int):
+        return devices >= 1 or devices == -1
+    if isinstance(devices, str):
+        return devices == "auto" or all(p.strip().isdigit() for p in devices.split(",") if p.strip()) and \
+            any(p.strip() for p in devices.split(","))
+    return isinstance(devices, (list, tuple, ListConfig)) and len(devices) > 0 and all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+
+
+def check_trainer(trainer_cfg: DictConfig) -> None:
+    """The Trainer settings a run uses, checked before any stage (Lightning would find a bad one only
+    when the first stage builds its Trainer, after the data and maybe SFT). trainer.precision is
+    checked by ``plad.models.precision.canonical_precision``."""
+    if not _devices_ok(trainer_cfg.get("devices", "auto")):
+        raise InputError(f"trainer.devices: expected a count >= 1, -1, 'auto' or GPU indices, "
+                         f"got {trainer_cfg.get('devices')!r}")
+    nodes = trainer_cfg.get("num_nodes", 1)
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise InputError(f"trainer.num_nodes: expected an int >= 1, got {nodes!r}")
+    if trainer_cfg.get("accelerator", "auto") not in ACCELERATORS:
+        raise InputError(f"trainer.accelerator: expected one of {list(ACCELERATORS)}, "
+                         f"got {trainer_cfg.get('accelerator')!r}")
+    every = trainer_cfg.get("log_every_n_steps", 1)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise InputError(f"trainer.log_every_n_steps: expected an int >= 1, got {every!r}")
+    check_strategy(trainer_cfg)
+
+
 def check_strategy(trainer_cfg: DictConfig) -> None:
     """Fail before any work, in one line, when the strategy cannot run here."""
     name = strategy_name(trainer_cfg)
     processes(trainer_cfg)  # validates trainer.devices
     sharded = name.startswith(("fsdp", "deepspeed"))
     if sharded and trainer_cfg.get("accelerator") == "cpu":
-        raise ValueError(f"trainer.accelerator: strategy {name!r} runs on GPUs only (Lightning); expected 'gpu', "
+        raise InputError(f"trainer.accelerator: strategy {name!r} runs on GPUs only (Lightning); expected 'gpu', "
                          "got 'cpu' (CPU processes: trainer=ddp_sim)")
     if name.startswith("deepspeed"):
         try:
             import deepspeed  # noqa: F401
         except ModuleNotFoundError:
-            raise ValueError(f"trainer.strategy: {name!r} needs DeepSpeed, an optional extra: "
+            raise InputError(f"trainer.strategy: {name!r} needs DeepSpeed, an optional extra: "
                              "pip install 'plad[deepspeed]'") from None
 
 

@@ -17,6 +17,7 @@ from plad.data.sft_datamodule import SFTDataModule
 from plad.models.logprobs import is_encoder_decoder
 from plad.module import DistillModule, SFTModule
 from plad.resume import resolve_ckpt_path
+from plad.checks import InputError
 
 # sft_selection.monitor (or a role's sft.monitor) -> (the logged metric, "min" | "max"). val_loss:
 # token-averaged validation NLL, logged by SFTModule. val_quality: the task's quality of greedy
@@ -32,7 +33,7 @@ def _trainer(cfg: DictConfig, max_steps: int, **overrides: Any) -> L.Trainer:
 
 def check_monitor(value: Any, field: str) -> str:
     if value not in SFT_MONITORS:
-        raise ValueError(f"{field}: expected one of {list(SFT_MONITORS)}, got {value!r}")
+        raise InputError(f"{field}: expected one of {list(SFT_MONITORS)}, got {value!r}")
     return value
 
 
@@ -42,9 +43,9 @@ def check_sft_selection(sel: DictConfig) -> None:
     for key, lo in (("val_check_interval", 1), ("patience", 1)):
         v = sel[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"sft_selection.{key}: expected an integer >= {lo}, got {v!r}")
+            raise InputError(f"sft_selection.{key}: expected an integer >= {lo}, got {v!r}")
     if isinstance(sel.min_delta, bool) or not isinstance(sel.min_delta, (int, float)) or sel.min_delta < 0:
-        raise ValueError(f"sft_selection.min_delta: expected a number >= 0, got {sel.min_delta!r}")
+        raise InputError(f"sft_selection.min_delta: expected a number >= 0, got {sel.min_delta!r}")
 
 
 class ValidationQuality(L.Callback):
@@ -151,7 +152,7 @@ def fit_sft(cfg: DictConfig, model: Any, tokenizer: Any, sft: DictConfig, train:
     if validation is not None and len(validation):
         if monitor_name == "val_quality":
             if quality is None:
-                raise ValueError(f"sft.monitor: val_quality needs the task's quality of outputs ({name})")
+                raise InputError(f"sft.monitor: val_quality needs the task's quality of outputs ({name})")
             callbacks.insert(0, ValidationQuality(tokenizer, list(validation["prompt"]), quality,
                                                   cfg.task.max_prompt_tokens, cfg.task.max_new_tokens))
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor, min_delta=sel.min_delta, patience=sel.patience,
@@ -191,7 +192,7 @@ def fit_distill(cfg: DictConfig, student_path: Path, teacher_path: Path, pairs_p
     d = cfg.distill
     loss_cls = get_class(cfg.loss._target_)
     if loss_cls.data_source not in d.datamodule:
-        raise ValueError(f"loss: {loss_cls.__name__}.data_source: expected one of {list(d.datamodule)} "
+        raise InputError(f"loss: {loss_cls.__name__}.data_source: expected one of {list(d.datamodule)} "
                          f"(distill.datamodule), got {loss_cls.data_source!r}")
     module = instantiate(d.module)(student_path=str(student_path), loss=cfg.loss, optim=cfg.get("optim"),
                                    teacher_path=str(teacher_path) if loss_cls.needs_teacher else None)
@@ -199,11 +200,11 @@ def fit_distill(cfg: DictConfig, student_path: Path, teacher_path: Path, pairs_p
     enc_dec = is_encoder_decoder(module.student)
     if loss_cls.data_source == "pairs":
         if pairs_path is None:
-            raise ValueError(f"loss: {loss_cls.__name__} trains on pairs, but the pairs stage did not run (stages)")
+            raise InputError(f"loss: {loss_cls.__name__} trains on pairs, but the pairs stage did not run (stages)")
         dm = make_data(pairs_path, module.tokenizer, enc_dec, inputs=tuple(loss_cls.inputs))
     else:
         if data is None or "train" not in data:
-            raise ValueError(f"loss: {loss_cls.__name__} trains on the labeled train split, but no data was given")
+            raise InputError(f"loss: {loss_cls.__name__} trains on the labeled train split, but no data was given")
         dm = make_data(data, module.tokenizer, enc_dec)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     # Lightning counts validation intervals in batches; ours are in optimizer steps.

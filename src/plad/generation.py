@@ -23,6 +23,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopK
 
 from plad.models.encoding import encode_prompt, pad_batch
 from plad.models.logprobs import is_encoder_decoder
+from plad.checks import InputError
 
 _M32 = 0xFFFFFFFF
 
@@ -48,7 +49,7 @@ class Sampling:
                 ("temperature", self.temperature > 0, "a value > 0"), ("top_p", 0 < self.top_p <= 1, "a value in (0, 1]"),
                 ("top_k", self.top_k >= 0, "an int >= 0 (0 = off)")]:
             if not ok:
-                raise ValueError(f"generate.{name}: expected {expected}, got {getattr(self, name)!r}")
+                raise InputError(f"generate.{name}: expected {expected}, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -71,7 +72,7 @@ def sampled(out: GenerationOutput, backend: str = "the generation backend") -> l
     """The generated token ids of every sample: what a likelihood of the samples must score (their
     texts need not re-encode to them). A backend that returns none cannot serve such a consumer."""
     if out.token_ids is None:
-        raise ValueError(f"generation: expected {backend} to return the samples' token ids "
+        raise InputError(f"generation: expected {backend} to return the samples' token ids "
                          "(GenerationOutput.token_ids), got texts only")
     return out.token_ids
 
@@ -148,7 +149,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
     Sampling(num_return_sequences, max_new_tokens, do_sample, temperature, top_p, top_k, seed, max_prompt_tokens,
              min_new_tokens)  # checks the values
     if batch_size < 1:
-        raise ValueError(f"generate.batch_size: expected an int >= 1, got {batch_size!r}")
+        raise InputError(f"generate.batch_size: expected an int >= 1, got {batch_size!r}")
     start_time = time.perf_counter()
     n, r = len(prompts), num_return_sequences
     enc_dec = is_encoder_decoder(model)

@@ -19,6 +19,7 @@ from plad.losses.base import CalibrationLoss, SequenceScores
 from plad.models.logprobs import is_encoder_decoder, sequence_logprobs
 from plad.models.lora import prepare, validate_lora, validate_reference
 from plad.optim import GuardedModule, plain_optim
+from plad.checks import InputError
 
 # Keys of a loss config that configure its training run, not the loss object (stripped here only).
 LOSS_RUN_KEYS = ("lr",)
@@ -120,7 +121,7 @@ class DistillModule(GuardedModule):
         self._teacher: list[torch.nn.Module] = []  # a list keeps it out of state_dict and .parameters()
         if self.loss_fn.needs_teacher:
             if teacher_path is None:
-                raise ValueError("loss: this loss needs the teacher's logits, but no teacher_path was given")
+                raise InputError("loss: this loss needs the teacher's logits, but no teacher_path was given")
             teacher, teacher_tok = load_saved(teacher_path)
             if hasattr(self.loss_fn, "check_compatible"):
                 self.loss_fn.check_compatible(teacher_tok, self.tokenizer)

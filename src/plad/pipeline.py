@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 import plad.resolvers  # noqa: F401  (${wandb_offline:} in logger configs, also for in-process callers)
 from plad import distributed
+from plad.cache import sweep as cache_sweep
 from plad.loggers import open_loggers
 from plad.stages import data as data_stage, distill as distill_stage, evaluate as evaluate_stage, plan
 from plad.stages import pairs as pairs_stage, sft as sft_stage
@@ -30,6 +31,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def _run(cfg: DictConfig) -> dict[str, Any]:
     run_dir, cache, stages = Path(cfg.paths.output_dir), Path(cfg.paths.cache_dir), list(cfg.stages)
     task, loss_cls = preflight(cfg)  # bad values fail here, before any expensive work
+    cache_sweep(cache)  # temp and trash dirs that a killed run left behind (never work in progress)
     distributed.connect(cfg)  # several processes: one group for every stage (README, "Rank policy")
     results: dict[str, Any] = {"oracle": is_oracle_run(cfg, loss_cls), "diagnostics": {}, "timings": {}}
     timed = _timer(results["timings"])

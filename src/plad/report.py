@@ -26,6 +26,7 @@ from plad.report_rows import (BASELINES, PLAD_LOSSES, Group, best_variants, buil
                               calibration, comparisons, curves, deltas_to_initial, disagreements,
                               system_metric)
 from plad.report_tables import comparison_table, fmt_ci, fmt_stat, noise_table, per_type_table
+from plad.checks import InputError
 
 # /seen: seen phrasings only; keep_rate: the counterpart of leak_rate (deleting everything leaks nothing)
 EXTRA_METRICS = ("exact_match", "exact_match/seen", "leak_rate", "keep_rate", "degenerate")
@@ -131,12 +132,12 @@ def build_report(root: str | Path, out: str | Path | None = None, n_boot: int = 
     report.md, report.json and charts into ``out`` (default: ``root``); returns report.md."""
     root = Path(root)
     if jobs is None and not root.is_dir():
-        raise ValueError(f"multirun dir: expected an existing folder, got {root}")
+        raise InputError(f"multirun dir: expected an existing folder, got {root}")
     if n_boot < 1:
-        raise ValueError(f"n_boot: expected a positive number of bootstrap resamples, got {n_boot}")
+        raise InputError(f"n_boot: expected a positive number of bootstrap resamples, got {n_boot}")
     jobs = discover_jobs(root) if jobs is None else jobs
     if not jobs:
-        raise ValueError(f"multirun dir: expected job folders with .hydra/config.yaml (+ metrics.json), "
+        raise InputError(f"multirun dir: expected job folders with .hydra/config.yaml (+ metrics.json), "
                          f"got none in {root}")
     out = Path(out) if out else root
     out.mkdir(parents=True, exist_ok=True)
@@ -190,8 +191,8 @@ def _jobs_and_out(args: argparse.Namespace,
         out = args.out or Path("report-" + urls[0][len(report_wandb.SCHEME):].strip("/").replace("/", "-"))
         try:
             jobs = report_wandb.online_jobs(urls[0], out / "wandb_runs", args.group, args.tags, args.filter)
-        except Exception as e:  # credentials, network, bad filters: one line, no traceback
-            parser.exit(2, f"error: {urls[0]}: {report_wandb.first_line(e)}\n")
+        except InputError as e:  # credentials, network, bad filters: one line, no traceback
+            parser.exit(2, f"error: {urls[0]}: {e}\n")
         if not jobs:
             parser.exit(2, f"error: {urls[0]}: no runs with saved plad job files match\n")
         return out, jobs, out, True
@@ -213,10 +214,11 @@ def _jobs_and_out(args: argparse.Namespace,
 
 
 def _or_exit(parser: argparse.ArgumentParser, prefix: str, step: Callable[..., Any], *args: Any) -> Any:
-    """A step whose expected failures (bad filter, no extra, credentials, runs) exit 2 in one line."""
+    """A step whose expected failures (bad filter, no extra, credentials, runs: ``InputError``) exit 2
+    in one line; anything else keeps its traceback."""
     try:
         return step(*args)
-    except (ValueError, RuntimeError) as e:
+    except InputError as e:
         parser.exit(2, f"error: {prefix}{e}\n")
 
 

@@ -18,6 +18,7 @@ from plad.report_jobs import Job
 from plad.report_tables import fmt_stat
 from plad.report_rows import Group, Row, build_groups, calibration, system_metric
 from plad.report_wandb import SCHEME, first_line
+from plad.checks import InputError
 
 EXTRA = "wandb-reports"
 PREFIX = "eval"  # plad.evaluation.log_results logs metrics.json under eval/...
@@ -96,7 +97,7 @@ def build_spec(jobs: list[Job], run_ids: dict[str, str], entity: str, project: s
                title: str | None = None) -> dict[str, Any]:
     """The W&B Report as plain data; ``run_ids`` maps each job name to its W&B run id."""
     if missing := [j.name for j in jobs if j.metrics is not None and j.name not in run_ids]:
-        raise ValueError(f"job {missing[0]} has no W&B run (train with logger=wandb)")
+        raise InputError(f"job {missing[0]} has no W&B run (train with logger=wandb)")
     groups = [g for g in build_groups([j for j in jobs if j.name in run_ids])
               if any(r.kind == "loss" and r.jobs for r in g.rows)]
     return {"title": title or f"PLaD report: {', '.join(sorted({f'{g.task} · {g.family}' for g in groups}))}",
@@ -146,18 +147,18 @@ def publish_target(sources: list[str], project: str | None) -> tuple[str, str]:
     url = next((s for s in sources if s.startswith(SCHEME)), "")
     target = (url[len(SCHEME):] if url else project or "").strip("/").split("/")
     if len(target) != 2 or not all(target):
-        raise ValueError("expected --project <entity>/<project> (the W&B project the runs were synced to) "
+        raise InputError("expected --project <entity>/<project> (the W&B project the runs were synced to) "
                          "or a wandb://<entity>/<project> source")
     try:
         import wandb_workspaces.reports.v2  # noqa: F401
     except ImportError:
-        raise RuntimeError(f"needs the {EXTRA} extra: pip install 'plad[{EXTRA}]'") from None
+        raise InputError(f"needs the {EXTRA} extra: pip install 'plad[{EXTRA}]'") from None
     import wandb
 
     try:
         wandb.Api(timeout=30)
     except Exception as e:
-        raise RuntimeError(f"no W&B credentials or network ({first_line(e)})") from None
+        raise InputError(f"no W&B credentials or network ({first_line(e)})") from None
     return target[0], target[1]
 
 
@@ -168,4 +169,4 @@ def publish(spec: dict[str, Any]) -> str:
         report.save()
         return str(report.url)
     except Exception as e:  # network, permissions: one line
-        raise RuntimeError(f"W&B did not save the report ({first_line(e)})") from None
+        raise InputError(f"W&B did not save the report ({first_line(e)})") from None

@@ -8,6 +8,7 @@ from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from plad.checks import InputError
 
 
 def mean_std(values: Sequence[float | None]) -> dict[str, float] | None:
@@ -28,9 +29,9 @@ def paired_bootstrap(diffs: Sequence[Sequence[float]], n_boot: int = 2000, seed:
     between-seed structure is kept and every seed contributes its own number of examples.
     """
     if n_boot < 1:
-        raise ValueError(f"n_boot: expected a positive number of resamples, got {n_boot}")
+        raise InputError(f"n_boot: expected a positive number of resamples, got {n_boot}")
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha: expected a level in (0, 1), got {alpha}")
+        raise InputError(f"alpha: expected a level in (0, 1), got {alpha}")
     groups = [np.asarray(d, dtype=float) for d in diffs if len(d)]
     n = sum(g.size for g in groups)
     if n == 0:

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import yaml
 
 from plad.report_jobs import Job, finish_jobs, jobs_from_folders
+from plad.checks import InputError
 
 REPORT_FILES = (".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", "metrics.json",
                 "samples.jsonl", "csv/version_*/metrics.csv")
@@ -81,7 +82,7 @@ def _pairs(filters: Iterable[str]) -> list[tuple[str, Any]]:
     for item in filters:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--filter: expected key=value, got {item!r}")
+            raise InputError(f"--filter: expected key=value, got {item!r}")
         out.append((key, yaml.safe_load(value)))
     return out
 
@@ -143,13 +144,13 @@ def filter_jobs(jobs: list[Job], group: str | None = None, tags: Iterable[str] =
     fields other than group and tags (state, createdAt, ...) exist on the W&B server only."""
     pairs = _pairs(filters)
     if server := [k for k, _ in pairs if k.startswith(RUN_KEYS) and not k.startswith("config.")]:
-        raise ValueError(f"--filter {server[0]}: a W&B run field, only with a wandb://<entity>/<project> source "
+        raise InputError(f"--filter {server[0]}: a W&B run field, only with a wandb://<entity>/<project> source "
                          "(--group and --tags work on folders too)")
     if not (group or list(tags) or pairs):
         return jobs
     kept = [j for j in jobs if job_matches(job_config(j.dir), group, tags, pairs)]
     if jobs and not kept:
-        raise ValueError("no jobs match --group/--tags/--filter")
+        raise InputError("no jobs match --group/--tags/--filter")
     return finish_jobs(kept)
 
 
@@ -196,6 +197,10 @@ def online_jobs(url: str, dest: Path, group: str | None = None, tags: Iterable[s
     """Jobs of the runs of ``wandb://<entity>/<project>`` that match; files land under ``dest``."""
     path = url[len(SCHEME):].strip("/")
     if path.count("/") != 1 or not all(path.split("/")):
-        raise ValueError(f"expected wandb://<entity>/<project>, got {url}")
-    runs = list_runs(path, run_filters(group, tags, filters), api)
-    return jobs_from_folders(download_runs(runs, dest))
+        raise InputError(f"expected wandb://<entity>/<project>, got {url}")
+    wanted = run_filters(group, tags, filters)
+    try:
+        folders = download_runs(list_runs(path, wanted, api), dest)
+    except Exception as e:  # noqa: BLE001 - the W&B API's own errors: credentials, network, no such project
+        raise InputError(first_line(e)) from None
+    return jobs_from_folders(folders)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from omegaconf import OmegaConf
+from plad.checks import InputError
 
 
 def wandb_offline() -> bool:
@@ -25,7 +26,7 @@ def run_time() -> str:
     if env_world() > 1:
         run_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID", "none")
         if run_id == "none":
-            raise ValueError("hydra.run.dir: the processes of this launch share no run id; start torchrun with "
+            raise InputError("hydra.run.dir: the processes of this launch share no run id; start torchrun with "
                              "--standalone or --rdzv-id=<id>, or pass hydra.run.dir=<dir>")
         step = os.environ.get("SLURM_STEP_ID")
         return f"launch-{run_id}" + (f".{step}" if step else "")

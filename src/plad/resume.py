@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from plad.cache import fingerprint
+from plad.checks import InputError
 
 log = logging.getLogger("plad")
 FINISHED = "run_summary.json"        # written by plad.pipeline at the end of a job
@@ -79,8 +80,8 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     path = Path(str(ck))
     if path.is_dir():
         if not _last_ckpt(path).is_file():
-            raise ValueError(f"ckpt_path: expected a run directory with checkpoints/last.ckpt, got {str(ck)!r}")
+            raise InputError(f"ckpt_path: expected a run directory with checkpoints/last.ckpt, got {str(ck)!r}")
         return str(_last_ckpt(path))
     if not path.is_file():
-        raise ValueError(f"ckpt_path: expected null, 'last', a run directory or a checkpoint file, got {str(ck)!r}")
+        raise InputError(f"ckpt_path: expected null, 'last', a run directory or a checkpoint file, got {str(ck)!r}")
     return str(path)

@@ -14,6 +14,7 @@ from typing import Any
 import forkserver
 import pytest
 from conftest import compose_run_config
+from helpers import HANG_S
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["debug=fast", "task.n_train=8", "model.student.sft.train_examples=4", "task.n_unlabeled=4", "task.n_validation=2",
@@ -70,6 +71,15 @@ BAD_INPUTS = [
     ("negative distill lr", ["distill.lr=-1"], "distill.lr"),
     ("negative distill steps", ["distill.max_steps=-1"], "distill.max_steps"),
     ("zero n_train", ["task.n_train=0"], "task.n_train"),
+    ("devices that are not a count", ["trainer.devices=abc"], "trainer.devices"),
+    ("prompt and completion past the positions", ["task.max_prompt_tokens=480", "task.max_new_tokens=64",
+                                                   "model.teacher.pretrain=null", "model.student.pretrain=null"],
+     "task.max_prompt_tokens|480 + 64"),
+    ("copy pretraining past the positions", ["task.max_prompt_tokens=300"], "task.max_prompt_tokens|pretrain"),
+    ("unknown accelerator", ["trainer.accelerator=npu"], "trainer.accelerator"),
+    ("unknown precision", ["trainer.precision=17"], "trainer.precision"),
+    ("zero nodes", ["+trainer.num_nodes=0"], "trainer.num_nodes"),
+    ("misspelled calibration system", ["eval.calibration.systems=[student,studnet]"], "eval.calibration.systems"),
     ("label budget over n_train", ["task.n_train=8", "model.student.sft.train_examples=9"],
      "model.student.sft.train_examples"),
     ("zero label budget", ["model.student.sft.train_examples=0"], "model.student.sft.train_examples"),
@@ -213,7 +223,7 @@ def test_bad_input_stops_before_expensive_work(overrides, expected, data_dir, pr
                                                caplog):
     """``processes`` is only requested to start the real processes early."""
     from plad.pipeline import run
-    from plad.cli import _config_error
+    from plad.cli import input_error
 
     log_dir = tmp_path / "logs"
     (tmp_path / "run").mkdir()
@@ -230,7 +240,7 @@ def test_bad_input_stops_before_expensive_work(overrides, expected, data_dir, pr
         run(cfg)
     if isinstance(info.value, Reached):
         raise info.value
-    error = _config_error(info.value)  # what train.py prints as "error: ..." with exit code 2
+    error = input_error(info.value)  # what train.py prints as "error: ..." with exit code 2
     assert error is not None, f"not a one-line config error: {info.value!r}"
     message = str(error)
     assert "\n" not in message and message.startswith(f"{field}: "), message
@@ -276,13 +286,16 @@ def processes(data_dir, tmp_path_factory):
                                                   stderr=subprocess.PIPE, text=True))
     yield procs
     for _, proc in procs.values():
-        proc.kill()
+        try:
+            proc.kill()  # still running only when the test that reads them did not run
+        except ProcessLookupError:
+            pass  # it had ended by itself
         proc.communicate()
 
 
 def test_bad_inputs_exit_2_with_one_stderr_line(processes):
     for name, (log_dir, proc) in processes.items():
-        _, stderr = proc.communicate(timeout=300)
+        _, stderr = proc.communicate(timeout=HANG_S)
         lines = stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (name, stderr[-2000:])
         assert cache_files(log_dir) == [], name

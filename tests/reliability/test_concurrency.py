@@ -10,6 +10,7 @@ from pathlib import Path
 from train_process import Job, results, reused, run
 
 from plad.cache import MARKER, verify
+from helpers import HANG_S
 
 ENTRIES = {"data": 1, "tokenizers": 1, "models": 2, "pairs": 1, "eval": 2}  # debug=fast: one per stage/system
 
@@ -17,7 +18,7 @@ ENTRIES = {"data": 1, "tokenizers": 1, "models": 2, "pairs": 1, "eval": 2}  # de
 def test_two_runs_at_once_on_an_empty_cache_share_one_consistent_cache(tmp_path: Path):
     jobs = [Job(tmp_path, name=f"run{i}", overrides=("debug=fast",)) for i in (0, 1)]
     with ThreadPoolExecutor(len(jobs)) as pool:
-        outcomes = list(pool.map(lambda job: run(job, timeout=900), jobs))
+        outcomes = list(pool.map(lambda job: run(job, timeout=HANG_S), jobs))
     for job, outcome in zip(jobs, outcomes):
         assert outcome.returncode == 0, job.text()[-3000:]
         assert "damaged" not in job.text() and "stale partial" not in job.text()

@@ -56,11 +56,12 @@ BEFORE_PAIRS = ("data/*", "tokenizers/*", "models/*")
 
 KILL_POINTS = [
     # (a) SFT: the teacher is cached, the initial student is being fine-tuned.
-    KillPoint("sft", reached=_said(r"student: \w+ with [\d.]+M parameters, SFT for up to"),
+    KillPoint("sft", reached=_said(r"student: \w+ with [\d.]+M parameters, SFT on \d+ labeled examples for up to"),
               inside=_all(_exists("cache/models/*-teacher-*/COMPLETE"), _exists("cache/tokenizers/*/COMPLETE"),
                           _absent("cache/models/*-student-*/COMPLETE")),
               reused={"teacher": True, "student_init": False, "pairs": False},
-              rerun_says=(r"student: \w+ with .* SFT for up to",), rerun_never_says=(r"teacher: \w+ with .* SFT",)),
+              rerun_says=(r"student: \w+ with .* SFT on \d+ labeled examples for up to",),
+              rerun_never_says=(r"teacher: \w+ with .* SFT",)),
     # (b) pairs, mid-phase: both teacher shards and student shard 0 are sampled, student shard 1 is not.
     KillPoint("pairs", reached=_exists("cache/pairs/*.partial/student/00000/COMPLETE"),
               inside=_all(_exists("cache/pairs/*.partial/teacher/00001/COMPLETE"),

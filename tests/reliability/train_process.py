@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import forkserver  # tests/: a fork of a pre-imported server where it can be
 from forkserver import env
+from helpers import HANG_S
 
 ROOT = Path(__file__).resolve().parents[2]
 # The whole loop at debug=fast, with the student's SFT and the distillation long enough (about a
@@ -61,7 +62,7 @@ class Outcome:
     cpu_seconds: float  # user + system time of the process and its children
 
 
-def run(job: Job, kill_when: Callable[[Job], bool] | None = None, timeout: float = 600.0,
+def run(job: Job, kill_when: Callable[[Job], bool] | None = None, timeout: float = HANG_S,
         poll: float = 0.005, hash_seed: int | None = None) -> Outcome:
     """Run ``job`` to the end, or SIGKILL its process group as soon as ``kill_when(job)`` holds.
 

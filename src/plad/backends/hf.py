@@ -10,6 +10,7 @@ import torch
 from plad import generation
 from plad.backends.base import Backend, GenerationOutput, Sampling
 from plad.models.ref import ModelRef
+from plad.checks import InputError
 
 
 class HFBackend(Backend):
@@ -20,7 +21,7 @@ class HFBackend(Backend):
             try:
                 torch.device(device)
             except RuntimeError as e:
-                raise ValueError(f"generation.device: expected auto, cpu, cuda or cuda:<i>, got {device!r}") from e
+                raise InputError(f"generation.device: expected auto, cpu, cuda or cuda:<i>, got {device!r}") from e
         self.device = device
         self._held: tuple[ModelRef, Any, Any] | None = None  # (ref, model, tokenizer)
 
@@ -31,7 +32,7 @@ class HFBackend(Backend):
 
     def check(self, model_cfg: Any = None) -> None:
         if self._device().type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"generation.device: expected a visible CUDA GPU for {self.device!r}, got none")
+            raise InputError(f"generation.device: expected a visible CUDA GPU for {self.device!r}, got none")
 
     def scoring_model(self, ref: ModelRef) -> tuple[Any, Any]:
         """The model (on this backend's device) and tokenizer; the same objects sampling uses."""

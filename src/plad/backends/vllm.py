@@ -21,6 +21,7 @@ from plad.backends.base import Backend, GenerationOutput, Sampling
 from plad.generation import prompt_keys
 from plad.models.encoding import encode_prompt
 from plad.models.ref import ModelRef
+from plad.checks import InputError
 
 MISSING = "generation=vllm: expected the optional extra `pip install -e \".[vllm]\"` (vllm is not installed)"
 
@@ -31,9 +32,9 @@ class VLLMBackend(Backend):
     def __init__(self, dtype: str = "auto", gpu_memory_utilization: float = 0.85, tensor_parallel_size: int = 1,
                  max_model_len: int | None = None, enforce_eager: bool = False) -> None:
         if not 0 < gpu_memory_utilization <= 1:
-            raise ValueError(f"generation.gpu_memory_utilization: expected a value in (0, 1], got {gpu_memory_utilization!r}")
+            raise InputError(f"generation.gpu_memory_utilization: expected a value in (0, 1], got {gpu_memory_utilization!r}")
         if not isinstance(tensor_parallel_size, int) or tensor_parallel_size < 1:
-            raise ValueError(f"generation.tensor_parallel_size: expected an int >= 1, got {tensor_parallel_size!r}")
+            raise InputError(f"generation.tensor_parallel_size: expected an int >= 1, got {tensor_parallel_size!r}")
         self.dtype, self.gpu_memory_utilization = dtype, gpu_memory_utilization
         self.tensor_parallel_size, self.max_model_len, self.enforce_eager = tensor_parallel_size, max_model_len, enforce_eager
         self._engine: tuple[str, Any] | None = None  # (model dir, vllm.LLM)
@@ -44,16 +45,16 @@ class VLLMBackend(Backend):
 
     def check(self, model_cfg: Any = None) -> None:
         if importlib.util.find_spec("vllm") is None:
-            raise ValueError(MISSING)
+            raise InputError(MISSING)
         import torch
 
         if not torch.cuda.is_available():
-            raise ValueError("generation=vllm: expected a CUDA GPU (vLLM samples on GPUs), got none; "
+            raise InputError("generation=vllm: expected a CUDA GPU (vLLM samples on GPUs), got none; "
                              "use generation=hf on this machine")
         for role in ("teacher", "student"):
             spec = (model_cfg or {}).get(role) or {}
             if not spec.get("pretrained") and spec.get("config") and _is_encoder_decoder(spec["config"]):
-                raise ValueError(f"generation=vllm: expected a decoder-only model, got an encoder-decoder "
+                raise InputError(f"generation=vllm: expected a decoder-only model, got an encoder-decoder "
                                  f"model.{role}.config; use generation=hf for this family")
 
     # ------------------------------------------------------------------ translation (unit-tested)
@@ -77,14 +78,14 @@ class VLLMBackend(Backend):
     # ------------------------------------------------------------------ engine
     def _llm(self, ref: ModelRef) -> Any:
         if ref.path is None:
-            raise ValueError("generation=vllm: expected a model saved on disk (a cache entry), got an in-memory model")
+            raise InputError("generation=vllm: expected a model saved on disk (a cache entry), got an in-memory model")
         model_dir = str(ref.path)
         if self._engine is None or self._engine[0] != model_dir:
             self.release()
             self.check()
             config = json.loads((Path(model_dir) / "config.json").read_text())
             if config.get("is_encoder_decoder"):
-                raise ValueError(f"generation=vllm: expected a decoder-only model, got encoder-decoder "
+                raise InputError(f"generation=vllm: expected a decoder-only model, got encoder-decoder "
                                  f"{config.get('model_type')!r}; use generation=hf for this family")
             from vllm import LLM
 

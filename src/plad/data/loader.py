@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from plad.checks import InputError
 
 
 def dist_rank_world() -> tuple[int, int]:
@@ -31,7 +32,7 @@ class EpochShuffleSampler(Sampler[int]):
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.rank, self.world = (rank, world) if rank is not None and world is not None else dist_rank_world()
         if not 0 <= self.rank < self.world:
-            raise ValueError(f"sampler rank: expected 0 <= rank < world, got rank {self.rank}, world {self.world}")
+            raise InputError(f"sampler rank: expected 0 <= rank < world, got rank {self.rank}, world {self.world}")
         self.epoch, self.start = 0, 0
 
     def _share(self) -> int:
@@ -67,7 +68,7 @@ class ResumableLoader(DataLoader):
         window (``counts`` gives a batch's first two), so losses can be normalised by the whole
         step's size before its first backward."""
         if accumulate < 1 or (accumulate > 1 and counts is None):
-            raise ValueError(f"accumulate_grad_batches: expected an int >= 1 (and a counts function), got {accumulate!r}")
+            raise InputError(f"accumulate_grad_batches: expected an int >= 1 (and a counts function), got {accumulate!r}")
         self.sampler_ = EpochShuffleSampler(len(dataset), seed, shuffle, rank, world)  # type: ignore[arg-type]
         self.accumulate, self.counts = accumulate, counts
         super().__init__(dataset, batch_size=batch_size, sampler=self.sampler_, **kwargs)

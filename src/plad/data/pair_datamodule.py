@@ -30,6 +30,7 @@ from plad.models.encoding import encode_example, pad_batch, target_counts
 from plad.models.tokenizer import tokenizer_fingerprint
 from plad.data.loader import ResumableLoader
 from plad.pairs.store import quiet_datasets, save
+from plad.checks import InputError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def val_ids(ids: Sequence[str], val_size: float, seed: int) -> set[str]:
     """Prompt ids held out: ids ranked by a seeded hash, taken until ``val_size`` rows are covered
     (an int = rows, a float in (0, 1) = fraction of rows). Depends only on (ids, seed)."""
     if val_size < 0 or (isinstance(val_size, float) and val_size >= 1):
-        raise ValueError(f"val_size: expected an int >= 0 or a float in [0, 1), got {val_size}")
+        raise InputError(f"val_size: expected an int >= 0 or a float in [0, 1), got {val_size}")
     target = val_size * len(ids) if isinstance(val_size, float) else val_size
     counts: dict[str, int] = {}
     for i in ids:
@@ -59,7 +60,7 @@ class PairCollator:
 
     def __init__(self, pad_token_id: int, encoder_decoder: bool, padding_side: str = "right") -> None:
         if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
+            raise InputError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
         self.pad_token_id = pad_token_id
         self.encoder_decoder = encoder_decoder
         self.padding_side = padding_side
@@ -132,10 +133,10 @@ class PairDataModule(L.LightningDataModule):
         self.encoder_decoder = encoder_decoder
         self.inputs = tuple(inputs)
         if not self.inputs or ("candidates" in self.inputs and self.inputs != ("candidates",)):
-            raise ValueError(f"inputs: expected pairwise columns like ('chosen', 'rejected') or ('candidates',), "
+            raise InputError(f"inputs: expected pairwise columns like ('chosen', 'rejected') or ('candidates',), "
                              f"got {self.inputs}")
         if batch_size < 1:
-            raise ValueError(f"batch_size: expected an int >= 1, got {batch_size}")
+            raise InputError(f"batch_size: expected an int >= 1, got {batch_size}")
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.max_prompt_tokens, self.max_completion_tokens = max_prompt_tokens, max_completion_tokens
         self.val_size = val_size
@@ -154,12 +155,12 @@ class PairDataModule(L.LightningDataModule):
             # One teacher and one student sample per prompt: the list is the pair (K = 2).
             return _pairs_as_lists(load_from_disk(str(self.path / "pairwise")))
         if not table.is_dir():
-            raise ValueError(f"inputs: {self.inputs} needs the {self.table} table of {self.path}, not found")
+            raise InputError(f"inputs: {self.inputs} needs the {self.table} table of {self.path}, not found")
         ds = load_from_disk(str(table))
         needed = [c if c == "reference" else f"{c}_ids" for c in self.inputs] if self.table == "pairwise" else []
         missing = [c for c in needed if c not in ds.column_names]
         if missing:
-            raise ValueError(f"inputs: expected columns of {ds.column_names}, got {missing}")
+            raise InputError(f"inputs: expected columns of {ds.column_names}, got {missing}")
         if len(self.inputs) == 1 and self.table == "pairwise":  # one sequence per row: drop repeats of it
             col = self.inputs[0] if self.inputs[0] == "reference" else f"{self.inputs[0]}_ids"
             seen, keep = set(), []
@@ -171,14 +172,17 @@ class PairDataModule(L.LightningDataModule):
         return ds
 
     def _check_ref_lengths(self, ds: Dataset) -> None:
+        """The pair set's ``ref_logp`` score sequences cut at the lengths it was built with; served
+        under other lengths they would belong to other sequences (an error, not a warning)."""
         stats_file = self.path / "stats.json"
         if "ref_logp" not in ds.column_names or not stats_file.is_file():
             return
         used = json.loads(stats_file.read_text()).get("ref_lengths", {})
         mine = {"max_prompt_tokens": self.max_prompt_tokens, "max_completion_tokens": self.max_completion_tokens}
-        if used and used != mine:
-            log.warning("pairs: ref_logp was computed with %s but sequences are tokenised with %s; "
-                        "reference-based losses will see mismatched truncation", used, mine)
+        for key, value in used.items():
+            if mine.get(key) != value:
+                raise InputError(f"distill.datamodule.pairs.{key}: expected {value}, the length the pair set's "
+                                 f"ref_logp were computed with ({self.path}), got {mine.get(key)}")
 
     def prepare_data(self) -> None:
         """Tokenise once (Lightning runs this on local rank 0 only)."""
@@ -211,7 +215,7 @@ class PairDataModule(L.LightningDataModule):
         self.val_dataset = ds.select([n for n, v in enumerate(is_val) if v])
         self.train_dataset = ds.select([n for n, v in enumerate(is_val) if not v])
         if len(self.train_dataset) == 0:
-            raise ValueError(f"val_size: expected to leave training rows, got all {len(ds)} held out ({self.val_size})")
+            raise InputError(f"val_size: expected to leave training rows, got all {len(ds)} held out ({self.val_size})")
 
     def loader(self, ds: Dataset, shuffle: bool = False) -> DataLoader:
         """Batches of ``ds`` (a split of this module) in order, or reshuffled per epoch and resumable."""

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from plad.data.collate import Collator
 from plad.models.encoding import target_counts
 from plad.data.loader import ResumableLoader
+from plad.checks import InputError
 
 
 class DistillLayoutCollator(Collator):
@@ -36,7 +37,7 @@ class SFTDataModule(L.LightningDataModule):
                  accumulate_grad_batches: int = 1) -> None:
         super().__init__()
         if len(train) == 0:
-            raise ValueError("train: expected at least one (prompt, reference) row, got an empty split")
+            raise InputError("train: expected at least one (prompt, reference) row, got an empty split")
         self.train, self.validation = train, validation
         self.batch_size, self.seed = batch_size, seed
         collator = DistillLayoutCollator if distill_layout else Collator

@@ -17,6 +17,7 @@ from plad.backends.base import Backend
 from plad.generation import Sampling, sampled
 from plad.models.ref import ModelRef
 from plad.models.scoring import score_completions
+from plad.checks import InputError
 
 
 def spearman_per_prompt(scores: Sequence[Sequence[float]], qualities: Sequence[Sequence[float]]) -> dict[str, float]:
@@ -61,7 +62,7 @@ def calibration_diagnostics(backend: Backend, ref: ModelRef, task: Any, examples
     the raw per-prompt ``scores`` / ``qualities`` for plotting.
     """
     if k < 2:
-        raise ValueError(f"calibration.k: expected at least 2 candidates per prompt, got {k}")
+        raise InputError(f"calibration.k: expected at least 2 candidates per prompt, got {k}")
     prompts = [ex["prompt"] for ex in examples]
     gen = backend.generate(ref, prompts, Sampling(n=k, max_new_tokens=max_new_tokens, temperature=temperature,
                                                   top_p=top_p, top_k=top_k, seed=seed,

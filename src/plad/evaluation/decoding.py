@@ -18,6 +18,7 @@ from plad.backends.base import Backend
 from plad.generation import Sampling, sampled
 from plad.models.ref import ModelRef
 from plad.models.scoring import score_completions
+from plad.checks import InputError
 
 Decoder = Callable[..., tuple[list[str], dict[str, float]]]
 
@@ -39,7 +40,7 @@ def rerank(backend: Backend, ref: ModelRef, prompts: Sequence[str], *, n: int = 
     """Sample ``n`` outputs per prompt (with ``backend``) and keep the one the model itself finds
     most likely per token (scored by its HF copy)."""
     if n < 1:
-        raise ValueError(f"eval.rerank.n: expected an int >= 1, got {n}")
+        raise InputError(f"eval.rerank.n: expected an int >= 1, got {n}")
     start = time.perf_counter()
     gen = backend.generate(ref, prompts, Sampling(n=n, max_new_tokens=max_new_tokens, temperature=temperature,
                                                   top_p=top_p, top_k=top_k, seed=seed,
@@ -85,7 +86,7 @@ def decoding_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     eval output cache key). Greedy outputs do not depend on the seed; sampled ones do."""
     mode = cfg.get("decoding", "greedy")
     if mode not in DECODERS:
-        raise ValueError(f"eval.decoding: expected one of {list(DECODERS)}, got {mode!r}")
+        raise InputError(f"eval.decoding: expected one of {list(DECODERS)}, got {mode!r}")
     gen = dict(cfg.get("generation") or {})
     if mode == "greedy" and not gen.get("do_sample"):
         gen.pop("seed", None)
@@ -94,6 +95,6 @@ def decoding_settings(cfg: dict[str, Any]) -> dict[str, Any]:
         rr = dict(cfg.get("rerank") or {})
         n = rr.get("n", 8)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"eval.rerank.n: expected an int >= 1, got {n!r}")
+            raise InputError(f"eval.rerank.n: expected an int >= 1, got {n!r}")
         settings["rerank"] = rr
     return settings

@@ -28,6 +28,7 @@ from plad.evaluation.decoding import DECODERS, decoding_settings
 from plad.evaluation.degenerate import degenerate_share
 from plad.evaluation.judges import win_rate
 from plad.models.ref import ModelRef
+from plad.checks import InputError
 
 log = logging.getLogger(__name__)
 MAX_PLOTTED_METRICS = 6
@@ -53,7 +54,7 @@ def _jsonable(obj: Any) -> Any:
 def _examples(test: Any, max_examples: int | None) -> list[dict[str, Any]]:
     n = len(test) if max_examples is None else min(int(max_examples), len(test))
     if n == 0:
-        raise ValueError("eval.max_examples: expected at least one test example, got an empty selection")
+        raise InputError("eval.max_examples: expected at least one test example, got an empty selection")
     rows = test.select(range(n)) if hasattr(test, "select") else test[:n]
     return [dict(r) for r in rows]
 
@@ -67,7 +68,7 @@ def read_outputs(path: str | Path, prompts: Sequence[str], system: str | None = 
     path = Path(path)
     path = path / "samples.jsonl" if path.is_dir() else path
     if not path.is_file():
-        raise ValueError(f"baseline_outputs: expected a samples.jsonl file or a folder holding one, got {path}")
+        raise InputError(f"baseline_outputs: expected a samples.jsonl file or a folder holding one, got {path}")
     by_prompt: dict[str, deque[str]] = defaultdict(deque)
     with open(path) as f:
         for line in f:
@@ -76,7 +77,7 @@ def read_outputs(path: str | Path, prompts: Sequence[str], system: str | None = 
                 by_prompt[row["prompt"]].append(row["outputs"][system or row["main_system"]])
     missing = sum(1 for p in prompts if not by_prompt.get(p))
     if missing:
-        raise ValueError(f"baseline_outputs: expected outputs for every test prompt in {path}, "
+        raise InputError(f"baseline_outputs: expected outputs for every test prompt in {path}, "
                          f"got {missing} of {len(prompts)} missing")
     return [by_prompt[p].popleft() for p in prompts]
 
@@ -118,7 +119,7 @@ def peer_outputs(task: Any, examples: list[dict[str, Any]]) -> dict[str, list[st
     for name, fn in (hook() if callable(hook) else {}).items():
         outs = [str(o) for o in fn(examples)]
         if len(outs) != len(examples):
-            raise ValueError(f"peer_systems.{name}: expected {len(examples)} outputs, got {len(outs)}")
+            raise InputError(f"peer_systems.{name}: expected {len(examples)} outputs, got {len(outs)}")
         out[name] = outs
     return out
 
@@ -136,6 +137,19 @@ def _judge_all(judge: Any, task: Any, main: str, outputs: dict[str, list[str]], 
     return scores, rates
 
 
+# The model systems a run can have; calibration needs a model (peers such as rule_based have none).
+MODEL_SYSTEMS = ("teacher", "student_init", "student")
+
+
+def check_calibration_systems(names: Any) -> list[str]:
+    """eval.calibration.systems: model systems only, so a misspelled one fails instead of vanishing."""
+    names = list(names or [])
+    unknown = [n for n in names if n not in MODEL_SYSTEMS]
+    if unknown:
+        raise InputError(f"eval.calibration.systems: expected names among {list(MODEL_SYSTEMS)}, got {unknown}")
+    return names
+
+
 def _calibrate_all(backend: Backend, systems: dict[str, ModelRef], task: Any, examples: list[dict[str, Any]],
                    cfg: dict[str, Any], progress: bool) -> tuple[dict[str, dict], dict[str, dict]]:
     """Calibration summary and raw (score, quality) points for each configured system with a model."""
@@ -143,9 +157,9 @@ def _calibrate_all(backend: Backend, systems: dict[str, ModelRef], task: Any, ex
     summaries, points = {}, {}
     if not cal.get("enabled", False):
         return summaries, points
-    for name in cal.get("systems") or []:
-        if name not in systems:
-            log.warning("calibration: no model for system %r, skipped", name)
+    for name in check_calibration_systems(cal.get("systems")):
+        if name not in systems:  # e.g. student, in a run without distillation (stages=[sft,evaluate])
+            log.info("calibration: this run has no %r, skipped", name)
             continue
         res = calibration_diagnostics(
             backend, systems[name], task, examples[: int(cal.get("n_prompts", len(examples)))], k=int(cal.get("k", 8)),
@@ -193,14 +207,14 @@ def evaluate(systems: dict[str, ModelRef], task: Any, test: Any, cfg: Any, judge
     peers = peer_outputs(task, examples)
     for name, outs in peers.items():
         if name in outputs:
-            raise ValueError(f"peer_systems: expected names different from the systems, got {name!r} twice")
+            raise InputError(f"peer_systems: expected names different from the systems, got {name!r} twice")
         outputs[name] = outs
     for name, path in (baseline_outputs or {}).items():
         if name in outputs:
-            raise ValueError(f"baseline_outputs: expected names different from the systems, got {name!r} twice")
+            raise InputError(f"baseline_outputs: expected names different from the systems, got {name!r} twice")
         outputs[name] = read_outputs(path, prompts)
     if main_system not in outputs:
-        raise ValueError(f"main_system: expected one of {sorted(outputs)}, got {main_system!r}")
+        raise InputError(f"main_system: expected one of {sorted(outputs)}, got {main_system!r}")
 
     quality = {name: [float(task.quality(o, ex)) for o, ex in zip(outs, examples)] for name, outs in outputs.items()}
     system_metrics: dict[str, dict[str, float]] = {}

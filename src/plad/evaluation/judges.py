@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from plad.checks import InputError
 
 DEFAULT_LLM_TEMPLATE = (
     "Which response follows the instruction better?\n\n"
@@ -44,7 +45,7 @@ class Judge:
 def _check_lengths(prompts: Sequence, outputs_a: Sequence, outputs_b: Sequence, examples: Sequence) -> None:
     n = len(prompts)
     if not len(outputs_a) == len(outputs_b) == len(examples) == n:
-        raise ValueError(f"judge.compare: expected prompts, outputs_a, outputs_b, examples of equal length, "
+        raise InputError(f"judge.compare: expected prompts, outputs_a, outputs_b, examples of equal length, "
                          f"got {n}, {len(outputs_a)}, {len(outputs_b)}, {len(examples)}")
 
 
@@ -66,7 +67,7 @@ class MetricJudge(Judge):
     def compare(self, prompts, outputs_a, outputs_b, examples) -> list[float]:
         _check_lengths(prompts, outputs_a, outputs_b, examples)
         if self.task is None:
-            raise ValueError("judge.task: expected a Task (call judge.bind(task)), got None")
+            raise InputError("judge.task: expected a Task (call judge.bind(task)), got None")
         return [_versus(self.task.quality(a, ex), self.task.quality(b, ex), self.tie_eps)
                 for a, b, ex in zip(outputs_a, outputs_b, examples)]
 
@@ -80,7 +81,7 @@ def _dtype(dtype: str | None) -> torch.dtype | None:
         return None
     value = getattr(torch, dtype, None)
     if not isinstance(value, torch.dtype):
-        raise ValueError(f"judge.dtype: expected a torch dtype name like 'bfloat16', got {dtype!r}")
+        raise InputError(f"judge.dtype: expected a torch dtype name like 'bfloat16', got {dtype!r}")
     return value
 
 
@@ -94,7 +95,7 @@ class _HFJudge(Judge):
                  dtype: str | None = None, progress: bool = True) -> None:
         super().__init__(task)
         if not model:
-            raise ValueError(f"judge.model: expected a model name or path, got {model!r}")
+            raise InputError(f"judge.model: expected a model name or path, got {model!r}")
         self.model_name = str(model)
         self.batch_size = batch_size
         self.max_length = max_length
@@ -120,7 +121,7 @@ class _HFJudge(Judge):
     def _chat(self, tok: Any) -> bool:
         has = bool(getattr(tok, "chat_template", None))
         if self.use_chat_template and not has:
-            raise ValueError(f"judge.use_chat_template: {self.model_name} has no chat template, got True")
+            raise InputError(f"judge.use_chat_template: {self.model_name} has no chat template, got True")
         return has if self.use_chat_template is None else bool(self.use_chat_template)
 
     def _batches(self, n: int, desc: str):
@@ -180,9 +181,9 @@ class LLMJudge(_HFJudge):
         super().__init__(model, **kwargs)
         for key in ("{prompt}", "{a}", "{b}"):
             if key not in template:
-                raise ValueError(f"judge.template: expected a template containing {key}, got {template!r}")
+                raise InputError(f"judge.template: expected a template containing {key}, got {template!r}")
         if len(choices) != 2 or choices[0] == choices[1]:
-            raise ValueError(f"judge.choices: expected two different strings, got {list(choices)}")
+            raise InputError(f"judge.choices: expected two different strings, got {list(choices)}")
         self.template = template
         self.choices = tuple(choices)
         self.answer_prefix = answer_prefix
@@ -199,7 +200,7 @@ class LLMJudge(_HFJudge):
     def _choice_ids(self, tok: Any) -> list[int]:
         ids = [tok.encode(c, add_special_tokens=False) for c in self.choices]
         if any(len(i) != 1 for i in ids) or ids[0] == ids[1]:
-            raise ValueError(f"judge.choices: expected two strings that are one distinct token each, "
+            raise InputError(f"judge.choices: expected two strings that are one distinct token each, "
                              f"got {list(self.choices)} -> {ids}")
         return [i[0] for i in ids]
 
@@ -236,7 +237,7 @@ def win_rate(scores: Sequence[float], n_boot: int = 1000, seed: int = 0, alpha: 
     if s.size == 0:
         return {"rate": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
     if n_boot < 1:
-        raise ValueError(f"bootstrap.n: expected a positive number of resamples, got {n_boot}")
+        raise InputError(f"bootstrap.n: expected a positive number of resamples, got {n_boot}")
     rng = np.random.default_rng(seed)
     means = s[rng.integers(0, s.size, size=(n_boot, s.size))].mean(1)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+from plad.checks import InputError
 
 
 SCORE_MODES = ("mean", "sum")
@@ -21,7 +22,7 @@ SCORE_MODES = ("mean", "sum")
 def check_score_mode(score: str) -> str:
     """Validate a loss's ``score`` hyper-parameter at construction time, not at the first batch."""
     if score not in SCORE_MODES:
-        raise ValueError(f"loss.score: expected 'mean' or 'sum', got {score!r}")
+        raise InputError(f"loss.score: expected 'mean' or 'sum', got {score!r}")
     return score
 
 
@@ -49,12 +50,12 @@ class SequenceScores:
             return self.logp
         if mode == "mean":
             return self.logp / self.n_tokens.clamp(min=1)
-        raise ValueError(f"score: expected 'mean' or 'sum', got {mode!r}")
+        raise InputError(f"score: expected 'mean' or 'sum', got {mode!r}")
 
     def pair(self, mode: str = "mean") -> tuple[Tensor, Tensor]:
         """(s(y+|x), s(y-|x)) for pairwise losses, which need exactly two sequences per example."""
         if self.logp.dim() != 2 or self.logp.shape[1] != 2:
-            raise ValueError(f"logp: expected shape [B, 2] (chosen, rejected), got {list(self.logp.shape)}")
+            raise InputError(f"logp: expected shape [B, 2] (chosen, rejected), got {list(self.logp.shape)}")
         scores = self.score(mode)
         return scores[:, 0], scores[:, 1]
 
@@ -93,7 +94,7 @@ class CalibrationLoss(nn.Module):
     def __init__(self, reg_weight: float = 0.0) -> None:
         super().__init__()
         if reg_weight < 0:
-            raise ValueError(f"loss.reg_weight: expected a value >= 0, got {reg_weight}")
+            raise InputError(f"loss.reg_weight: expected a value >= 0, got {reg_weight}")
         self.reg_weight = reg_weight
 
     def compute(self, s: SequenceScores) -> tuple[Tensor, dict[str, Tensor]]:
@@ -106,7 +107,7 @@ class CalibrationLoss(nn.Module):
                   "labels": self.needs_teacher}
         for field, needs in needed.items():
             if needs and getattr(s, field) is None:
-                raise ValueError(f"{field}: {type(self).__name__} needs it in SequenceScores, got None")
+                raise InputError(f"{field}: {type(self).__name__} needs it in SequenceScores, got None")
 
     def forward(self, s: SequenceScores) -> tuple[Tensor, dict[str, Tensor]]:
         self.check_inputs(s)

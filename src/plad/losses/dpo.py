@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from plad.losses.base import CalibrationLoss, SequenceScores
+from plad.checks import InputError
 
 
 class DPOLoss(CalibrationLoss):
@@ -21,9 +22,9 @@ class DPOLoss(CalibrationLoss):
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0, reg_weight: float = 0.0) -> None:
         super().__init__(reg_weight)
         if beta <= 0:
-            raise ValueError(f"loss.beta: expected a value > 0, got {beta}")
+            raise InputError(f"loss.beta: expected a value > 0, got {beta}")
         if not 0.0 <= label_smoothing < 0.5:
-            raise ValueError(f"loss.label_smoothing: expected a value in [0, 0.5), got {label_smoothing}")
+            raise InputError(f"loss.label_smoothing: expected a value in [0, 0.5), got {label_smoothing}")
         self.beta = float(beta)
         self.label_smoothing = float(label_smoothing)
 

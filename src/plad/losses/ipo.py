@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
+from plad.checks import InputError
 
 
 class IPOLoss(CalibrationLoss):
@@ -20,14 +21,14 @@ class IPOLoss(CalibrationLoss):
     def __init__(self, beta: float = 0.1, score: str = "mean", reg_weight: float = 0.0) -> None:
         super().__init__(reg_weight)
         if beta <= 0:
-            raise ValueError(f"loss.beta: expected a value > 0, got {beta}")
+            raise InputError(f"loss.beta: expected a value > 0, got {beta}")
         self.beta = float(beta)
         self.score = check_score_mode(score)
 
     def compute(self, s: SequenceScores) -> tuple[Tensor, dict[str, Tensor]]:
         assert s.ref_logp is not None  # checked in forward
         if s.logp.dim() != 2 or s.logp.shape[1] != 2:
-            raise ValueError(f"logp: expected shape [B, 2] (chosen, rejected), got {list(s.logp.shape)}")
+            raise InputError(f"logp: expected shape [B, 2] (chosen, rejected), got {list(s.logp.shape)}")
         # The reference scored the same tokens, so one length normalises both log-likelihoods.
         log_ratio = s.logp - s.ref_logp
         if self.score == "mean":

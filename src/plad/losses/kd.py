@@ -17,6 +17,7 @@ from torch import Tensor
 
 from plad.losses.base import CalibrationLoss, SequenceScores
 from plad.models.logprobs import IGNORE_INDEX
+from plad.checks import InputError
 
 
 class KDLoss(CalibrationLoss):
@@ -27,9 +28,9 @@ class KDLoss(CalibrationLoss):
                  reg_weight: float = 0.0) -> None:
         super().__init__(reg_weight)
         if temperature <= 0:
-            raise ValueError(f"loss.temperature: expected a value > 0, got {temperature}")
+            raise InputError(f"loss.temperature: expected a value > 0, got {temperature}")
         if vocab_size is not None and vocab_size < 1:
-            raise ValueError(f"loss.vocab_size: expected a positive int or null, got {vocab_size}")
+            raise InputError(f"loss.vocab_size: expected a positive int or null, got {vocab_size}")
         self.temperature = float(temperature)
         self.vocab_size = vocab_size
 
@@ -40,7 +41,7 @@ class KDLoss(CalibrationLoss):
         if teacher_vocab != student_vocab:
             only_t = len(teacher_vocab.keys() - student_vocab.keys())
             only_s = len(student_vocab.keys() - teacher_vocab.keys())
-            raise ValueError(
+            raise InputError(
                 "loss=kd needs teacher and student to share a tokenizer: vocabularies differ "
                 f"(teacher {len(teacher_vocab)}, student {len(student_vocab)} tokens; {only_t} only in "
                 f"teacher, {only_s} only in student); use a black-box loss (seqkd, ranking, ...) instead")
@@ -52,12 +53,12 @@ class KDLoss(CalibrationLoss):
         if self.vocab_size is not None:
             student, teacher = student[..., : self.vocab_size], teacher[..., : self.vocab_size]
         if student.shape[-1] != teacher.shape[-1]:
-            raise ValueError(
+            raise InputError(
                 "loss=kd needs teacher and student to share a tokenizer: logits have vocab sizes "
                 f"{teacher.shape[-1]} (teacher) and {student.shape[-1]} (student); set loss.vocab_size "
                 "if only the embedding padding differs")
         if student.shape[:-1] != teacher.shape[:-1] or student.shape[:-1] != labels.shape:
-            raise ValueError(f"teacher_logits: expected the student's [N, L] = {list(labels.shape)} "
+            raise InputError(f"teacher_logits: expected the student's [N, L] = {list(labels.shape)} "
                              f"positions, got student {list(student.shape[:-1])}, teacher {list(teacher.shape[:-1])}")
         mask = labels != IGNORE_INDEX
         t = self.temperature

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
+from plad.checks import InputError
 
 METHODS = ("listmle", "softmax")
 
@@ -29,9 +30,9 @@ class ListwiseLoss(CalibrationLoss):
                  reg_weight: float = 0.0) -> None:
         super().__init__(reg_weight)
         if method not in METHODS:
-            raise ValueError(f"loss.method: expected one of {METHODS}, got {method!r}")
+            raise InputError(f"loss.method: expected one of {METHODS}, got {method!r}")
         if temperature <= 0:
-            raise ValueError(f"loss.temperature: expected a value > 0, got {temperature}")
+            raise InputError(f"loss.temperature: expected a value > 0, got {temperature}")
         self.method = method
         self.score = check_score_mode(score)
         self.temperature = float(temperature)
@@ -40,7 +41,7 @@ class ListwiseLoss(CalibrationLoss):
         """[B, K, K] bool: better[b, i, j] = candidate i must out-rank candidate j."""
         batch, k = s.logp.shape
         if s.n_teacher is None and s.quality is None:
-            raise ValueError("n_teacher: listwise needs n_teacher or quality to order candidates, got neither")
+            raise InputError("n_teacher: listwise needs n_teacher or quality to order candidates, got neither")
         n_teacher = s.n_teacher if s.n_teacher is not None else torch.zeros(batch, dtype=torch.long)
         teacher = torch.arange(k, device=s.logp.device) < n_teacher.to(s.logp.device)[:, None]  # [B, K]
         better = teacher[:, :, None] & ~teacher[:, None, :]

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
+from plad.checks import InputError
 
 
 class MarginLoss(CalibrationLoss):
@@ -20,7 +21,7 @@ class MarginLoss(CalibrationLoss):
     def __init__(self, beta: float = 1.0, score: str = "mean", reg_weight: float = 0.0) -> None:
         super().__init__(reg_weight)
         if beta < 0:
-            raise ValueError(f"loss.beta: expected a margin scale >= 0, got {beta}")
+            raise InputError(f"loss.beta: expected a margin scale >= 0, got {beta}")
         self.beta = float(beta)
         self.score = check_score_mode(score)
 

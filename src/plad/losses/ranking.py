@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
+from plad.checks import InputError
 
 
 class RankingLoss(CalibrationLoss):
@@ -24,9 +25,9 @@ class RankingLoss(CalibrationLoss):
                  rejected_grad: bool = True) -> None:
         super().__init__(reg_weight)
         if beta < 0:
-            raise ValueError(f"loss.beta: expected a margin >= 0, got {beta}")
+            raise InputError(f"loss.beta: expected a margin >= 0, got {beta}")
         if not isinstance(rejected_grad, bool):
-            raise ValueError(f"loss.rejected_grad: expected true or false, got {rejected_grad!r}")
+            raise InputError(f"loss.rejected_grad: expected true or false, got {rejected_grad!r}")
         self.beta = float(beta)
         self.score = check_score_mode(score)
         self.rejected_grad = rejected_grad

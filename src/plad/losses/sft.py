@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from plad.losses.base import CalibrationLoss, SequenceScores
+from plad.checks import InputError
 
 
 class SFTLoss(CalibrationLoss):
@@ -23,7 +24,7 @@ class SFTLoss(CalibrationLoss):
 
     def compute(self, s: SequenceScores) -> tuple[Tensor, dict[str, Tensor]]:
         if s.logp.dim() != 2 or s.logp.shape[1] < 1:
-            raise ValueError(f"logp: expected shape [B, 1], got {list(s.logp.shape)}")
+            raise InputError(f"logp: expected shape [B, 1], got {list(s.logp.shape)}")
         nll = s.nll_first()
         return nll, {"nll": nll.detach(), "tokens": s.n_tokens[:, 0].sum().detach().float()}
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from plad.losses.base import CalibrationLoss, SequenceScores
+from plad.checks import InputError
 
 
 class SimPOLoss(CalibrationLoss):
@@ -23,11 +24,11 @@ class SimPOLoss(CalibrationLoss):
                  reg_weight: float = 0.0) -> None:
         super().__init__(reg_weight)
         if beta <= 0:
-            raise ValueError(f"loss.beta: expected a value > 0, got {beta}")
+            raise InputError(f"loss.beta: expected a value > 0, got {beta}")
         if not math.isfinite(gamma) or gamma < 0:
-            raise ValueError(f"loss.gamma: expected a finite margin >= 0, got {gamma}")
+            raise InputError(f"loss.gamma: expected a finite margin >= 0, got {gamma}")
         if not 0.0 <= label_smoothing < 0.5:
-            raise ValueError(f"loss.label_smoothing: expected a value in [0, 0.5), got {label_smoothing}")
+            raise InputError(f"loss.label_smoothing: expected a value in [0, 0.5), got {label_smoothing}")
         self.beta, self.gamma, self.label_smoothing = float(beta), float(gamma), float(label_smoothing)
 
     def compute(self, s: SequenceScores) -> tuple[Tensor, dict[str, Tensor]]:

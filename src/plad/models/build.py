@@ -27,6 +27,7 @@ from plad.models.lora import ADAPTER_DIR, is_lora, merged, save_adapter, validat
 from plad.models.student_init import init_spec, validate_init_spec
 from plad.models.tokenizer import (MIN_VOCAB, ensure_pad, load_tokenizer, obtain_tokenizer,  # noqa: F401
                                    resolve_pretrained, train_tokenizer)
+from plad.checks import InputError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "org/name"
@@ -46,15 +47,15 @@ def _looks_local(p: str) -> bool:
 def _check_pretrained(spec: DictConfig, field: str, weights: bool = True) -> None:
     pretrained, gguf_file = spec.get("pretrained"), spec.get("gguf_file")
     if gguf_file and not pretrained:
-        raise ValueError(f"{field}.gguf_file: expected `pretrained` (a dir or hub repo holding it), got pretrained=null")
+        raise InputError(f"{field}.gguf_file: expected `pretrained` (a dir or hub repo holding it), got pretrained=null")
     if not pretrained:
         return
     path = resolve_pretrained(str(pretrained), field=f"{field}.pretrained")
     is_local = str(pretrained).startswith("pkg://") or _looks_local(str(pretrained))
     if is_local and not os.path.exists(path):
-        raise ValueError(f"{field}.pretrained: path does not exist: {pretrained}")
+        raise InputError(f"{field}.pretrained: path does not exist: {pretrained}")
     if gguf_file and os.path.isdir(path) and not os.path.isfile(os.path.join(path, gguf_file)):
-        raise ValueError(f"{field}.gguf_file: file does not exist in {pretrained}: {gguf_file}")
+        raise InputError(f"{field}.gguf_file: file does not exist in {pretrained}: {gguf_file}")
     if os.path.isdir(path) and not gguf_file:
         _check_local_dir(path, f"{field}.pretrained", str(pretrained), weights=weights)
 
@@ -64,21 +65,21 @@ def _check_local_dir(path: str, field: str, name: str, weights: bool) -> None:
     otherwise loading fails (or indexes past the embedding) only after the data and SFT stages."""
     files = set(os.listdir(path))
     if not files & TOKENIZER_FILES:
-        raise ValueError(f"{field}: expected a tokenizer ({', '.join(sorted(TOKENIZER_FILES))}) in {name}, got none")
+        raise InputError(f"{field}: expected a tokenizer ({', '.join(sorted(TOKENIZER_FILES))}) in {name}, got none")
     if not weights:
         return
     if "config.json" not in files:
-        raise ValueError(f"{field}: expected a model directory with config.json, got none in {name}")
+        raise InputError(f"{field}: expected a model directory with config.json, got none in {name}")
     if not any(f.endswith(WEIGHT_SUFFIXES) for f in files):
-        raise ValueError(f"{field}: expected weights (*.safetensors or *.bin) in {name}, got none")
+        raise InputError(f"{field}: expected weights (*.safetensors or *.bin) in {name}, got none")
     try:
         vocab_size = json.loads(Path(path, "config.json").read_text()).get("vocab_size")
         n_tokens = len(AutoTokenizer.from_pretrained(path))
     except (OSError, ValueError) as e:
-        raise ValueError(f"{field}: expected a readable config.json and tokenizer in {name}, "
+        raise InputError(f"{field}: expected a readable config.json and tokenizer in {name}, "
                          f"got {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     if isinstance(vocab_size, int) and n_tokens > vocab_size:
-        raise ValueError(f"{field}: expected a tokenizer of at most {vocab_size} tokens (the model's vocab_size), "
+        raise InputError(f"{field}: expected a tokenizer of at most {vocab_size} tokens (the model's vocab_size), "
                          f"got {n_tokens} tokens in {name}")
 
 
@@ -87,21 +88,21 @@ def _check_number(value: Any, field: str, minimum: float, strict: bool, integer:
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type or (value <= minimum if strict else value < minimum):
         what = f"a positive {kind}" if strict else f"a non-negative {kind}"
-        raise ValueError(f"{field}: expected {what}, got {value!r}")
+        raise InputError(f"{field}: expected {what}, got {value!r}")
 
 
 def validate_model_spec(spec: DictConfig, field: str) -> None:
     """Fail fast, naming the field, before any data loading or training (``field`` e.g. "model.teacher")."""
     _check_pretrained(spec, field)
     if not spec.get("pretrained") and not init_spec(spec) and not (spec.get("config") and spec.config.get("_target_")):
-        raise ValueError(f"{field}.config: expected a transformers config with _target_ when pretrained and "
+        raise InputError(f"{field}.config: expected a transformers config with _target_ when pretrained and "
                          f"init_from_teacher are null, got {spec.get('config')!r}")
     dtype = spec.get("dtype", "float32")
     if dtype not in DTYPES:
-        raise ValueError(f"{field}.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+        raise InputError(f"{field}.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
     pre = spec.get("pretrain")
     if pre is not None and not isinstance(pre, (dict, DictConfig)):
-        raise ValueError(f"{field}.pretrain: expected null or a mapping with max_steps, got {pre!r}")
+        raise InputError(f"{field}.pretrain: expected null or a mapping with max_steps, got {pre!r}")
     for part, schedule in (("sft", spec.get("sft") or {}), ("pretrain", pre or {})):
         for key, minimum, strict, integer in [("max_steps", 0, False, True), ("batch_size", 0, True, True),
                                               ("lr", 0, True, False), ("warmup_steps", 0, False, True),
@@ -114,12 +115,30 @@ def validate_model_spec(spec: DictConfig, field: str) -> None:
     if pre is not None:
         unknown = sorted(set(pre) - set(PRETRAIN_KEYS))
         if unknown or "max_steps" not in pre:
-            raise ValueError(f"{field}.pretrain: expected max_steps and keys among {list(PRETRAIN_KEYS)}, "
+            raise InputError(f"{field}.pretrain: expected max_steps and keys among {list(PRETRAIN_KEYS)}, "
                              f"got {sorted(pre)}")
         template = pre.get("template", COPY_TEMPLATE)
         if not isinstance(template, str) or "{text}" not in template:
-            raise ValueError(f"{field}.pretrain.template: expected a string containing '{{text}}', got {template!r}")
+            raise InputError(f"{field}.pretrain.template: expected a string containing '{{text}}', got {template!r}")
     validate_training_spec(spec, field)
+
+
+def max_positions(cfg_model: DictConfig, role: str) -> int | None:
+    """How many positions ``role`` was built or trained for (None: unbounded, as T5's relative ones,
+    or not known without loading the weights, as a GGUF file's): from its config, the config.json of
+    a local pretrained dir, or the teacher it is cut from."""
+    spec = cfg_model[role]
+    if init_spec(spec) is not None:
+        return max_positions(cfg_model, "teacher")
+    if spec.get("pretrained"):
+        if spec.get("gguf_file"):
+            return None
+        config = Path(str(resolve_pretrained(spec.pretrained))) / "config.json"
+        values = json.loads(config.read_text()) if config.is_file() else {}
+    else:
+        values = dict(spec.get("config") or {})
+    n = values.get("max_position_embeddings", values.get("n_positions"))
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
 
 
 PRETRAIN_KEYS = ("max_steps", "batch_size", "lr", "warmup_steps", "weight_decay", "template")
@@ -145,7 +164,7 @@ def validate_tokenizer_spec(spec: DictConfig, field: str = "model.tokenizer") ->
     vocab_size = spec.get("vocab_size")
     if not spec.get("pretrained") and (not isinstance(vocab_size, int) or isinstance(vocab_size, bool)
                                        or vocab_size < MIN_VOCAB):
-        raise ValueError(f"{field}.vocab_size: expected an integer >= {MIN_VOCAB} when pretrained is null, "
+        raise InputError(f"{field}.vocab_size: expected an integer >= {MIN_VOCAB} when pretrained is null, "
                          f"got {vocab_size!r}")
 
 
@@ -155,7 +174,7 @@ def validate_family(cfg_model: DictConfig, field: str = "model") -> None:
     for role in ("teacher", "student"):
         validate_model_spec(cfg_model[role], f"{field}.{role}")
     if init_spec(cfg_model.teacher) is not None:
-        raise ValueError(f"{field}.teacher.init_from_teacher: expected null (a student option), "
+        raise InputError(f"{field}.teacher.init_from_teacher: expected null (a student option), "
                          f"got {init_spec(cfg_model.teacher)!r}")
     validate_init_spec(cfg_model.student, cfg_model.teacher, f"{field}.student")
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from plad.models.logprobs import IGNORE_INDEX
+from plad.checks import InputError
 
 
 CHAT_TEMPLATE_FLAG = "plad_chat_template"  # tokenizer init kwarg: wrap prompts with its chat template
@@ -27,7 +28,7 @@ _SLOT = "\x00plad-user-content\x00"  # stands for the user content when splittin
 
 def check_chat_template(value: Any) -> str:
     if value not in CHAT_TEMPLATE_OPTIONS:
-        raise ValueError(f"task.chat_template: expected one of {', '.join(CHAT_TEMPLATE_OPTIONS)}, got {value!r}")
+        raise InputError(f"task.chat_template: expected one of {', '.join(CHAT_TEMPLATE_OPTIONS)}, got {value!r}")
     return value
 
 
@@ -52,12 +53,12 @@ def _chat_prompt(tokenizer: Any, prompt: str, max_prompt_tokens: int) -> list[in
         return ids
     parts = _user_turn(tokenizer, _SLOT).split(_SLOT)
     if len(parts) != 2:
-        raise ValueError(f"tokenizer.chat_template: expected the user content once in the rendered turn, "
+        raise InputError(f"tokenizer.chat_template: expected the user content once in the rendered turn, "
                          f"got it {len(parts) - 1} times")
     head, tail = _ids(tokenizer, parts[0]), _ids(tokenizer, parts[1])
     budget = max_prompt_tokens - len(head) - len(tail)
     if budget < 1:
-        raise ValueError(f"task.max_prompt_tokens: expected more than {len(head) + len(tail)} (the chat "
+        raise InputError(f"task.max_prompt_tokens: expected more than {len(head) + len(tail)} (the chat "
                          f"template's own tokens), got {max_prompt_tokens}")
     content = _ids(tokenizer, prompt)
     return head + content[max(len(content) - budget, 0):] + tail

@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from plad.models.logprobs import is_encoder_decoder
+from plad.checks import InputError
 
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 LORA_DEFAULTS: dict[str, Any] = {"r": None, "alpha": 16, "dropout": 0.0, "target_modules": None}
@@ -50,22 +51,22 @@ def validate_lora(spec: Any, field: str) -> None:
     if spec is None:
         return
     if not isinstance(spec, Mapping):
-        raise ValueError(f"{field}: expected a mapping with keys {list(LORA_KEYS)} (r: null = full fine-tuning), "
+        raise InputError(f"{field}: expected a mapping with keys {list(LORA_KEYS)} (r: null = full fine-tuning), "
                          f"got {spec!r}")
     unknown = sorted(set(spec) - set(LORA_KEYS))
     if unknown:
-        raise ValueError(f"{field}: expected keys among {list(LORA_KEYS)}, got unknown {unknown}")
+        raise InputError(f"{field}: expected keys among {list(LORA_KEYS)}, got unknown {unknown}")
     s = {**LORA_DEFAULTS, **spec}
     r, alpha, dropout, targets = s["r"], s["alpha"], s["dropout"], s["target_modules"]
     if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
-        raise ValueError(f"{field}.r: expected a positive integer or null, got {r!r}")
+        raise InputError(f"{field}.r: expected a positive integer or null, got {r!r}")
     if not _is_number(alpha) or alpha <= 0:
-        raise ValueError(f"{field}.alpha: expected a positive number, got {alpha!r}")
+        raise InputError(f"{field}.alpha: expected a positive number, got {alpha!r}")
     if not _is_number(dropout) or not 0 <= dropout < 1:
-        raise ValueError(f"{field}.dropout: expected a number in [0, 1), got {dropout!r}")
+        raise InputError(f"{field}.dropout: expected a number in [0, 1), got {dropout!r}")
     ok_list = isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)
     if targets is not None and not (isinstance(targets, str) and targets) and not ok_list:
-        raise ValueError(f"{field}.target_modules: expected null (PEFT's default for the model type), a module "
+        raise InputError(f"{field}.target_modules: expected null (PEFT's default for the model type), a module "
                          f"name or a non-empty list of names, got {targets!r}")
 
 
@@ -75,7 +76,7 @@ def validate_training_spec(spec: DictConfig, field: str) -> None:
     validate_lora(spec.get("lora"), f"{field}.lora")
     gc = spec.get("gradient_checkpointing", False)
     if not isinstance(gc, bool):
-        raise ValueError(f"{field}.gradient_checkpointing: expected true or false, got {gc!r}")
+        raise InputError(f"{field}.gradient_checkpointing: expected true or false, got {gc!r}")
     settings = lora_settings(spec.get("lora"))
     config = _model_config(spec) if settings else None
     if config is not None:
@@ -106,9 +107,9 @@ def validate_reference(reference: Any, lora: Any, field: str = "distill.referenc
                        lora_field: str = "model.student.lora.r") -> None:
     """``adapters_off`` reads the reference from the student with its adapters disabled, so it needs LoRA."""
     if reference not in REFERENCES:
-        raise ValueError(f"{field}: expected one of {list(REFERENCES)}, got {reference!r}")
+        raise InputError(f"{field}: expected one of {list(REFERENCES)}, got {reference!r}")
     if reference == "adapters_off" and lora_settings(lora) is None:
-        raise ValueError(f"{field}: 'adapters_off' needs a LoRA student ({lora_field}), got r=null "
+        raise InputError(f"{field}: 'adapters_off' needs a LoRA student ({lora_field}), got r=null "
                          "(use 'cached')")
 
 
@@ -118,7 +119,7 @@ def wrap(model: torch.nn.Module, spec: Mapping, field: str = "lora") -> Any:
 
     s = lora_settings(spec)
     if s is None:
-        raise ValueError(f"{field}.r: expected a positive integer to wrap a model with LoRA, got null")
+        raise InputError(f"{field}.r: expected a positive integer to wrap a model with LoRA, got null")
     config = LoraConfig(r=s["r"], lora_alpha=s["alpha"], lora_dropout=s["dropout"],
                         target_modules=s["target_modules"],
                         task_type=TaskType.SEQ_2_SEQ_LM if is_encoder_decoder(model) else TaskType.CAUSAL_LM)
@@ -127,7 +128,7 @@ def wrap(model: torch.nn.Module, spec: Mapping, field: str = "lora") -> Any:
     except ValueError as e:  # unknown model type without target_modules, or names that match nothing
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        raise ValueError(f"{field}.target_modules: expected module names of a {model_type!r} model (null: PEFT's "
+        raise InputError(f"{field}.target_modules: expected module names of a {model_type!r} model (null: PEFT's "
                          f"default, where PEFT has one), got {s['target_modules']!r}: {reason}") from None
 
 
@@ -141,7 +142,7 @@ def enable_gradient_checkpointing(model: torch.nn.Module, field: str = "gradient
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     except ValueError as e:
-        raise ValueError(f"{field}: expected a model that supports it, got {type(model).__name__}: "
+        raise InputError(f"{field}: expected a model that supports it, got {type(model).__name__}: "
                          f"{str(e).splitlines()[0]}") from None
 
 

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import torch
+from plad.checks import InputError
 
 # Lightning's precision names, and the legacy spellings it still accepts.
 ALIASES = {"32": "32-true", 32: "32-true", "64": "64-true", 64: "64-true", "16": "16-mixed", 16: "16-mixed",
@@ -20,7 +21,7 @@ def canonical_precision(precision: str | int | None) -> str:
     """``trainer.precision`` in Lightning's spelling (None = Lightning's default, 32-true)."""
     name = ALIASES.get(precision, precision) if precision is not None else "32-true"
     if name not in KNOWN:
-        raise ValueError(f"trainer.precision: expected one of {list(KNOWN)}, got {precision!r}")
+        raise InputError(f"trainer.precision: expected one of {list(KNOWN)}, got {precision!r}")
     return name
 
 

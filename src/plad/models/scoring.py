@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from plad.models.encoding import Completion, encode_example, pad_batch
 from plad.models.logprobs import is_encoder_decoder, sequence_logprobs
+from plad.checks import InputError
 
 
 @dataclass
@@ -36,7 +37,7 @@ def score_completions(model: Any, tokenizer: Any, prompts: Sequence[str], comple
     ``max_completion_tokens=None`` scores the whole completion; ``finished[i]=False`` leaves out the
     EOS."""
     if len(prompts) != len(completions) or (finished is not None and len(finished) != len(prompts)):
-        raise ValueError(f"score_completions: expected as many prompts as completions (and finished flags), "
+        raise InputError(f"score_completions: expected as many prompts as completions (and finished flags), "
                          f"got {len(prompts)}, {len(completions)}, {None if finished is None else len(finished)}")
     enc_dec = is_encoder_decoder(model)
     flags = finished if finished is not None else [True] * len(prompts)

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import PreTrainedModel
 from transformers.initialization import no_init_weights
+from plad.checks import InputError
 
 FIELD = "init_from_teacher"
 PER_LAYER_LISTS = ("layer_types", "attention_layers")  # config lists with one entry per layer
@@ -41,22 +42,22 @@ def validate_init_spec(spec: DictConfig, teacher_spec: DictConfig, field: str = 
     if init is None:
         return
     if not isinstance(init, Mapping) or set(init) != {"layers"}:
-        raise ValueError(f"{field}.{FIELD}: expected null or {{layers: <positive integer>}}, got {init!r}")
+        raise InputError(f"{field}.{FIELD}: expected null or {{layers: <positive integer>}}, got {init!r}")
     layers = init["layers"]
     if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-        raise ValueError(f"{field}.{FIELD}.layers: expected a positive integer, got {layers!r}")
+        raise InputError(f"{field}.{FIELD}.layers: expected a positive integer, got {layers!r}")
     if spec.get("pretrained"):
-        raise ValueError(f"{field}.pretrained: expected null with {FIELD} (the weights come from the teacher), "
+        raise InputError(f"{field}.pretrained: expected null with {FIELD} (the weights come from the teacher), "
                          f"got {spec.pretrained!r}")
     n = _teacher_layers(teacher_spec)
     if n is not None and layers > n:
-        raise ValueError(f"{field}.{FIELD}.layers: expected at most {n} (the teacher's layers), got {layers}")
+        raise InputError(f"{field}.{FIELD}.layers: expected at most {n} (the teacher's layers), got {layers}")
 
 
 def kept_layers(n_layers: int, k: int, field: str = f"model.student.{FIELD}.layers") -> list[int]:
     """``k`` of ``n_layers`` indices, evenly spaced, first and last kept (k == n keeps them all)."""
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_layers:
-        raise ValueError(f"{field}: expected an integer in [1, {n_layers}] (the teacher's layers), got {k!r}")
+        raise InputError(f"{field}: expected an integer in [1, {n_layers}] (the teacher's layers), got {k!r}")
     if k == 1:
         return [0]
     return [round(i * (n_layers - 1) / (k - 1)) for i in range(k)]
@@ -68,7 +69,7 @@ def _layer_stack(model: PreTrainedModel) -> str:
     stacks = [name for name, module in model.named_modules() if isinstance(module, torch.nn.ModuleList)
               and len(module) == n and name.split(".")[-1] in ("layers", "h")]
     if getattr(model.config, "is_encoder_decoder", False) or len(stacks) != 1:
-        raise ValueError(f"model.student.{FIELD}: expected a decoder-only teacher with one layer stack, "
+        raise InputError(f"model.student.{FIELD}: expected a decoder-only teacher with one layer stack, "
                          f"got {type(model).__name__}")
     return stacks[0]
 

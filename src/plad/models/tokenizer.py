@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from plad.cache import atomic_dir, entry_dir, fingerprint, is_complete, stage_key
 from plad.models.encoding import CHAT_TEMPLATE_FLAG, check_chat_template
+from plad.checks import InputError
 
 PKG_PREFIX = "pkg://"
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -49,14 +50,14 @@ def resolve_pretrained(name: str | None, field: str = "pretrained") -> str | Non
     package, _, sub = str(name)[len(PKG_PREFIX):].partition("/")
     spec = importlib.util.find_spec(package) if package else None
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"{field}: expected an installed Python package after {PKG_PREFIX}, got {name!r}")
+        raise InputError(f"{field}: expected an installed Python package after {PKG_PREFIX}, got {name!r}")
     return str(Path(list(spec.submodule_search_locations)[0]) / sub)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Byte-level BPE with <pad>, <s>, </s>, <unk> (ids 0-3); pad != eos so padding is never scored."""
     if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB:
-        raise ValueError(f"tokenizer.vocab_size: expected an integer >= {MIN_VOCAB} "
+        raise InputError(f"tokenizer.vocab_size: expected an integer >= {MIN_VOCAB} "
                          f"(256 bytes + 4 special tokens), got {vocab_size!r}")
     tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -74,7 +75,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
 def ensure_pad(tokenizer: Any) -> Any:
     """Give a tokenizer a pad token (its EOS when it has none); the collator's labels keep EOS scored."""
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"tokenizer: expected an eos_token, got none in {type(tokenizer).__name__}")
+        raise InputError(f"tokenizer: expected an eos_token, got none in {type(tokenizer).__name__}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

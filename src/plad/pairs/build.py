@@ -32,6 +32,7 @@ from plad.models.precision import canonical_precision, scoring_precision
 from plad.models.ref import ModelRef
 from plad.pairs import store
 from plad.pairs.rows import CUT_SAMPLES_DEFAULT, Sample, check_cut_samples
+from plad.checks import InputError
 
 log = logging.getLogger(__name__)
 # Keys that change how a run proceeds but not what it produces (never part of the cache key).
@@ -52,11 +53,11 @@ class PairSet:
 def _check_cfg(cfg: DictConfig) -> None:
     for key in ("n_teacher", "n_student", "shard_size", "batch_size"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ValueError(f"pairs.{key}: expected an int >= 1, got {cfg[key]!r}")
+            raise InputError(f"pairs.{key}: expected an int >= 1, got {cfg[key]!r}")
     for role in ("teacher", "student"):
         extra = set(cfg[role]) - set(SAMPLING_KEYS)
         if extra:
-            raise ValueError(f"pairs.{role}: expected keys among {list(SAMPLING_KEYS)}, got {sorted(extra)}")
+            raise InputError(f"pairs.{role}: expected keys among {list(SAMPLING_KEYS)}, got {sorted(extra)}")
     check_cut_samples(cfg.get("cut_samples", CUT_SAMPLES_DEFAULT))
 
 
@@ -67,7 +68,7 @@ def dist_info() -> tuple[int, int]:
 
     rank, world = distributed.rank(), distributed.world()
     if not 0 <= rank < world:
-        raise ValueError(f"RANK/WORLD_SIZE: expected 0 <= RANK < WORLD_SIZE, got {rank}/{world}")
+        raise InputError(f"RANK/WORLD_SIZE: expected 0 <= RANK < WORLD_SIZE, got {rank}/{world}")
     return rank, world
 
 
@@ -75,7 +76,7 @@ def _prompt_ids(prompts: Dataset) -> list[str]:
     ids = [str(i) for i in prompts["id"]] if "id" in prompts.column_names else [str(i) for i in range(len(prompts))]
     if len(set(ids)) != len(ids):
         dup = next(i for n, i in enumerate(ids) if i in ids[:n])
-        raise ValueError(f"prompts.id: expected unique prompt ids, got duplicates (first: {dup})")
+        raise InputError(f"prompts.id: expected unique prompt ids, got duplicates (first: {dup})")
     return ids
 
 
@@ -157,7 +158,7 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, teacher: ModelRef
     _check_cfg(cfg)
     rank, world = dist_info()
     if len(prompts) == 0:
-        raise ValueError("prompts: expected at least one unlabeled prompt, got an empty split")
+        raise InputError("prompts: expected at least one unlabeled prompt, got an empty split")
     if not cfg.get("oracle_references", False) and "reference" in prompts.column_names:
         prompts = prompts.remove_columns(["reference"])  # the paper's protocol: unlabeled means unlabeled
     ids, texts = _prompt_ids(prompts), list(prompts["prompt"])
@@ -262,13 +263,35 @@ def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[
             meta = {"samples": len(out.texts) * n, "tokens": out.total_tokens, "seconds": out.seconds,
                     "empty": sum(not t.strip() for ts in out.texts for t in ts),
                     "cut": sum(not f for fs in out.finished for f in fs), "tokenizers": {tokenizer_fp: 1}}
-            outputs = {"texts": out.texts, "ids": sampled(out, f"generation={backend.name}"), "finished": out.finished}
+            outputs = {"prompt_id": [r["id"] for r in rows_of(k)], "texts": out.texts,
+                       "ids": sampled(out, f"generation={backend.name}"), "finished": out.finished}
             store.write_shard(entry, role, k, {"outputs": Dataset.from_dict(outputs)}, meta)
 
-    todo = [k for k in mine if not store.shard_done(entry, "shards", k)]
+    def intact(kind: str, k: int, n: int = 0) -> bool:
+        """Shard ``k`` is written, verified, and holds what shard k must: the samples of its own
+        prompts in order, n each, or pair rows of those prompts only. A shard that verifies but
+        holds other rows (copied from elsewhere, written by a defect) is built again."""
+        if not store.shard_done(entry, kind, k):
+            return False
+        tables, meta = store.read_shard(entry, kind, k)
+        ids = [r["id"] for r in rows_of(k)]
+        if kind == "shards":
+            rows = tables.get("pairwise")
+            ok = rows is not None and set(rows["id"]) <= set(ids) and len(rows) == meta["pairwise"]["kept"]
+        else:
+            out = tables.get("outputs")
+            ok = (out is not None and "prompt_id" in out.column_names and list(out["prompt_id"]) == ids
+                  and all(len(t) == len(i) == len(f) == n for t, i, f in zip(out["texts"], out["ids"], out["finished"])))
+        if not ok:
+            log.warning("pairs: %s shard %d does not hold the rows of its %d prompts; building it again",
+                        kind, k, len(ids))
+            store.remove(store.shard_dir(entry, kind, k))
+        return ok
+
+    todo = [k for k in mine if not intact("shards", k)]
     if teacher_outputs is None:
-        sample_shards(teacher, "teacher", cfg.n_teacher, [k for k in todo if not store.shard_done(entry, "teacher", k)])
-    sample_shards(student, "student", cfg.n_student, [k for k in todo if not store.shard_done(entry, "student", k)])
+        sample_shards(teacher, "teacher", cfg.n_teacher, [k for k in todo if not intact("teacher", k, cfg.n_teacher)])
+    sample_shards(student, "student", cfg.n_student, [k for k in todo if not intact("student", k, cfg.n_student)])
     if not todo:
         return
     model, tok = backend.scoring_model(student)

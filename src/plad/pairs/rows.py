@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from datasets import Dataset, Features, Sequence as Seq, Value
+from plad.checks import InputError
 
 CUT_SAMPLES = ("keep", "drop")  # pairs.cut_samples: what happens to a sample cut at max_new_tokens
 CUT_SAMPLES_DEFAULT = "keep"     # configs/pairs/default.yaml says why
@@ -22,7 +23,7 @@ CUT_SAMPLES_DEFAULT = "keep"     # configs/pairs/default.yaml says why
 
 def check_cut_samples(value: Any) -> str:
     if value not in CUT_SAMPLES:
-        raise ValueError(f"pairs.cut_samples: expected one of {list(CUT_SAMPLES)}, got {value!r}")
+        raise InputError(f"pairs.cut_samples: expected one of {list(CUT_SAMPLES)}, got {value!r}")
     return value
 
 

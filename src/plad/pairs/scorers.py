@@ -12,6 +12,7 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from plad.cache import file_hash, fingerprint
+from plad.checks import InputError
 
 
 class Scorer:
@@ -70,7 +71,7 @@ class TeacherLikelihoodScorer(Scorer):
         from plad.models.scoring import score_completions
 
         if self._load is None:
-            raise ValueError("pairs.scorer: teacher_loglik needs the teacher model (call bind first)")
+            raise InputError("pairs.scorer: teacher_loglik needs the teacher model (call bind first)")
         if self._model is None:
             self._model = self._load()
         model, tok = self._model
@@ -93,10 +94,10 @@ def check_scorer(cfg_pairs: Any) -> None:
         return
     cls = get_class(target)
     if getattr(cls, "reads_references", False) and not cfg_pairs.get("oracle_references", False):
-        raise ValueError(f"pairs.scorer: {cls.__name__} reads the references of the unlabeled prompts (an oracle); "
+        raise InputError(f"pairs.scorer: {cls.__name__} reads the references of the unlabeled prompts (an oracle); "
                          "expected pairs.oracle_references=true, or a label-free scorer (teacher_loglik, reward_model)")
     if getattr(cls, "needs_teacher_model", False) and cfg_pairs.get("teacher_outputs"):
-        raise ValueError(f"pairs.scorer: {cls.__name__} needs the teacher model, but pairs.teacher_outputs gives "
+        raise InputError(f"pairs.scorer: {cls.__name__} needs the teacher model, but pairs.teacher_outputs gives "
                          "only its text; expected pairs/scorer=null or pairs/scorer=reward_model")
 
 
@@ -116,7 +117,7 @@ class RewardModelScorer(Scorer):
     def __init__(self, name_or_path: str, batch_size: int = 16, max_length: int = 512,
                  device: str | None = None) -> None:
         if batch_size < 1:
-            raise ValueError(f"pairs.scorer.batch_size: expected an int >= 1, got {batch_size}")
+            raise InputError(f"pairs.scorer.batch_size: expected an int >= 1, got {batch_size}")
         self.name_or_path = str(name_or_path)
         self.batch_size = batch_size
         self.max_length = max_length

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import datasets
 from datasets import Dataset, load_from_disk
 
-from plad.cache import atomic_dir, file_hash, is_complete, locked
+from plad.cache import TRASH, atomic_dir, file_hash, is_complete, locked
 
 TABLES = ("pairwise", "listwise")
 OWNER = "OWNER"
@@ -83,7 +83,7 @@ def check_partial(entry: Path) -> None:
         if problem is None:
             return
         log.warning("pairs: discarding stale partial shards %s: %s", part, problem)
-        trash = part.with_name(f".{part.name}.trash-{uuid.uuid4().hex[:8]}")
+        trash = part.with_name(f".{part.name}{TRASH}{uuid.uuid4().hex[:8]}")
         try:
             os.replace(part, trash)
         except FileNotFoundError:  # removed meanwhile by a build that finished

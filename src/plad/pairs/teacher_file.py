@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+from plad.checks import InputError
 
 FIELD = "pairs.teacher_outputs"
 
@@ -33,17 +34,17 @@ def _texts(row: dict[str, Any], lineno: int) -> list[str]:
     if "outputs" in row:
         value = row["outputs"]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"{FIELD}: line {lineno}: expected 'outputs' to be a list of strings, got {value!r:.80}")
+            raise InputError(f"{FIELD}: line {lineno}: expected 'outputs' to be a list of strings, got {value!r:.80}")
         texts = value
     elif "output" in row:
         if not isinstance(row["output"], str):
-            raise ValueError(f"{FIELD}: line {lineno}: expected 'output' to be a string, got {row['output']!r:.80}")
+            raise InputError(f"{FIELD}: line {lineno}: expected 'output' to be a string, got {row['output']!r:.80}")
         texts = [row["output"]]
     else:
-        raise ValueError(f"{FIELD}: line {lineno}: expected an 'output' or 'outputs' field, got keys {sorted(row)}")
+        raise InputError(f"{FIELD}: line {lineno}: expected an 'output' or 'outputs' field, got keys {sorted(row)}")
     texts = [t.strip() for t in texts]
     if any(not t for t in texts):
-        raise ValueError(f"{FIELD}: line {lineno}: expected non-empty output strings, got an empty one")
+        raise InputError(f"{FIELD}: line {lineno}: expected non-empty output strings, got an empty one")
     return texts
 
 
@@ -51,21 +52,21 @@ def _parse_line(line: str, lineno: int) -> TeacherRow:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{FIELD}: line {lineno}: expected a JSON object, got invalid JSON ({e.msg})") from e
+        raise InputError(f"{FIELD}: line {lineno}: expected a JSON object, got invalid JSON ({e.msg})") from e
     if not isinstance(row, dict):
-        raise ValueError(f"{FIELD}: line {lineno}: expected a JSON object, got {type(row).__name__}")
+        raise InputError(f"{FIELD}: line {lineno}: expected a JSON object, got {type(row).__name__}")
     texts = _texts(row, lineno)
     for key in ("id", "prompt"):
         if key in row:
             return TeacherRow(lineno, key, str(row[key]), texts)
-    raise ValueError(f"{FIELD}: line {lineno}: expected an 'id' or 'prompt' field, got keys {sorted(row)}")
+    raise InputError(f"{FIELD}: line {lineno}: expected an 'id' or 'prompt' field, got keys {sorted(row)}")
 
 
 def check_teacher_file(path: str | Path) -> list[TeacherRow]:
     """The file's rows, or a one-line ValueError: missing file, bad encoding, bad line, no rows."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{FIELD}: expected a JSONL file, got {str(path)!r} "
+        raise InputError(f"{FIELD}: expected a JSONL file, got {str(path)!r} "
                          f"({'a directory' if path.is_dir() else 'not found'})")
     rows: list[TeacherRow] = []
     with path.open("rb") as f:
@@ -73,12 +74,12 @@ def check_teacher_file(path: str | Path) -> list[TeacherRow]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise ValueError(f"{FIELD}: line {lineno}: expected UTF-8 text, got byte "
+                raise InputError(f"{FIELD}: line {lineno}: expected UTF-8 text, got byte "
                                  f"{raw[e.start]:#04x} at column {e.start + 1}") from e
             if line.strip():
                 rows.append(_parse_line(line, lineno))
     if not rows:
-        raise ValueError(f"{FIELD}: expected at least one JSON line, got an empty file {str(path)!r}")
+        raise InputError(f"{FIELD}: expected at least one JSON line, got an empty file {str(path)!r}")
     return rows
 
 
@@ -101,8 +102,8 @@ def read_teacher_outputs(path: str | Path, ids: Sequence[str], prompts: Sequence
         for n in targets:
             outputs[n].extend(row.texts)
     if unmatched:
-        raise ValueError(f"{FIELD}: {len(unmatched)} rows match no prompt (first ids: {_first(unmatched)})")
+        raise InputError(f"{FIELD}: {len(unmatched)} rows match no prompt (first ids: {_first(unmatched)})")
     missing = [ids[n] for n, o in enumerate(outputs) if not o]
     if missing:
-        raise ValueError(f"{FIELD}: {len(missing)} prompts have no teacher output (first ids: {_first(missing)})")
+        raise InputError(f"{FIELD}: {len(missing)} prompts have no teacher output (first ids: {_first(missing)})")
     return outputs

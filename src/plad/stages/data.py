@@ -7,6 +7,7 @@ from typing import Any
 
 from datasets import DatasetDict
 from omegaconf import DictConfig
+from plad.checks import InputError
 
 
 def run(cfg: DictConfig, task: Any, cache: Path) -> DatasetDict:
@@ -17,5 +18,5 @@ def run(cfg: DictConfig, task: Any, cache: Path) -> DatasetDict:
                           ("eval.extra_splits", list(cfg.eval.get("extra_splits") or []))):
         missing = [s for s in splits if s not in data]
         if missing:
-            raise ValueError(f"{field}: expected splits among {list(data)}, got {missing[0]!r}")
+            raise InputError(f"{field}: expected splits among {list(data)}, got {missing[0]!r}")
     return data

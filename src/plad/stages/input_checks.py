@@ -10,6 +10,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from plad.tasks.base import SPLITS
+from plad.checks import InputError
 
 GENERATE_KEYS = {"max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p", "top_k", "seed",
                  "max_prompt_tokens"}
@@ -25,9 +26,9 @@ def import_target(node: Any, field: str, base: type | None = None) -> type:
     try:
         cls = get_class(str(target))
     except Exception as e:  # noqa: BLE001  (ImportError, AttributeError, ValueError alike)
-        raise ValueError(f"{field}._target_: expected an importable class, got {target!r}") from e
+        raise InputError(f"{field}._target_: expected an importable class, got {target!r}") from e
     if base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ValueError(f"{field}._target_: expected a subclass of {base.__name__}, got {target!r}")
+        raise InputError(f"{field}._target_: expected a subclass of {base.__name__}, got {target!r}")
     return cls
 
 
@@ -42,18 +43,18 @@ def build(node: DictConfig, field: str) -> Any:
         return instantiate(node)
     except InstantiationException as e:
         if isinstance(e.__cause__, TypeError):
-            raise ValueError(f"{field}: expected the arguments of {cls.__name__}, got {e.__cause__}") from e
+            raise InputError(f"{field}: expected the arguments of {cls.__name__}, got {e.__cause__}") from e
         raise
 
 
 def _number(value: Any, field: str, ok: bool, expected: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
-        raise ValueError(f"{field}: expected {expected}, got {value!r}")
+        raise InputError(f"{field}: expected {expected}, got {value!r}")
 
 
 def _positive_int(value: Any, field: str, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{field}: expected an integer >= {minimum}, got {value!r}")
+        raise InputError(f"{field}: expected an integer >= {minimum}, got {value!r}")
 
 
 def check_sampling(node: Any, field: str) -> None:
@@ -66,16 +67,16 @@ def check_sampling(node: Any, field: str) -> None:
     if "top_k" in node:
         _positive_int(node.top_k, f"{field}.top_k", minimum=0)
     if "do_sample" in node and not isinstance(node.do_sample, bool):
-        raise ValueError(f"{field}.do_sample: expected true or false, got {node.do_sample!r}")
+        raise InputError(f"{field}.do_sample: expected true or false, got {node.do_sample!r}")
 
 
 def check_eval(ev: DictConfig, task: Any = None) -> None:
     splits = [*EVAL_SPLITS, *getattr(task, "extra_splits", ())]
     if ev.get("split", "test") not in splits:
-        raise ValueError(f"eval.split: expected one of {splits}, got {ev.get('split')!r}")
+        raise InputError(f"eval.split: expected one of {splits}, got {ev.get('split')!r}")
     extra = ev.get("extra_splits") or []
     if not isinstance(extra, (list, ListConfig)) or any(s not in splits or s == ev.get("split", "test") for s in extra):
-        raise ValueError(f"eval.extra_splits: expected a list of splits among {splits} other than eval.split, "
+        raise InputError(f"eval.extra_splits: expected a list of splits among {splits} other than eval.split, "
                          f"got {OmegaConf.to_container(extra) if isinstance(extra, ListConfig) else extra!r}")
     _positive_int(ev.get("batch_size", 16), "eval.batch_size")
     if ev.get("max_examples") is not None:
@@ -83,7 +84,7 @@ def check_eval(ev: DictConfig, task: Any = None) -> None:
     gen = ev.get("generation") or {}
     unknown = sorted(set(gen) - GENERATE_KEYS)
     if unknown:
-        raise ValueError(f"eval.generation: expected keys among {sorted(GENERATE_KEYS)}, got {unknown}")
+        raise InputError(f"eval.generation: expected keys among {sorted(GENERATE_KEYS)}, got {unknown}")
     for key in ("max_new_tokens", "max_prompt_tokens"):
         if key in gen:
             _positive_int(gen[key], f"eval.generation.{key}")
@@ -97,6 +98,9 @@ def check_eval(ev: DictConfig, task: Any = None) -> None:
         if cal.get("max_new_tokens") is not None:
             _positive_int(cal.max_new_tokens, "eval.calibration.max_new_tokens")
         check_sampling(cal, "eval.calibration")
+        from plad.evaluation.evaluate import check_calibration_systems
+
+        check_calibration_systems(cal.get("systems"))
     if "bootstrap" in ev:
         _positive_int(ev.bootstrap.get("n", 1000), "eval.bootstrap.n")
 
@@ -122,7 +126,7 @@ def check_white_box(cfg: DictConfig, loss_cls: type) -> None:
     if not getattr(loss_cls, "needs_teacher", False):
         return
     if cfg.pairs.get("teacher_outputs"):
-        raise ValueError(f"pairs.teacher_outputs: {loss_cls.__name__} reads the teacher model's token "
+        raise InputError(f"pairs.teacher_outputs: {loss_cls.__name__} reads the teacher model's token "
                          "distributions (white-box), which a file of texts lacks; expected null, "
                          f"got {cfg.pairs.teacher_outputs!r}")
     from plad.models.build import tokenizer_source
@@ -132,7 +136,7 @@ def check_white_box(cfg: DictConfig, loss_cls: type) -> None:
         return
     if teacher is None or student is None:  # a trained BPE never equals a pretrained vocabulary
         field = "model.tokenizer.pretrained" if student is None else "model.teacher.pretrained"
-        raise ValueError(f"{field}: {loss_cls.__name__} needs teacher and student to share a tokenizer; "
+        raise InputError(f"{field}: {loss_cls.__name__} needs teacher and student to share a tokenizer; "
                          f"expected one source, got teacher: {_source(teacher)}, student: {_source(student)}")
     from plad.models.tokenizer import load_tokenizer
 
@@ -141,7 +145,7 @@ def check_white_box(cfg: DictConfig, loss_cls: type) -> None:
     except OSError:  # e.g. a hub name not in the local cache: the SFT stage reports it
         return
     if not same:
-        raise ValueError(f"model.student.pretrained: {loss_cls.__name__} needs teacher and student to share a "
+        raise InputError(f"model.student.pretrained: {loss_cls.__name__} needs teacher and student to share a "
                          f"tokenizer; expected the vocabulary of {teacher[0]!r}, got a different one in {student[0]!r}")
 
 
@@ -153,6 +157,18 @@ def _source(source: tuple[str, str | None] | None) -> str:
 
 def check_data(cfg: DictConfig, data: Any) -> None:
     """Checks that need the loaded splits (cheap; run before they are cached and before SFT)."""
+    from plad.models.build import pretrain_spec
+
+    for role in ("teacher", "student"):  # a label budget the train split can meet
+        budget = (cfg.model[role].get("sft") or {}).get("train_examples")
+        if budget is not None and budget > len(data["train"]):
+            raise InputError(f"model.{role}.sft.train_examples: expected at most the {len(data['train'])} rows "
+                             f"of the train split, got {budget}")
+    readers = [f"model.{r}.pretrain" for r in ("teacher", "student") if pretrain_spec(cfg.model[r]) is not None]
+    readers += ["pairs"] if "pairs" in cfg.stages else []
+    if readers and len(data["unlabeled"]) == 0:
+        raise InputError(f"task.n_unlabeled: expected unlabeled prompts ({' and '.join(readers)} read them), "
+                         "got an empty unlabeled split")
     path = cfg.pairs.get("teacher_outputs")
     if path and "pairs" in cfg.stages:
         from plad.pairs.teacher_file import read_teacher_outputs

@@ -10,6 +10,7 @@ so an unmet input fails in one line instead of silently skipping work.
 from __future__ import annotations
 
 from typing import Callable
+from plad.checks import InputError
 
 ORDER = ("sft", "pairs", "distill", "evaluate")
 
@@ -26,7 +27,7 @@ def inputs_of(stage: str, loss_cls: type) -> list[str]:
 
 def check_order(stages: list[str]) -> None:
     if [s for s in ORDER if s in stages] != list(stages):
-        raise ValueError(f"stages: expected stages in the order {list(ORDER)}, got {list(stages)}")
+        raise InputError(f"stages: expected stages in the order {list(ORDER)}, got {list(stages)}")
 
 
 def needed_from_cache(stages: list[str], loss_cls: type) -> list[str]:
@@ -42,5 +43,5 @@ def check_inputs(stages: list[str], loss_cls: type, missing: dict[str, Callable[
                 continue
             absent = missing[need]()
             if absent:
-                raise ValueError(f"stages: '{s}' needs the output of '{need}', which is not in {list(stages)} "
+                raise InputError(f"stages: '{s}' needs the output of '{need}', which is not in {list(stages)} "
                                  f"and not cached ({absent}); expected '{need}' in stages")

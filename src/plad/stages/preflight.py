@@ -11,9 +11,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from plad.config_checks import check_config
-from plad.distributed import check_strategy
+from plad.distributed import check_trainer
 from plad.stages import plan
 from plad.stages.input_checks import build, check_data, check_eval, check_pairs, check_white_box, import_target
+from plad.checks import InputError
 
 
 def preflight(cfg: DictConfig) -> tuple[Any, type]:
@@ -22,17 +23,19 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
     from plad.evaluation.decoding import decoding_settings
     from plad.losses.base import CalibrationLoss
     from plad.models.build import validate_family
+    from plad.models.precision import canonical_precision
     from plad.module import build_loss
     from plad.pairs.scorers import check_scorer
     from plad.fit import check_monitor, check_sft_selection
 
     check_config(cfg)
-    check_strategy(cfg.trainer)
+    check_trainer(cfg.trainer)
+    canonical_precision(cfg.trainer.get("precision"))
     task = build(cfg.task, "task")
     loss_cls = import_target(cfg.loss, "loss", CalibrationLoss)
     build_loss(cfg.loss)
     if loss_cls.needs_oracle_references and not oracle_references(cfg):
-        raise ValueError(f"pairs.oracle_references: {loss_cls.__name__} trains on the references of the unlabeled "
+        raise InputError(f"pairs.oracle_references: {loss_cls.__name__} trains on the references of the unlabeled "
                          "prompts (an oracle); expected true, got false")
     check_pairs(cfg.pairs)  # the teacher file's format, before rules that mention it
     if cfg.pairs.get("scorer") is not None:
@@ -40,6 +43,7 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
     check_scorer(cfg.pairs)
     plan.check_order(list(cfg.stages))  # inputs of stages left out are checked against the cache later
     validate_family(cfg.model)
+    check_positions(cfg)
     check_lora(cfg)  # distill.reference against the student's lora
     make_backend(cfg.get("generation")).check(cfg.model)  # vLLM missing or no GPU: one line, now
     check_white_box(cfg, loss_cls)
@@ -50,13 +54,30 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
             check_monitor(sft.monitor, f"model.{role}.sft.monitor")
         budget = sft.get("train_examples")
         if budget is not None and cfg.task.get("source") is None and budget > cfg.task.n_train:
-            raise ValueError(f"model.{role}.sft.train_examples: expected at most task.n_train "
+            raise InputError(f"model.{role}.sft.train_examples: expected at most task.n_train "
                              f"({cfg.task.n_train}), got {budget}")
     check_eval(cfg.eval, task)
     decoding_settings(OmegaConf.to_container(cfg.eval, resolve=True))
     if cfg.get("judge") is not None:
         import_target(cfg.judge, "judge")
     return task, loss_cls
+
+
+def check_positions(cfg: DictConfig) -> None:
+    """A prompt and its completion must fit the positions each model was built for: past them a
+    model with learned positions crashes mid-SFT and one with rotary positions runs outside its
+    trained range. Copy pretraining's completions are whole prompts."""
+    from plad.models.build import max_positions, pretrain_spec
+
+    prompt, new = cfg.task.max_prompt_tokens, cfg.task.max_new_tokens
+    for role in ("teacher", "student"):
+        limit = max_positions(cfg.model, role)
+        completion = max(new, prompt) if pretrain_spec(cfg.model[role]) is not None else new
+        if limit is not None and prompt + completion > limit:
+            what = (f"task.max_prompt_tokens + task.max_new_tokens ({prompt} + {new})" if completion == new else
+                    f"2 x task.max_prompt_tokens ({prompt} + {prompt}, model.{role}.pretrain copies whole prompts)")
+            raise InputError(f"task.max_prompt_tokens: expected {what} <= {limit}, the positions of "
+                             f"model.{role}, got {prompt + completion}")
 
 
 def check_lora(cfg: DictConfig) -> None:

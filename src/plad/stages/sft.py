@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from plad.cache import atomic_dir, entry_dir, fingerprint, is_complete, stage_key
 from plad.distributed import processes
 from plad.models.ref import ModelRef
+from plad.checks import InputError
 
 log = logging.getLogger("plad")
 
@@ -162,7 +163,7 @@ def labeled(train: Any, n: int | None, field: str) -> Any:
     if n is None:
         return train
     if n > len(train):
-        raise ValueError(f"{field}: expected at most the {len(train)} rows of the train split, got {n}")
+        raise InputError(f"{field}: expected at most the {len(train)} rows of the train split, got {n}")
     return train.select(range(n))
 
 

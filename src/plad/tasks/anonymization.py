@@ -35,6 +35,7 @@ from plad.tasks.base import SPLITS
 from plad.tasks.loading import DataTask
 from plad.tasks.ood import ood_split
 from plad.tasks.rule_based import anonymize
+from plad.checks import InputError
 
 
 def _is_word(char: str) -> bool:
@@ -130,11 +131,11 @@ class AnonymizationTask(DataTask):
         super().__init__(prompt_template=prompt_template, **kwargs)
         n = n_heldout_templates
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < N_PHRASINGS:
-            raise ValueError(f"task.n_heldout_templates: expected an integer in [0, {N_PHRASINGS - 1}], got {n!r}")
+            raise InputError(f"task.n_heldout_templates: expected an integer in [0, {N_PHRASINGS - 1}], got {n!r}")
         self.n_heldout_templates = n
         self.config["n_heldout_templates"] = n
         if isinstance(heldout_share, bool) or not isinstance(heldout_share, (int, float)) or not 0 <= heldout_share <= 1:
-            raise ValueError(f"task.heldout_share: expected a number in [0, 1], got {heldout_share!r}")
+            raise InputError(f"task.heldout_share: expected a number in [0, 1], got {heldout_share!r}")
         self.heldout_share = float(heldout_share)
         self.config["heldout_share"] = self.heldout_share
         self.heldout = self._pick_heldout()
@@ -147,7 +148,7 @@ class AnonymizationTask(DataTask):
             kept = set().union(*(template_types(t) for i, t in enumerate(TEMPLATES) if i not in heldout))
             if kept == set(PII_TYPES):
                 return tuple(heldout)
-        raise ValueError(f"task.n_heldout_templates: {self.n_heldout_templates} held out leaves some PII type "
+        raise InputError(f"task.n_heldout_templates: {self.n_heldout_templates} held out leaves some PII type "
                          f"without a training template; use fewer")
 
     @property
@@ -261,7 +262,7 @@ class AnonymizationTask(DataTask):
         placeholder F1 and quality on seen phrasings and on held-out ones (``/seen``, ``/heldout``):
         the two measure different skills. Headline metrics (no "/") come first."""
         if len(predictions) != len(examples) or not predictions:
-            raise ValueError(f"predictions: expected one per example (>0), got {len(predictions)} for {len(examples)}")
+            raise InputError(f"predictions: expected one per example (>0), got {len(predictions)} for {len(examples)}")
         out = self._metrics(predictions, examples)
         held = [bool(e.get("templates")) and set(e["templates"]) <= set(self.heldout) for e in examples]
         if any(held):

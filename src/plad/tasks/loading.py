@@ -23,6 +23,7 @@ from plad.cache import atomic_dir, entry_dir, file_hash, fingerprint, is_complet
 from plad.tasks.base import SPLITS, Task
 from plad.tasks.source_checks import (check_not_empty, check_unique_ids, check_utf8, check_value, load_error,
                                       warn_long_texts)
+from plad.checks import InputError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def _plain(value: Any) -> Any:
 
 def positive_int(field: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{field}: expected a positive integer, got {value!r}")
+        raise InputError(f"{field}: expected a positive integer, got {value!r}")
     return value
 
 
@@ -52,9 +53,9 @@ def _local_files(source: str | Mapping[str, str]) -> dict[str, Path] | None:
         files = {"train": path}
     for path in files.values():
         if not path.exists():
-            raise ValueError(f"task.source: file not found: {path}")
+            raise InputError(f"task.source: file not found: {path}")
         if path.is_file() and path.suffix not in FORMATS:
-            raise ValueError(f"task.source: expected a {'/'.join(FORMATS)} file, got {path}")
+            raise InputError(f"task.source: expected a {'/'.join(FORMATS)} file, got {path}")
         check_not_empty(path)
     return files
 
@@ -66,7 +67,7 @@ def load_source(source: str | Mapping[str, str]) -> DatasetDict:
         return load_dataset(str(source))  # hub name; needs network or a populated HF cache
     formats = {FORMATS[p.suffix] for p in files.values() if p.is_file()}
     if len(formats) > 1:
-        raise ValueError(f"task.source: expected files of one format, got {sorted(formats)}")
+        raise InputError(f"task.source: expected files of one format, got {sorted(formats)}")
     for path in files.values():
         check_utf8(path)
     try:
@@ -110,18 +111,18 @@ def split_plan(split: Any, available: Sequence[str]) -> dict[str, list[str]]:
         plan = {str(k): [v] if isinstance(v, str) else list(v) for k, v in split.items()}
         for key in plan:
             if key not in SPLITS:
-                raise ValueError(f"task.split: expected keys among {', '.join(SPLITS)}, got {key!r}")
+                raise InputError(f"task.split: expected keys among {', '.join(SPLITS)}, got {key!r}")
         if "train" not in plan:
             used = {s for names in plan.values() for s in names}
             plan["train"] = [s for s in available if s not in used]
     else:
-        raise ValueError(f"task.split: expected null, a split name, a list or a mapping, got {split!r}")
+        raise InputError(f"task.split: expected null, a split name, a list or a mapping, got {split!r}")
     for names in plan.values():
         for name in names:
             if name not in available:
-                raise ValueError(f"task.split: source split {name!r} not found (available: {', '.join(available)})")
+                raise InputError(f"task.split: source split {name!r} not found (available: {', '.join(available)})")
     if not plan["train"]:
-        raise ValueError("task.split: no source split left to carve train from")
+        raise InputError("task.split: no source split left to carve train from")
     return plan
 
 
@@ -133,7 +134,7 @@ def carve_sizes(n_pool: int, sizes: dict[str, int]) -> dict[str, int]:
     scaled = {name: n * n_pool // total for name, n in sizes.items()}
     for name, n in scaled.items():
         if n == 0:
-            raise ValueError(f"task.n_{name}: the data has only {n_pool} rows for {total} requested, "
+            raise InputError(f"task.n_{name}: the data has only {n_pool} rows for {total} requested, "
                              f"split '{name}' would be empty")
     log.warning("source has %d rows for %d requested; using %s", n_pool, total, scaled)
     return scaled
@@ -142,10 +143,10 @@ def carve_sizes(n_pool: int, sizes: dict[str, int]) -> dict[str, int]:
 def check_columns(ds: Dataset, columns: Mapping[str, str], required: Sequence[str]) -> None:
     for ours in required:
         if ours not in columns:
-            raise ValueError(f"task.columns.{ours}: expected the name of a source column, got nothing")
+            raise InputError(f"task.columns.{ours}: expected the name of a source column, got nothing")
     for ours, theirs in columns.items():
         if theirs not in ds.column_names:
-            raise ValueError(f"task.columns.{ours}: column {theirs!r} not in the data "
+            raise InputError(f"task.columns.{ours}: column {theirs!r} not in the data "
                              f"(available: {', '.join(ds.column_names)})")
 
 
@@ -168,7 +169,7 @@ class DataTask(Task):
                  max_new_tokens: int = 64, prompt_template: str = "{text}\nOutput:",
                  chat_template: str = "auto") -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"task.seed: expected an integer, got {seed!r}")
+            raise InputError(f"task.seed: expected an integer, got {seed!r}")
         self.seed = seed
         self.sizes = {s: positive_int(f"task.n_{s}", n) for s, n in
                       zip(SPLITS, (n_train, n_unlabeled, n_validation, n_test))}
@@ -176,7 +177,7 @@ class DataTask(Task):
         self.max_new_tokens = positive_int("task.max_new_tokens", max_new_tokens)
         placeholder = "{" + self.prompt_field + "}"
         if not isinstance(prompt_template, str) or placeholder not in prompt_template:
-            raise ValueError(f"task.prompt_template: expected a string containing {placeholder!r}, "
+            raise InputError(f"task.prompt_template: expected a string containing {placeholder!r}, "
                              f"got {prompt_template!r}")
         self.prompt_template = prompt_template
         # How models see a prompt, not what the data is: outside ``config`` (data keys unchanged);
@@ -187,11 +188,11 @@ class DataTask(Task):
         self.source, self.split = _plain(source), _plain(split)
         self.columns = {**self.default_columns, **(_plain(columns) or {})}
         if self.source is not None and not isinstance(self.source, (str, Mapping)):
-            raise ValueError(f"task.source: expected null, a hub name, a file or a split->file mapping, "
+            raise InputError(f"task.source: expected null, a hub name, a file or a split->file mapping, "
                              f"got {self.source!r}")
         unknown = set(self.columns) - set(self.required_columns) - set(self.optional_columns)
         if unknown:
-            raise ValueError(f"task.columns: expected keys among "
+            raise InputError(f"task.columns: expected keys among "
                              f"{', '.join(self.required_columns + self.optional_columns)}, got {sorted(unknown)}")
         self.config: dict[str, Any] = {
             "seed": seed, **{f"n_{s}": n for s, n in self.sizes.items()}, "source": self.source,
@@ -261,7 +262,7 @@ class DataTask(Task):
             pool = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
             origin = [f"{n}-{i}" for n, part in zip(names, parts) for i in range(len(part))]
             if len(pool) == 0:
-                raise ValueError(f"task.split: source split(s) {names} for '{ours}' are empty")
+                raise InputError(f"task.split: source split(s) {names} for '{ours}' are empty")
             order = rng.permutation(len(pool))
             if ours != "train":  # read directly, only truncated
                 take = order[: self.sizes[ours]]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from datasets import Dataset, Features, Value
+from plad.checks import InputError
 
 OOD_FILE = "anonymization_ood.jsonl"
 FIELDS = {"id": str, "text": str, "reference": str, "pii_values": list, "pii_types": list, "register": str}
@@ -46,23 +47,23 @@ def mask(text: str, values: list[str], types: list[str]) -> str:
 def check_row(row: Any, where: str) -> dict[str, Any]:
     """One line's fields, types and gold consistency; a ValueError names the line and the field."""
     if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
     for field, kind in FIELDS.items():
         if not isinstance(row.get(field), kind):
-            raise ValueError(f"{where}: {field}: expected a {kind.__name__}, got {row.get(field)!r}")
+            raise InputError(f"{where}: {field}: expected a {kind.__name__}, got {row.get(field)!r}")
     values, types = row["pii_values"], row["pii_types"]
     if len(values) != len(types):
-        raise ValueError(f"{where}: pii_types: expected {len(values)} types (one per value), got {len(types)}")
+        raise InputError(f"{where}: pii_types: expected {len(values)} types (one per value), got {len(types)}")
     for value, kind in zip(values, types):
         if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{where}: pii_values: expected non-empty strings, got {value!r}")
+            raise InputError(f"{where}: pii_values: expected non-empty strings, got {value!r}")
         if not isinstance(kind, str) or not TYPE_NAME.fullmatch(kind):
-            raise ValueError(f"{where}: pii_types: expected upper-case type names such as NAME, got {kind!r}")
+            raise InputError(f"{where}: pii_types: expected upper-case type names such as NAME, got {kind!r}")
         if not value_pattern(value).search(row["text"]):
-            raise ValueError(f"{where}: pii_values: expected {value!r} verbatim in the text, got no occurrence")
+            raise InputError(f"{where}: pii_values: expected {value!r} verbatim in the text, got no occurrence")
     expected = mask(row["text"], values, types)
     if row["reference"] != expected:
-        raise ValueError(f"{where}: reference: expected the text with its values masked ({expected!r}), "
+        raise InputError(f"{where}: reference: expected the text with its values masked ({expected!r}), "
                          f"got {row['reference']!r}")
     return {k: row[k] for k in FIELDS}
 
@@ -78,14 +79,14 @@ def read_ood(path: str | Path | None = None) -> list[dict[str, Any]]:
         try:
             raw = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: expected one JSON object per line, got {e.msg}") from e
+            raise InputError(f"{where}: expected one JSON object per line, got {e.msg}") from e
         row = check_row(raw, where)
         if row["id"] in ids:
-            raise ValueError(f"{where}: id: expected unique ids, got {row['id']!r} twice")
+            raise InputError(f"{where}: id: expected unique ids, got {row['id']!r} twice")
         ids.add(row["id"])
         rows.append(row)
     if not rows:
-        raise ValueError(f"{path}: expected at least one row, got an empty file")
+        raise InputError(f"{path}: expected at least one row, got an empty file")
     return rows
 
 

@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
+from plad.checks import InputError
 
 log = logging.getLogger(__name__)
 FIELD = "task.source"
@@ -23,7 +24,7 @@ TEXT_SUFFIXES = (".jsonl", ".json", ".csv")
 
 def check_not_empty(path: Path) -> None:
     if path.is_file() and path.stat().st_size < 4096 and not path.read_bytes().strip():
-        raise ValueError(f"{FIELD}: expected a data file with rows, got an empty file {path}")
+        raise InputError(f"{FIELD}: expected a data file with rows, got an empty file {path}")
 
 
 def check_utf8(path: Path) -> None:
@@ -37,13 +38,13 @@ def check_utf8(path: Path) -> None:
                 decoder.decode(chunk)
             except UnicodeDecodeError as e:
                 where = lineno + e.object.count(b"\n", 0, e.start)  # e.object: carried-over bytes + chunk
-                raise ValueError(f"{FIELD}: line {where} of {path}: expected UTF-8 text, "
+                raise InputError(f"{FIELD}: line {where} of {path}: expected UTF-8 text, "
                                  f"got byte {e.object[e.start]:#04x}") from e
             lineno += chunk.count(b"\n")
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError as e:
-        raise ValueError(f"{FIELD}: line {lineno} of {path}: expected UTF-8 text, got a truncated character") from e
+        raise InputError(f"{FIELD}: line {lineno} of {path}: expected UTF-8 text, got a truncated character") from e
 
 
 def _first_bad_line(path: Path) -> str | None:
@@ -65,17 +66,17 @@ def _first_bad_line(path: Path) -> str | None:
     return None
 
 
-def load_error(files: Mapping[str, Path], exc: BaseException) -> ValueError:
+def load_error(files: Mapping[str, Path], exc: BaseException) -> InputError:
     """One line for a file ``datasets`` could not read: the first bad line when we can find it."""
     for path in files.values():
         paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for p in paths:
             if p.suffix in TEXT_SUFFIXES and (where := _first_bad_line(p)):
-                return ValueError(f"{FIELD}: {where}")
+                return InputError(f"{FIELD}: {where}")
     cause = exc.__cause__ or exc
     detail = (str(cause).strip().splitlines() or [""])[0][:200]
     names = ", ".join(str(p) for p in files.values())
-    return ValueError(f"{FIELD}: expected a readable data file, got {type(cause).__name__} reading {names}: {detail}")
+    return InputError(f"{FIELD}: expected a readable data file, got {type(cause).__name__} reading {names}: {detail}")
 
 
 def check_value(column: str, value: Any, row: str) -> None:
@@ -86,7 +87,7 @@ def check_value(column: str, value: Any, row: str) -> None:
         shown = "nan"
     else:
         shown = repr(value)[:60] if value is None or isinstance(value, str) else f"{type(value).__name__} {value!r:.60}"
-    raise ValueError(f"task.columns.{column}: expected a non-empty string in every row, got {shown} "
+    raise InputError(f"task.columns.{column}: expected a non-empty string in every row, got {shown} "
                      f"in source row {row}")
 
 
@@ -94,7 +95,7 @@ def check_unique_ids(ids: Sequence[str]) -> None:
     seen: set[str] = set()
     for i in ids:
         if i in seen:
-            raise ValueError(f"task.columns.id: expected unique ids across all splits, got duplicates (first: {i!r})")
+            raise InputError(f"task.columns.id: expected unique ids across all splits, got duplicates (first: {i!r})")
         seen.add(i)
 
 

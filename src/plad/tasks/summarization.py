@@ -20,6 +20,7 @@ from torchmetrics.functional.text.rouge import rouge_score
 
 from plad.tasks.base import SPLITS
 from plad.tasks.loading import DataTask
+from plad.checks import InputError
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")  # never rougeLsum: it needs an nltk download
 
@@ -174,7 +175,7 @@ class SummarizationTask(DataTask):
     def metrics(self, predictions: Sequence[str], examples: Sequence[dict[str, Any]]) -> dict[str, float]:
         """Mean per-example ROUGE-1/2/L F-measure, exact match and mean quality (= rougeL)."""
         if len(predictions) != len(examples) or not predictions:
-            raise ValueError(f"predictions: expected one per example (>0), got {len(predictions)} for {len(examples)}")
+            raise InputError(f"predictions: expected one per example (>0), got {len(predictions)} for {len(examples)}")
         references = [e["reference"] for e in examples]
         out = rouge(predictions, references)
         out["exact_match"] = sum(p.strip() == r.strip() for p, r in zip(predictions, references)) / len(predictions)

@@ -271,3 +271,22 @@ def test_sweep_removes_what_killed_runs_left_and_never_work_in_progress(tmp_path
     assert is_complete(done) and is_complete(models / "llama-student-live")
     assert sweep(tmp_path) == [busy_trash]  # its discarder is gone now
     assert sorted(p.name for p in models.iterdir()) == ["llama-student-live", "llama-teacher-fp"]
+
+
+def test_content_key_follows_what_files_hold(tmp_path: Path):
+    from plad.cache import MIB, content_key
+
+    big = tmp_path / "model" / "weights.bin"
+    big.parent.mkdir()
+    big.write_bytes(b"a" * (3 * MIB))
+    first = content_key(big.parent)
+    assert content_key(big.parent) == first
+    data = bytearray(big.read_bytes())
+    data[-10] ^= 1  # the last MiB changes, the size does not
+    st = big.stat()
+    big.write_bytes(bytes(data))
+    os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with its old mtime ...
+    cache._content.clear()  # ... in the next process (within one, the key is memoized on the files' stat)
+    assert content_key(big.parent) != first
+    (big.parent / "config.json").write_text("{}")  # a new file in the directory
+    assert len({first, content_key(big.parent)}) == 2

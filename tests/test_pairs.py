@@ -278,3 +278,28 @@ def test_reward_model_scores_match_unbatched(tmp_path, num_labels):
     for s, o, ex in zip(scores, outputs, examples):
         enc = tok(ex["prompt"], o, return_tensors="pt")
         assert s == pytest.approx(rm(**enc).logits[0, num_labels - 1].item(), abs=1e-4)
+
+
+def test_rebuild_builds_beside_the_entry_and_swaps_it_out_without_deleting_what_a_reader_holds(
+        models, reference, tmp_path, calls):
+    """A reader that loaded the pair set keeps reading it while another run rebuilds it: the new entry
+    is built beside the old one, which is moved aside (not deleted) and swept by a later run."""
+    from plad.cache import is_complete, sweep
+
+    old = run(models, tmp_path)
+    held = old.pairwise  # a reader's memory-mapped table
+    seen_during_build = []
+    real_write_shard = store.write_shard
+
+    def write_shard(entry, kind, k, tables, meta):  # the old entry stays in place while shards are built
+        seen_during_build.append(is_complete(entry))
+        real_write_shard(entry, kind, k, tables, meta)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(store, "write_shard", write_shard)
+        new = run(models, tmp_path, rebuild=True)
+    assert seen_during_build and all(seen_during_build)
+    assert new.path == old.path and is_complete(new.path) and new.pairwise.to_list() == reference
+    assert held.to_list() == reference  # still readable
+    trash = list(old.path.parent.glob(f".{old.path.name}.trash-*"))
+    assert len(trash) == 1 and sweep(tmp_path) == trash

@@ -114,3 +114,25 @@ def test_a_run_hides_the_heap_that_existed_before_it_from_the_collector_and_give
     finally:
         gc.collect()
         gc.freeze()
+
+
+def test_pretrained_weights_are_keyed_by_content_not_by_their_path(tmp_path):
+    """Replacing the weights behind model.teacher.pretrained (same path, same size) moves the SFT
+    entries that depend on them; the same files keep their keys."""
+    from hydra.utils import instantiate
+    from pairs_testlib import save_tiny
+
+    from conftest import compose_run_config
+    from plad.stages import sft
+
+    weights = save_tiny(tmp_path / "given", seed=0)
+    cfg = compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", f"model.teacher.pretrained={weights}",
+                             "model.teacher.pretrain=null")
+    task = instantiate(cfg.task)
+    before = sft.entry(cfg, "teacher", task, tmp_path).fingerprint
+    assert sft.entry(cfg, "teacher", task, tmp_path).fingerprint == before
+    size = (weights / "model.safetensors").stat().st_size
+    save_tiny(tmp_path / "other", seed=1)
+    (tmp_path / "other" / "model.safetensors").replace(weights / "model.safetensors")
+    assert (weights / "model.safetensors").stat().st_size == size  # same architecture, other weights
+    assert sft.entry(cfg, "teacher", task, tmp_path).fingerprint != before

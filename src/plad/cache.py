@@ -36,6 +36,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 MARKER = "COMPLETE"
 MARKER_FORMAT = 1  # bump when the marker layout changes: older entries are then rebuilt
+TMP, TRASH = ".tmp-", ".trash-"  # unpublished and discarded entries: .<entry>.tmp-<id>, .<entry>.trash-<id>
 log = logging.getLogger("plad")
 _verified: dict[str, tuple[Any, ...]] = {}  # entry -> stat signature of its files when last hashed
 _held: dict[str, list[int]] = {}  # lock file -> [fd, depth] for the locks this process holds
@@ -99,6 +100,33 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
             pass
         raise
     return path
+
+
+_content: dict[tuple[Any, ...], str] = {}
+MIB = 1 << 20
+
+
+def content_key(path: str | os.PathLike) -> str:
+    """What a file, or every file of a directory, holds, cheaply: size, mtime and a sha256 of the
+    first and the last MiB of each (a multi-GB weight file costs two reads; replacing or rewriting
+    it, even at the same size, changes the mtime). Memoized per process on the files' stat."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stats = [(str(p.relative_to(path)) if path.is_dir() else p.name, p.stat()) for p in files]
+    signature = (str(path), *((rel, st.st_size, st.st_mtime_ns) for rel, st in stats))
+    if signature not in _content:
+        h = hashlib.sha256()
+        for (rel, st), p in zip(stats, files):
+            h.update(f"{rel}\x00{st.st_size}\x00{st.st_mtime_ns}\x00".encode())
+            with open(p, "rb") as f:
+                h.update(f.read(MIB))
+                if st.st_size > 2 * MIB:
+                    f.seek(-MIB, os.SEEK_END)
+                    h.update(f.read(MIB))
+                elif st.st_size > MIB:
+                    h.update(f.read())
+        _content[signature] = h.hexdigest()[:16]
+    return _content[signature]
 
 
 def file_hash(path: str | os.PathLike, length: int = 16) -> str:
@@ -265,13 +293,15 @@ def _owned(lock: Path) -> Iterator[None]:
 
 
 @contextmanager
-def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(final: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     """Yield a temp dir; on success it gets a manifest marker and is renamed to ``final``.
 
     On error the temp dir is removed and ``final`` is untouched. If a whole entry is already at
-    ``final`` (a concurrent writer won), the temp dir is discarded and that entry kept; a damaged
-    or unmarked ``final`` is discarded (one warning) and replaced. The temp dir is owned (a lock
-    beside it, held while it exists): a SIGKILL leaves it unowned, and ``sweep`` removes it.
+    ``final`` (a concurrent writer won), the temp dir is discarded and that entry kept, unless
+    ``replace`` (a forced rebuild): then the old entry is moved aside as trash, not deleted (a
+    reader may be loading it; a later run's ``sweep`` removes it), and the new one takes its place.
+    A damaged or unmarked ``final`` is discarded (one warning) and replaced. The temp dir is owned
+    (a lock beside it, held while it exists): a SIGKILL leaves it unowned, and ``sweep`` removes it.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -282,7 +312,10 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
             yield tmp
             write_marker(tmp, final.name)
             with locked(final):
-                if is_complete(final):
+                if replace and final.exists():
+                    os.replace(final, final.with_name(f".{final.name}{TRASH}{uuid.uuid4().hex[:8]}"))
+                    _verified.pop(os.path.abspath(final), None)
+                elif is_complete(final):
                     log.debug("cache: %s was completed by another writer; using it", final)
                     shutil.rmtree(tmp, ignore_errors=True)
                     return
@@ -290,9 +323,6 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-
-
-TMP, TRASH = ".tmp-", ".trash-"  # names of unpublished and discarded entries: .<entry>.tmp-<id>, .<entry>.trash-<id>
 
 
 def _unheld(lock: Path) -> int | None:

@@ -17,7 +17,6 @@ import subprocess
 import sys
 from typing import Any, Callable, TypeVar
 
-import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from plad.checks import InputError
 
@@ -38,15 +37,17 @@ def env_rank() -> int:
 
 
 def initialized() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
+    """A process group is open. Without torch imported none can be (a warm cache lookup stays light)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def rank() -> int:
-    return torch.distributed.get_rank() if initialized() else env_rank()
+    return sys.modules["torch"].distributed.get_rank() if initialized() else env_rank()
 
 
 def world() -> int:
-    return torch.distributed.get_world_size() if initialized() else env_world()
+    return sys.modules["torch"].distributed.get_world_size() if initialized() else env_world()
 
 
 def is_main() -> bool:
@@ -55,7 +56,7 @@ def is_main() -> bool:
 
 def barrier() -> None:
     if initialized():
-        torch.distributed.barrier()
+        sys.modules["torch"].distributed.barrier()
 
 
 def broadcast(obj: T) -> T:
@@ -63,7 +64,7 @@ def broadcast(obj: T) -> T:
     if not initialized():
         return obj
     box = [obj]
-    torch.distributed.broadcast_object_list(box, src=0)
+    sys.modules["torch"].distributed.broadcast_object_list(box, src=0)
     return box[0]
 
 

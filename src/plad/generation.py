@@ -12,7 +12,6 @@ import copy
 import hashlib
 import time
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -21,60 +20,12 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from plad.backends.base import GenerationOutput, Sampling, sampled  # noqa: F401  (re-exported)
 from plad.models.encoding import encode_prompt, pad_batch
 from plad.models.logprobs import is_encoder_decoder
 from plad.checks import InputError
 
 _M32 = 0xFFFFFFFF
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """What samples depend on besides the model, the prompts and the backend (plad.backends)."""
-    n: int = 1                    # samples per prompt
-    max_new_tokens: int = 64
-    do_sample: bool = True        # False: greedy
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0                # 0 = off
-    seed: int = 0
-    max_prompt_tokens: int = 256  # prompts are truncated from the left, as in training
-    min_new_tokens: int = 0
-
-    def __post_init__(self) -> None:
-        for name, ok, expected in [
-                ("n", self.n >= 1, "an int >= 1"), ("max_new_tokens", self.max_new_tokens >= 1, "an int >= 1"),
-                ("min_new_tokens", 0 <= self.min_new_tokens <= self.max_new_tokens,
-                 "0 <= min_new_tokens <= max_new_tokens"),
-                ("temperature", self.temperature > 0, "a value > 0"), ("top_p", 0 < self.top_p <= 1, "a value in (0, 1]"),
-                ("top_k", self.top_k >= 0, "an int >= 0 (0 = off)")]:
-            if not ok:
-                raise InputError(f"generate.{name}: expected {expected}, got {getattr(self, name)!r}")
-
-
-@dataclass
-class GenerationOutput:
-    """Samples as text (for reading, metrics and text-only consumers) and as the token ids that were
-    generated: what any likelihood of a sample must score. A decoded text does not always re-encode
-    to the same ids (BPE merges differ, special tokens are stripped), and a cut sample never ended."""
-    texts: list[list[str]]     # per prompt, num_return_sequences samples (special tokens stripped)
-    n_tokens: list[list[int]]  # generated token counts (incl. EOS if produced)
-    seconds: float
-    finished: list[list[bool]] | None = None  # ended with EOS (False: cut at max_new_tokens)
-    token_ids: list[list[list[int]]] | None = None  # generated ids without the EOS (``finished`` says if one followed)
-
-    @property
-    def total_tokens(self) -> int:
-        return sum(sum(n) for n in self.n_tokens)
-
-
-def sampled(out: GenerationOutput, backend: str = "the generation backend") -> list[list[list[int]]]:
-    """The generated token ids of every sample: what a likelihood of the samples must score (their
-    texts need not re-encode to them). A backend that returns none cannot serve such a consumer."""
-    if out.token_ids is None:
-        raise InputError(f"generation: expected {backend} to return the samples' token ids "
-                         "(GenerationOutput.token_ids), got texts only")
-    return out.token_ids
 
 
 def _mix32(x: Tensor) -> Tensor:

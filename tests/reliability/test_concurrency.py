@@ -34,3 +34,23 @@ def test_two_runs_at_once_on_an_empty_cache_share_one_consistent_cache(tmp_path:
 
     assert results(jobs[0].run_dir) == results(jobs[1].run_dir)
     assert sorted(reused(job.run_dir)["pairs"] for job in jobs) == [False, True]
+
+
+def test_two_runs_of_different_configurations_at_once_both_finish_correctly(tmp_path: Path):
+    """Two seeds on one empty cache: they share the data, tokenizer and teacher entries (the teacher
+    is seeded by base_seed) and build their own student and pairs; each finishes with what it would
+    have measured alone on a cache of its own."""
+    shared = [Job(tmp_path / "shared", name=f"seed{s}", overrides=("debug=fast", f"seed={s}")) for s in (0, 1)]
+    alone = [Job(tmp_path / f"alone{s}", name=f"seed{s}", overrides=("debug=fast", f"seed={s}")) for s in (0, 1)]
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(run, shared))
+    for job, outcome in zip(shared, outcomes):
+        assert outcome.returncode == 0, job.text()[-3000:]
+    cache = tmp_path / "shared" / "cache"
+    counts = {kind: len(list((cache / kind).iterdir())) for kind in ENTRIES}
+    assert counts == {"data": 1, "tokenizers": 1, "models": 3, "pairs": 2, "eval": 3}  # the teacher's once
+    assert [str(m.parent) for m in cache.rglob(MARKER) if verify(m.parent) is not None] == []
+    for job in alone:
+        assert run(job).returncode == 0, job.text()[-3000:]
+    for a, b in zip(shared, alone):
+        assert results(a.run_dir) == results(b.run_dir)

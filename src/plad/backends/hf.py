@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
-
-from plad import generation
 from plad.backends.base import Backend, GenerationOutput, Sampling
 from plad.models.ref import ModelRef
 from plad.checks import InputError
@@ -17,7 +14,9 @@ class HFBackend(Backend):
     name = "hf"
 
     def __init__(self, device: str = "auto") -> None:
-        if device != "auto":
+        if device != "auto":  # torch imported where needed: a warm pair cache needs the key, not torch
+            import torch
+
             try:
                 torch.device(device)
             except RuntimeError as e:
@@ -25,12 +24,16 @@ class HFBackend(Backend):
         self.device = device
         self._held: tuple[ModelRef, Any, Any] | None = None  # (ref, model, tokenizer)
 
-    def _device(self) -> torch.device:
+    def _device(self) -> Any:
+        import torch
+
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
 
     def check(self, model_cfg: Any = None) -> None:
+        import torch
+
         if self._device().type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"generation.device: expected a visible CUDA GPU for {self.device!r}, got none")
 
@@ -46,6 +49,8 @@ class HFBackend(Backend):
 
     def generate(self, ref: ModelRef, prompts: Sequence[str], sampling: Sampling, *, batch_size: int = 16,
                  desc: str = "generate", progress: bool = True) -> GenerationOutput:
+        from plad import generation
+
         model, tok = self.scoring_model(ref)
         s = sampling
         # Looked up on the module, so tests can spy on plad.generation.generate.

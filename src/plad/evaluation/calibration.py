@@ -14,7 +14,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from plad.backends.base import Backend
-from plad.generation import Sampling, sampled
+from plad.backends.base import Sampling, sampled
 from plad.models.ref import ModelRef
 from plad.models.scoring import score_completions
 from plad.checks import InputError

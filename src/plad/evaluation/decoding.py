@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from plad.backends.base import Backend
-from plad.generation import Sampling, sampled
+from plad.backends.base import Sampling, sampled
 from plad.models.ref import ModelRef
 from plad.models.scoring import score_completions
 from plad.checks import InputError

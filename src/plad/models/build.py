@@ -26,7 +26,7 @@ from plad.cache import atomic_dir, entry_dir, is_complete, stage_key
 from plad.models.lora import ADAPTER_DIR, is_lora, merged, save_adapter, validate_training_spec
 from plad.models.student_init import init_spec, validate_init_spec
 from plad.models.tokenizer import (MIN_VOCAB, ensure_pad, load_tokenizer, obtain_tokenizer,  # noqa: F401
-                                   resolve_pretrained, train_tokenizer)
+                                   resolve_pretrained, source_key, train_tokenizer)
 from plad.checks import InputError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -250,7 +250,8 @@ def obtain_pretrained(spec: DictConfig, cache_root: str | os.PathLike) -> tuple[
     if not spec.get("gguf_file"):
         return load_pretrained(spec)
     dtype = spec.get("dtype", "float32")
-    fp = stage_key("models", "gguf", str(spec.pretrained), spec.gguf_file, dtype)
+    fp = stage_key("models", "gguf", str(spec.pretrained), spec.gguf_file, dtype,
+                   source_key(spec.pretrained, spec.gguf_file))
     final = entry_dir(cache_root, "models", f"gguf-{fp}")
     if not is_complete(final):
         model, tok = load_pretrained(spec)

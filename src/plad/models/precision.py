@@ -8,8 +8,7 @@ import copy
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-import torch
-from plad.checks import InputError
+from plad.checks import InputError  # torch is imported where it is used: the warm pair cache needs none
 
 # Lightning's precision names, and the legacy spellings it still accepts.
 ALIASES = {"32": "32-true", 32: "32-true", "64": "64-true", 64: "64-true", "16": "16-mixed", 16: "16-mixed",

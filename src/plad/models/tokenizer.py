@@ -8,6 +8,7 @@ wrote. Trained (and GGUF-converted) tokenizers are cached, content-addressed, li
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -16,10 +17,11 @@ from omegaconf import DictConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from plad.cache import atomic_dir, entry_dir, fingerprint, is_complete, stage_key
+from plad.cache import atomic_dir, content_key, entry_dir, fingerprint, is_complete, stage_key
 from plad.models.encoding import CHAT_TEMPLATE_FLAG, check_chat_template
 from plad.checks import InputError
 
+log = logging.getLogger("plad")
 PKG_PREFIX = "pkg://"
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 MIN_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte plus the special tokens
@@ -52,6 +54,29 @@ def resolve_pretrained(name: str | None, field: str = "pretrained") -> str | Non
     if spec is None or not spec.submodule_search_locations:
         raise InputError(f"{field}: expected an installed Python package after {PKG_PREFIX}, got {name!r}")
     return str(Path(list(spec.submodule_search_locations)[0]) / sub)
+
+
+def source_key(pretrained: str | None, gguf_file: str | None = None) -> dict[str, Any] | None:
+    """What the weights or tokenizer named by ``pretrained`` (+ ``gguf_file``) are, for cache keys:
+    the content of a local directory or file (``plad.cache.content_key``), so replacing the weights
+    behind a path rebuilds what depends on them; for a hub name, the revision of its local snapshot
+    when one is known, else the name alone (and the run log says so)."""
+    if not pretrained:
+        return None
+    path = Path(resolve_pretrained(pretrained))
+    target = path / gguf_file if gguf_file else path
+    if target.exists():
+        return {"content": content_key(target)}
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(str(pretrained), gguf_file or "config.json")
+    except Exception:  # noqa: BLE001 - a name the hub client cannot parse: keyed by the name
+        found = None
+    if isinstance(found, str):
+        return {"revision": Path(found).parent.name}
+    log.info("cache: %s is keyed by its name only (no local snapshot revision known)", pretrained)
+    return {"name": str(pretrained)}
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -109,7 +134,7 @@ def obtain_tokenizer(spec_tokenizer: DictConfig, texts: Callable[[], Iterable[st
     if pretrained and not gguf_file:
         return load_tokenizer(pretrained)
     if pretrained:
-        fp = stage_key("tokenizers", "gguf", str(pretrained), gguf_file)
+        fp = stage_key("tokenizers", "gguf", str(pretrained), gguf_file, source_key(pretrained, gguf_file))
     else:
         fp = stage_key("tokenizers", spec_tokenizer.get("vocab_size"), data_fp)
     final = entry_dir(cache_root, "tokenizers", fp)

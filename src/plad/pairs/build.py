@@ -185,8 +185,7 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, teacher: ModelRef
     # Rank 0 holds the entry's lock for the whole build: a concurrent run of the same config waits
     # for it, then reuses the entry, and never has the partial shards removed under it.
     with locked(entry) if rank == 0 else nullcontext():
-        if cfg.rebuild and rank == 0:
-            store.remove(entry)
+        if cfg.rebuild and rank == 0:  # built beside the old entry, which is swapped out at the end
             store.remove(store.partial_dir(entry))
         elif cfg.rebuild:  # only rank 0 rebuilds; wait for an entry newer than this run
             return _wait_for_entry(entry, fp, timeout, poll, f"rank 0 to rebuild {entry}", newer_than=started)
@@ -231,7 +230,7 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, teacher: ModelRef
                  "oracle": bool(cfg.get("oracle_references", False)),
                  "ref_lengths": {"max_prompt_tokens": max_prompt_tokens, "max_completion_tokens": max_new_tokens},
                  "rows": {name: len(t) if t is not None else 0 for name, t in tables.items()}, **stats}
-        store.write_entry(entry, tables, stats)
+        store.write_entry(entry, tables, stats, replace=bool(cfg.rebuild))
         store.remove(store.partial_dir(entry))
         log.info("pairs: %d pairwise rows in %s", stats["rows"]["pairwise"], entry)
         return _load(entry, fp)
@@ -243,7 +242,7 @@ def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[
                   max_prompt_tokens: int, max_new_tokens: int, seed: int, precision: str) -> None:
     """Phases 1-2: each role's samples per shard (one model in the backend at a time), with their
     generated ids; phase 3: pair rows per shard, scored by the student's HF model."""
-    from plad.generation import Sampling, sampled
+    from plad.backends.base import Sampling, sampled
     from plad.models.scoring import score_completions
     from plad.models.tokenizer import tokenizer_fingerprint
     from plad.pairs.rows import build_rows

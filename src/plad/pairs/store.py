@@ -127,9 +127,11 @@ def _table_files(table_dir: Path, root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): file_hash(p) for p in sorted(table_dir.rglob("*")) if p.is_file()}
 
 
-def write_entry(entry: Path, tables: dict[str, Dataset | None], stats: dict[str, Any]) -> None:
-    """Save the merged tables with a manifest; the entry appears only once it is whole."""
-    with atomic_dir(entry) as tmp, quiet_datasets():
+def write_entry(entry: Path, tables: dict[str, Dataset | None], stats: dict[str, Any],
+                replace: bool = False) -> None:
+    """Save the merged tables with a manifest; the entry appears only once it is whole. ``replace``
+    (pairs.rebuild): swap out an existing entry instead of keeping it (``plad.cache.atomic_dir``)."""
+    with atomic_dir(entry, replace=replace) as tmp, quiet_datasets():
         manifest: dict[str, Any] = {"tables": {}}
         for name, ds in tables.items():
             if ds is None:

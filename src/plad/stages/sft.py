@@ -66,17 +66,26 @@ def _keyed_spec(cfg: DictConfig, role: str) -> dict[str, Any]:
 
 def _extra_keys(cfg: DictConfig, role: str, task: Any) -> list[dict[str, Any]]:
     """Key parts only some configurations have (the others keep their keys): the prompt format for a
-    pretrained tokenizer (a trained BPE has no chat template, so auto and none encode alike), and the
-    teacher a student is cut from (its source, or its spec and seed when built from config)."""
+    pretrained tokenizer (a trained BPE has no chat template, so auto and none encode alike), the
+    teacher a student is cut from (its source, or its spec and seed when built from config), and the
+    content of pretrained weights and tokenizers (``source_key``: new weights behind a path rebuild)."""
     from plad.models.build import tokenizer_source
+    from plad.models.tokenizer import source_key
 
     extra = []
-    if tokenizer_source(cfg.model, role) is not None:
+    tokenizer = tokenizer_source(cfg.model, role)
+    if tokenizer is not None:
         extra.append({"chat_template": task.chat_template})
-    if role == "student" and cfg.model.student.get("init_from_teacher") is not None:
+    cut = role == "student" and cfg.model.student.get("init_from_teacher") is not None
+    if cut:
         teacher = OmegaConf.to_container(cfg.model.teacher, resolve=True)
         source = {k: teacher.get(k) for k in ("pretrained", "gguf_file", "dtype", "config")}
         extra.append({"teacher": source, "teacher_seed": None if teacher.get("pretrained") else _seed(cfg, "teacher")})
+    weights = cfg.model["teacher" if cut else role]
+    contents = {"weights": source_key(weights.get("pretrained"), weights.get("gguf_file")),
+                "tokenizer": source_key(*tokenizer) if tokenizer is not None else None}
+    if any(contents.values()):
+        extra.append(contents)
     return extra
 
 

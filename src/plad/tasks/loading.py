@@ -79,14 +79,32 @@ def load_source(source: str | Mapping[str, str]) -> DatasetDict:
 
 
 def source_hashes(source: str | Mapping[str, str] | None) -> dict[str, str]:
-    """Content hashes of local source files, so editing a file invalidates cached stages."""
-    if source is None or (files := _local_files(source)) is None:
+    """Content hashes of local source files, so editing a file invalidates cached stages; for a hub
+    dataset, the revision of its local snapshot when one is known (the run log says when not)."""
+    if source is None:
         return {}
+    if (files := _local_files(source)) is None:
+        return hub_revision(str(source))
     out = {}
     for split, path in files.items():
         paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         out.update({f"{split}:{p}": file_hash(p) for p in paths})
     return out
+
+
+def hub_revision(name: str) -> dict[str, str]:
+    """{"revision": commit} of the newest local snapshot of hub dataset ``name``, else {} (logged)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        repos = [r for r in scan_cache_dir().repos if r.repo_type == "dataset" and r.repo_id == name]
+        revisions = sorted((rev for r in repos for rev in r.revisions), key=lambda rev: rev.last_modified)
+    except Exception:  # noqa: BLE001 - no hub cache at all
+        revisions = []
+    if revisions:
+        return {"revision": revisions[-1].commit_hash}
+    log.info("task.source: %s is keyed by its name only (no local snapshot revision known)", name)
+    return {}
 
 
 def split_plan(split: Any, available: Sequence[str]) -> dict[str, list[str]]:

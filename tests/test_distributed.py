@@ -28,7 +28,7 @@ from train_process import Job, results
 
 from plad.cache import MARKER, verify
 
-ENTRIES = {"data": 1, "tokenizers": 1, "models": 2, "pairs": 1, "eval": 2}
+ENTRIES = {"data": 1, "tokenizers": 1, "models": 4, "pairs": 1, "eval": 2}  # models: each SFT model and its pretrained start
 
 
 @dataclass
@@ -72,8 +72,14 @@ def test_a_two_process_run_builds_each_stage_once_and_measures_what_one_process_
 
 def test_two_processes_of_batch_b_step_like_one_of_2b_and_like_two_accumulated_micro_batches(whole: WholeRuns):
     log_dir = whole.one.log_dir  # its cache holds the SFT models and pairs of every job below
+    # Every global batch full: the training rows (pairs less the val_size held out) a multiple of 8.
+    # Otherwise an epoch's last step differs by construction (one rank pads its share by wrapping,
+    # one process serves a short batch), whatever the number of pairs the samples happened to give.
+    pairs = json.loads(next((log_dir / "cache" / "pairs").glob("*/stats.json")).read_text())["rows"]["pairwise"]
+    val_size = 8 + (pairs - 8) % 8
     common = ("-m", "debug=fast", "loss=ranking,dpo", "distill.max_steps=6", "distill.lr=1e-3",
-              "distill.val_check_interval=3", "stages=[sft,pairs,distill]", "hydra.sweep.subdir=${hydra.job.num}")
+              f"distill.val_size={val_size}", "distill.val_check_interval=3", "stages=[sft,pairs,distill]",
+              "hydra.sweep.subdir=${hydra.job.num}")
     jobs = {name: Job(log_dir, name, (*common, f"hydra.sweep.dir={log_dir / name}", *extra)) for name, extra in {
         "one_2b": ("distill.batch_size=8",),
         "accumulated": ("distill.batch_size=4", "distill.accumulate_grad_batches=2"),

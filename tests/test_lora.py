@@ -301,16 +301,15 @@ def test_lora_student_runs_sft_and_distillation_for_every_family(run_pipeline, f
     """`model.student.lora.r=8 debug=fast` (without evaluation, which sees only saved plain models):
     SFT and distillation each train a LoRA adapter, and each saved student differs from its start only
     in the adapter's target modules."""
-    from plad.models.build import build_model
-
     results = run_pipeline(f"model={family}", "model.student.lora.r=8", "debug=fast", "stages=[sft,distill]",
                            "loss=sft", "model.teacher.sft.max_steps=0")  # the teacher plays no part here
     student0, student = Path(results["systems"]["student_init"]), Path(results["systems"]["student"])
     stats = json.loads((student0 / "sft_stats.json").read_text())
     assert 0 < stats["trainable_parameters"] < stats["parameters"]
-    spec = OmegaConf.load(results["run_dir"] / "resolved.yaml").model.student
     model0, tok = load_saved(student0)
-    init = build_model(spec, tok, seed=0)  # the SFT stage's initial weights (run seed 0)
+    # SFT's start: the copy-pretrained model (pretraining trains every weight, before LoRA is attached)
+    start = next((results["run_dir"].parent / "logs" / "cache" / "models").glob(f"{family}-student_pretrained-*"))
+    init = load_saved(start)[0]
     _only_targets_moved(model0.state_dict(), init.state_dict(), _targets(student0 / ADAPTER_DIR))
     distilled = load_saved(student)[0]
     _only_targets_moved(distilled.state_dict(), model0.state_dict(), _targets(student / ADAPTER_DIR))

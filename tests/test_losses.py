@@ -256,7 +256,7 @@ def test_configs_instantiate_with_documented_defaults() -> None:
     # the ablation variants differ from ranking in exactly what their names say
     ranking = OmegaConf.to_container(loss_config("ranking"))
     for name, change in {"ranking_no_reg": {"reg_weight": 0.0}, "ranking_y_plus": {"rejected_grad": False},
-                         "ranking_sum": {"score": "sum", "beta": 6.0}}.items():
+                         "ranking_sum": {"score": "sum", "beta": 8.0}}.items():
         assert OmegaConf.to_container(loss_config(name)) == {**ranking, **change}, name
 
 

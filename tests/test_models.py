@@ -103,11 +103,19 @@ def test_obtain_tokenizer_caches_gguf_conversion(tokenizer, tmp_path, monkeypatc
         return tokenizer
 
     monkeypatch.setattr(tokenizer_module, "load_tokenizer", fake_load)
+    package = tmp_path / "site" / "somepkg"  # an installed package that ships a GGUF file
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "m.gguf").write_bytes(b"GGUF weights")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
     spec = OmegaConf.create({"vocab_size": None, "pretrained": "pkg://somepkg", "gguf_file": "m.gguf"})
     first = obtain_tokenizer(spec, lambda: pytest.fail("pretrained must not read data"), "x", tmp_path)
     second = obtain_tokenizer(spec, lambda: pytest.fail("pretrained must not read data"), "x", tmp_path)
     assert loads == [("pkg://somepkg", "m.gguf")]
     assert first.get_vocab() == second.get_vocab() == tokenizer.get_vocab()
+    (package / "m.gguf").write_bytes(b"other GGUF weights")  # new weights behind the same name: converted again
+    obtain_tokenizer(spec, lambda: pytest.fail("pretrained must not read data"), "x", tmp_path)
+    assert len(loads) == 2
 
 
 def test_resolve_pkg_path():

@@ -72,7 +72,9 @@ def test_multirun_reuses_the_cache_and_the_report_aggregates_it(sweep):
     reused = [json.loads((j / "run_summary.json").read_text())["reused"] for j in jobs]
     built, cached = ({"teacher": v, "student_init": v, "pairs": v} for v in (False, True))
     assert reused == [built, {**built, "teacher": True}, cached, cached]
-    assert len(list((logs / "cache" / "models").iterdir())) == 3
+    # the teacher and each seed's student, each beside its copy-pretrained start
+    models = sorted(p.name.split("-")[1] for p in (logs / "cache" / "models").iterdir())
+    assert models == ["student", "student", "student_pretrained", "student_pretrained", "teacher", "teacher_pretrained"]
     assert len(list((logs / "cache" / "pairs").iterdir())) == 2
     # greedy test outputs of the fixed teacher (once) and initial student (once per seed), then reused
     assert sorted(p.name.split("-")[0] for p in (logs / "cache" / "eval").iterdir()) == [

@@ -2,6 +2,7 @@
 validation curve (early stopping with patience), and the SFT stage's cache key follows the run seed."""
 import csv
 import json
+import logging
 
 import pytest
 import torch
@@ -120,7 +121,7 @@ def test_student_sft_cache_follows_the_run_seed_teacher_the_data_seed(run_pipeli
     assert all(s["chosen_step"] == 2 and s["curve"][-1][0] == 2 and not s["stopped_early"] for s in stats)
 
 
-def test_the_student_sees_its_label_budget_and_copy_pretrains_on_unlabeled_texts_only(run_pipeline, tmp_path):
+def test_the_student_sees_its_label_budget_and_copy_pretrains_on_unlabeled_texts_only(run_pipeline, tmp_path, caplog):
     """debug=fast: the student's SFT on the first 32 of 64 train rows (its label budget), the
     teacher's on all 64, each after 4 copy pretraining steps on the unlabeled texts. The sft
     baseline's data module serves the student's 32 rows."""
@@ -130,10 +131,19 @@ def test_the_student_sees_its_label_budget_and_copy_pretrains_on_unlabeled_texts
     logs = tmp_path / "logs"
     run_pipeline("debug=fast", "stages=[sft]", "model.teacher.sft.max_steps=1", log_dir=logs)
     stats = {p.name.split("-")[1]: json.loads((p / "sft_stats.json").read_text())
-             for p in (logs / "cache" / "models").glob("llama-*")}
+             for p in (logs / "cache" / "models").glob("llama-*") if "_pretrained-" not in p.name}
     assert stats["student"]["train_examples"] == 32 and stats["teacher"]["train_examples"] == 64
     for role in ("student", "teacher"):
         assert stats[role]["pretrain"]["texts"] == 32 and stats[role]["pretrain"]["steps"] == 4
+    # the copy-pretrained start is an entry of its own: another label budget reuses it
+    starts = sorted((logs / "cache" / "models").glob("llama-student_pretrained-*/COMPLETE"))
+    assert len(starts) == 1
+    with caplog.at_level(logging.INFO, logger="plad"):
+        run_pipeline("debug=fast", "stages=[sft]", "model.teacher.sft.max_steps=1",
+                     "model.student.sft.train_examples=16", log_dir=logs, name="other_budget")
+    assert any("reusing its copy-pretrained start" in r.getMessage() for r in caplog.records)
+    assert sorted((logs / "cache" / "models").glob("llama-student_pretrained-*/COMPLETE")) == starts
+    assert len(list((logs / "cache" / "models").glob("llama-student-[0-9a-f]*/COMPLETE"))) == 2
 
     task = AnonymizationTask(seed=0, n_train=64, n_unlabeled=32, n_validation=16, n_test=16)
     data = task.load()

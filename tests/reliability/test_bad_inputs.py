@@ -83,6 +83,7 @@ BAD_INPUTS = [
     ("label budget over n_train", ["task.n_train=8", "model.student.sft.train_examples=9"],
      "model.student.sft.train_examples"),
     ("zero label budget", ["model.student.sft.train_examples=0"], "model.student.sft.train_examples"),
+    ("zero task label budget", ["task.student_labels=0"], "task.student_labels"),
     ("unknown SFT monitor", ["model.student.sft.monitor=bleu"], "model.student.sft.monitor"),
     ("unknown cut_samples", ["pairs.cut_samples=trim"], "pairs.cut_samples"),
     ("pretrain template without {text}", ["model.student.pretrain.template=copy"], "model.student.pretrain.template"),

@@ -12,7 +12,8 @@ from train_process import Job, results, reused, run
 from plad.cache import MARKER, verify
 from helpers import HANG_S
 
-ENTRIES = {"data": 1, "tokenizers": 1, "models": 2, "pairs": 1, "eval": 2}  # debug=fast: one per stage/system
+ENTRIES = {"data": 1, "tokenizers": 1, "models": 4, "pairs": 1, "eval": 2}  # debug=fast: one per stage/system
+# (models: the teacher and the student, and the copy-pretrained start of each)
 
 
 def test_two_runs_at_once_on_an_empty_cache_share_one_consistent_cache(tmp_path: Path):
@@ -48,7 +49,7 @@ def test_two_runs_of_different_configurations_at_once_both_finish_correctly(tmp_
         assert outcome.returncode == 0, job.text()[-3000:]
     cache = tmp_path / "shared" / "cache"
     counts = {kind: len(list((cache / kind).iterdir())) for kind in ENTRIES}
-    assert counts == {"data": 1, "tokenizers": 1, "models": 3, "pairs": 2, "eval": 3}  # the teacher's once
+    assert counts == {"data": 1, "tokenizers": 1, "models": 6, "pairs": 2, "eval": 3}  # the teacher (+ its start) once
     assert [str(m.parent) for m in cache.rglob(MARKER) if verify(m.parent) is not None] == []
     for job in alone:
         assert run(job).returncode == 0, job.text()[-3000:]

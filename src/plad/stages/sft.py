@@ -140,8 +140,7 @@ def run(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: 
              type(model).__name__, stats["parameters"] / 1e6, len(train), spec.sft.max_steps)
     stats["train_examples"] = len(train)
     if pretrain_spec(spec) is not None:
-        model, stats["pretrain"] = copy_pretrain(cfg, model, tok, pretrain_spec(spec), task, data, run_dir, role,
-                                                 seed)
+        model, stats["pretrain"] = pretrained(cfg, role, task, data, cache, run_dir, model, tok)
     if spec.sft.max_steps > 0:
         # LoRA: only the adapters train; save_model writes the merged model and the adapter alone.
         model = prepare(model, spec.get("lora"), bool(spec.get("gradient_checkpointing", False)), f"model.{role}")
@@ -157,6 +156,39 @@ def run(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: 
             (tmp / "sft_stats.json").write_text(json.dumps(stats, indent=2))
     distributed.barrier()
     return ModelRef(ref.path, ref.fingerprint)
+
+
+def pretrained_entry(cfg: DictConfig, role: str, task: Any, cache: Path) -> Path:
+    """Where ``role``'s copy-pretrained start is cached: keyed like its SFT entry without what SFT
+    alone uses (its schedule, label budget, LoRA), so the SFT settings of one seed share it."""
+    from plad.models.build import pretrain_spec
+
+    spec = {k: v for k, v in _keyed_spec(cfg, role).items() if k not in ("sft", "lora")}
+    spec["pretrain"] = OmegaConf.to_container(pretrain_spec(cfg.model[role]), resolve=True)
+    tok_fp = fingerprint(cfg.model.tokenizer, task.fingerprint())
+    fp = stage_key("models", "pretrain", spec, tok_fp if not cfg.model[role].pretrained else None, task.fingerprint(),
+                   _seed(cfg, role), cfg.sft_selection, cfg.task.max_prompt_tokens, *_extra_keys(cfg, role, task))
+    return entry_dir(cache, "models", f"{cfg.model.family}-{role}_pretrained-{fp}")  # not matched by *-student-*
+
+
+def pretrained(cfg: DictConfig, role: str, task: Any, data: Any, cache: Path, run_dir: Path, model: Any,
+               tok: Any) -> tuple[Any, dict[str, Any]]:
+    """``model`` after copy pretraining: from its cache entry, or pretrained here and cached."""
+    from plad import distributed
+    from plad.models.build import load_saved, pretrain_spec, save_model
+
+    path = pretrained_entry(cfg, role, task, cache)
+    if distributed.broadcast(is_complete(path)):
+        log.info("%s: reusing its copy-pretrained start %s", role, path)
+        return load_saved(path)[0].train(), json.loads((path / "pretrain_stats.json").read_text())
+    model, stats = copy_pretrain(cfg, model, tok, pretrain_spec(cfg.model[role]), task, data, run_dir, role,
+                                 _seed(cfg, role))
+    if distributed.is_main():
+        with atomic_dir(path) as tmp:
+            save_model(model, tok, tmp)
+            (tmp / "pretrain_stats.json").write_text(json.dumps(stats, indent=2))
+    distributed.barrier()
+    return model, stats
 
 
 def validation_quality(task: Any, validation: Any) -> Any:

@@ -185,7 +185,7 @@ class DataTask(Task):
                  n_test: int = 200, source: str | Mapping[str, str] | None = None,
                  columns: Mapping[str, str] | None = None, split: Any = None, max_prompt_tokens: int = 128,
                  max_new_tokens: int = 64, prompt_template: str = "{text}\nOutput:",
-                 chat_template: str = "auto") -> None:
+                 chat_template: str = "auto", student_labels: int | None = None) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise InputError(f"task.seed: expected an integer, got {seed!r}")
         self.seed = seed
@@ -193,6 +193,9 @@ class DataTask(Task):
                       zip(SPLITS, (n_train, n_unlabeled, n_validation, n_test))}
         self.max_prompt_tokens = positive_int("task.max_prompt_tokens", max_prompt_tokens)
         self.max_new_tokens = positive_int("task.max_new_tokens", max_new_tokens)
+        # The experiment's label budget (model YAMLs read it as the student's sft.train_examples); not
+        # part of the data, so not of ``config`` or the data key.
+        self.student_labels = None if student_labels is None else positive_int("task.student_labels", student_labels)
         placeholder = "{" + self.prompt_field + "}"
         if not isinstance(prompt_template, str) or placeholder not in prompt_template:
             raise InputError(f"task.prompt_template: expected a string containing {placeholder!r}, "

@@ -269,11 +269,17 @@ def locked(path: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         del _held[key]
-        try:
-            os.unlink(lock)
-        except FileNotFoundError:
-            pass
-        os.close(fd)
+        _release(lock, fd)
+
+
+def _release(lock: Path, fd: int) -> None:
+    """Remove a held lock file, then drop the lock (in this order: a waiter that wins the lock on
+    the old inode sees it unlinked and retries on a fresh file)."""
+    try:
+        os.unlink(lock)
+    except FileNotFoundError:
+        pass
+    os.close(fd)
 
 
 @contextmanager
@@ -285,11 +291,7 @@ def _owned(lock: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        try:
-            os.unlink(lock)
-        except FileNotFoundError:
-            pass
-        os.close(fd)
+        _release(lock, fd)
 
 
 @contextmanager

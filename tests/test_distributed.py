@@ -40,8 +40,11 @@ class WholeRuns:
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory) -> WholeRuns:
     root = tmp_path_factory.mktemp("distributed")
-    runs = WholeRuns(Job(root / "one", "run", ("debug=fast",)),
-                     Job(root / "two", "run", ("debug=fast", *TWO, *HALF_SFT, "distill.batch_size=4")))
+    # 2 distillation steps of 8 rows: inside the first epoch of the ~23 training pairs, so every global
+    # batch is full (an epoch's last, short batch differs by construction between 1 and 2 processes)
+    runs = WholeRuns(Job(root / "one", "run", ("debug=fast", "distill.max_steps=2")),
+                     Job(root / "two", "run", ("debug=fast", "distill.max_steps=2", *TWO, *HALF_SFT,
+                                               "distill.batch_size=4")))
     for job in (runs.one, runs.two):
         finish(job)
     return runs
@@ -58,10 +61,13 @@ def test_a_two_process_run_builds_each_stage_once_and_measures_what_one_process_
     assert outputs.count("metrics.json") == 1 and "run_summary.json" in outputs
     assert not any("rank1" in name for name in outputs if name.endswith((".json", ".jsonl", ".png")))
 
-    # debug=fast trains the student 4 SFT steps, then 4 distillation steps (the default loss's lr)
+    # debug=fast trains the student 4 SFT steps, then 2 distillation steps here (the default loss's lr),
+    # on full global batches only
+    pairs = json.loads(next((cache / "pairs").glob("*/stats.json")).read_text())["rows"]["pairwise"]
+    assert pairs - 8 >= 2 * 8  # the training rows (val_size 8 held out) hold both steps' batches
     configs = Path(__file__).resolve().parents[1] / "configs"
-    movement = 4 * (OmegaConf.load(configs / "model" / "llama.yaml").student.sft.lr
-                    + OmegaConf.load(configs / "loss" / "ranking.yaml").lr)
+    movement = (4 * OmegaConf.load(configs / "model" / "llama.yaml").student.sft.lr
+                + 2 * OmegaConf.load(configs / "loss" / "ranking.yaml").lr)
     assert max_diff(weights(two.run_dir), weights(one.run_dir)) <= weight_tolerance(movement)
     a, b = results(one.run_dir), results(two.run_dir)
     assert a.keys() == b.keys()

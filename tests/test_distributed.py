@@ -31,6 +31,11 @@ from plad.cache import MARKER, verify
 ENTRIES = {"data": 1, "tokenizers": 1, "models": 4, "pairs": 1, "eval": 2}  # models: each SFT model and its pretrained start
 
 
+def pair_rows(cache: Path) -> int:
+    """Pairwise rows of the one pair set in ``cache`` (the runs' batches must divide them)."""
+    return json.loads(next((cache / "pairs").glob("*/stats.json")).read_text())["rows"]["pairwise"]
+
+
 @dataclass
 class WholeRuns:
     one: Job  # 1 process, batch 8: builds SFT models and pairs that the later jobs reuse
@@ -63,7 +68,7 @@ def test_a_two_process_run_builds_each_stage_once_and_measures_what_one_process_
 
     # debug=fast trains the student 4 SFT steps, then 2 distillation steps here (the default loss's lr),
     # on full global batches only
-    pairs = json.loads(next((cache / "pairs").glob("*/stats.json")).read_text())["rows"]["pairwise"]
+    pairs = pair_rows(cache)
     assert pairs - 8 >= 2 * 8  # the training rows (val_size 8 held out) hold both steps' batches
     configs = Path(__file__).resolve().parents[1] / "configs"
     movement = (4 * OmegaConf.load(configs / "model" / "llama.yaml").student.sft.lr
@@ -81,7 +86,7 @@ def test_two_processes_of_batch_b_step_like_one_of_2b_and_like_two_accumulated_m
     # Every global batch full: the training rows (pairs less the val_size held out) a multiple of 8.
     # Otherwise an epoch's last step differs by construction (one rank pads its share by wrapping,
     # one process serves a short batch), whatever the number of pairs the samples happened to give.
-    pairs = json.loads(next((log_dir / "cache" / "pairs").glob("*/stats.json")).read_text())["rows"]["pairwise"]
+    pairs = pair_rows(log_dir / "cache")
     val_size = 8 + (pairs - 8) % 8
     common = ("-m", "debug=fast", "loss=ranking,dpo", "distill.max_steps=6", "distill.lr=1e-3",
               f"distill.val_size={val_size}", "distill.val_check_interval=3", "stages=[sft,pairs,distill]",

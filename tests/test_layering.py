@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lower number = lower layer. A module may import from its own layer or below. The most specific
 # prefix wins (``plad.models.logprobs`` before ``plad.models``).
 LAYERS = {
-    "plad.cache": 0, "plad.resolvers": 0, "plad.distributed": 0, "plad.checks": 0,
+    "plad.cache": 0, "plad.heap": 0, "plad.resolvers": 0, "plad.distributed": 0, "plad.checks": 0,
     "plad.losses": 1, "plad.models.logprobs": 1, "plad.models.encoding": 1, "plad.optim": 1,
     "plad.models": 2, "plad.models.lora": 2, "plad.tasks": 2, "plad.generation": 2, "plad.backends": 2, "plad.resume": 2, "plad.config_checks": 2,
     "plad.pairs": 3, "plad.evaluation": 3, "plad.module": 3,

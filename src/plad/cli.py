@@ -39,8 +39,10 @@ def input_error(exc: BaseException | None) -> InputError | None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     from plad import distributed
+    from plad.heap import keep_freed_memory
     from plad.pipeline import run
 
+    keep_freed_memory()  # CPU steps otherwise page-fault their buffers in again every time (heap.py)
     try:
         if distributed.processes(cfg.trainer) > 1 and not distributed.launched_externally():
             _launch(cfg)  # this process only starts and waits for the N that do the work

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-cache
+.PHONY: demo test lint install clean-cache
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,8 +22,13 @@ demo: $(STAMP)
 
 # Two pytest workers (one per core, one torch thread each: two 2-thread processes on 2 cores slow
 # each other down many times over); tests of one file share a worker and its module fixtures.
-test: $(STAMP)
+test: lint
 	WANDB_MODE=offline OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile
+
+# ruff: the linter and the formatter's check (settings in pyproject.toml); `make test` runs it first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean-cache:
 	rm -rf logs/cache

@@ -1,4 +1,5 @@
 """Thin entry point: ``python train.py task=anonymization model=llama loss=ranking``."""
+
 import sys
 from pathlib import Path
 

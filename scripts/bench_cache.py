@@ -8,6 +8,7 @@ files. The last line is ``warm_vs_cold_time_ratio <ratio>``.
 
     python scripts/bench_cache.py [--n-prompts 256] [--max-new-tokens 64]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,13 +35,23 @@ def child(work: Path, max_new_tokens: int) -> None:
             from plad.models.build import load_saved
 
             return load_saved(work / name)
+
         return load
 
     cfg = OmegaConf.load(ROOT / "configs" / "pairs" / "default.yaml")
     cfg.pop("defaults")
     prompts = load_from_disk(str(work / "prompts"))
-    ps = obtain_pairs(cfg, prompts, None, ModelRef(None, "bench-teacher", loader=loader("teacher")),
-                      ModelRef(None, "bench-student", loader=loader("student")), work / "cache", max_prompt_tokens=128, max_new_tokens=max_new_tokens, seed=0)
+    ps = obtain_pairs(
+        cfg,
+        prompts,
+        None,
+        ModelRef(None, "bench-teacher", loader=loader("teacher")),
+        ModelRef(None, "bench-student", loader=loader("student")),
+        work / "cache",
+        max_prompt_tokens=128,
+        max_new_tokens=max_new_tokens,
+        seed=0,
+    )
     ready = time.time()
     print(f"READY {ready} {json.dumps({'rows': len(ps.pairwise), 'stats': ps.stats})}")
 
@@ -62,8 +73,12 @@ def prepare(work: Path, n_prompts: int) -> None:
 
 def timed_run(work: Path, max_new_tokens: int) -> tuple[float, dict]:
     start = time.time()
-    out = subprocess.run([sys.executable, __file__, "--child", str(work), "--max-new-tokens", str(max_new_tokens)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(work), "--max-new-tokens", str(max_new_tokens)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("READY "))
     _, ready, info = line.split(" ", 2)
     return float(ready) - start, json.loads(info)
@@ -83,9 +98,11 @@ def main() -> None:
         prepare(work, args.n_prompts)
         cold, info = timed_run(work, args.max_new_tokens)
         st = info["stats"]
-        print(f"cold: {cold:.1f}s to {info['rows']} pairs (teacher {st['teacher']['tokens']} tokens in "
-              f"{st['teacher']['seconds']:.1f}s, student {st['student']['tokens']} tokens in "
-              f"{st['student']['seconds']:.1f}s)")
+        print(
+            f"cold: {cold:.1f}s to {info['rows']} pairs (teacher {st['teacher']['tokens']} tokens in "
+            f"{st['teacher']['seconds']:.1f}s, student {st['student']['tokens']} tokens in "
+            f"{st['student']['seconds']:.1f}s)"
+        )
         warm, info2 = timed_run(work, args.max_new_tokens)
         assert info2["rows"] == info["rows"] and info2["stats"]["fingerprint"] == st["fingerprint"]
         print(f"warm: {warm:.2f}s (same entry {st['fingerprint']})")

@@ -11,6 +11,7 @@ the timed window (``resource.getrusage``). The last line is ``heap_vs_default_st
 
 Run it alone: another process on the same cores changes both timings.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,9 +57,16 @@ def child(keep: bool, steps: int, warmup: int, batch_size: int, seq_len: int, th
     for _ in range(steps):
         step()
     seconds, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"applied": took, "ms_per_step": 1000 * seconds / steps,
-                      "page_faults": after.ru_minflt - before.ru_minflt,
-                      "system_s": after.ru_stime - before.ru_stime}))
+    print(
+        json.dumps(
+            {
+                "applied": took,
+                "ms_per_step": 1000 * seconds / steps,
+                "page_faults": after.ru_minflt - before.ru_minflt,
+                "system_s": after.ru_stime - before.ru_stime,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -77,18 +85,38 @@ def main() -> None:
         return
     runs: dict[str, list[dict]] = {"default": [], "heap": []}
     for r in range(args.rounds):
-        for mode in (("default", "heap") if r % 2 == 0 else ("heap", "default")):
-            out = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(args.steps),
-                                  "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
-                                  "--seq-len", str(args.seq_len), "--threads", str(args.threads)],
-                                 check=True, capture_output=True, text=True).stdout
+        for mode in ("default", "heap") if r % 2 == 0 else ("heap", "default"):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    mode,
+                    "--steps",
+                    str(args.steps),
+                    "--warmup",
+                    str(args.warmup),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--seq-len",
+                    str(args.seq_len),
+                    "--threads",
+                    str(args.threads),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             runs[mode].append(json.loads(out.strip().splitlines()[-1]))
     for mode, rows in runs.items():
-        print(f"{mode:8s} ms/step {statistics.median(r['ms_per_step'] for r in rows):8.1f}  "
-              f"page faults {statistics.median(r['page_faults'] for r in rows):>10.0f}  "
-              f"system s {statistics.median(r['system_s'] for r in rows):6.2f}  applied {rows[0]['applied']}")
-    ratio = (statistics.median(r["ms_per_step"] for r in runs["heap"])
-             / statistics.median(r["ms_per_step"] for r in runs["default"]))
+        print(
+            f"{mode:8s} ms/step {statistics.median(r['ms_per_step'] for r in rows):8.1f}  "
+            f"page faults {statistics.median(r['page_faults'] for r in rows):>10.0f}  "
+            f"system s {statistics.median(r['system_s'] for r in rows):6.2f}  applied {rows[0]['applied']}"
+        )
+    ratio = statistics.median(r["ms_per_step"] for r in runs["heap"]) / statistics.median(
+        r["ms_per_step"] for r in runs["default"]
+    )
     print(f"heap_vs_default_step_time_ratio {ratio:.3f}")
 
 

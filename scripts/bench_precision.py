@@ -10,6 +10,7 @@ train in fp32 on the CPU (``trainer=cpu``) because of what this script printed t
 
 The last line is ``bf16_vs_fp32_train_step_ratio <ratio>`` (bf16 time / fp32 time; < 1: bf16 faster).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,14 @@ def decode_tokens_per_second(model, ids: torch.Tensor, new_tokens: int, bf16: bo
     model.eval()
     start = time.perf_counter()
     with torch.inference_mode(), _autocast(bf16):
-        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                       min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+        model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
     return ids.shape[0] * new_tokens / (time.perf_counter() - start)
 
 
@@ -59,11 +66,15 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, model.config.vocab_size, (args.batch, args.tokens), generator=gen)
-    print(f"{args.model}: {sum(p.numel() for p in model.parameters()):,} parameters, batch {args.batch} x "
-          f"{args.tokens} tokens, {args.threads} threads")
+    print(
+        f"{args.model}: {sum(p.numel() for p in model.parameters()):,} parameters, batch {args.batch} x "
+        f"{args.tokens} tokens, {args.threads} threads"
+    )
     step = {bf16: train_step_seconds(model, ids, args.steps, bf16) for bf16 in (False, True)}
-    decode = {bf16: decode_tokens_per_second(model, ids[:, :args.tokens // 2], args.new_tokens, bf16)
-              for bf16 in (False, True)}
+    decode = {
+        bf16: decode_tokens_per_second(model, ids[:, : args.tokens // 2], args.new_tokens, bf16)
+        for bf16 in (False, True)
+    }
     for bf16, name in ((False, "fp32"), (True, "bf16 autocast")):
         print(f"{name:>14}: train step {step[bf16]:.2f} s (median of {args.steps}), greedy {decode[bf16]:.0f} tokens/s")
     print(f"bf16_vs_fp32_decode_speed_ratio {decode[True] / decode[False]:.2f}")

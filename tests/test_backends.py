@@ -2,6 +2,7 @@
 backend and the vLLM adapter driving mocked vLLM classes (vLLM itself needs a GPU); the vLLM
 adapter's translation of our settings; a backend swapped into the pair stage; and reference
 log-probs cached in the trainer's precision."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,12 +14,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from helpers.pairs import PROMPTS, FakeTask, pairs_cfg, prompt_dataset, save_tiny
 
-from pairs_testlib import PROMPTS, FakeTask, pairs_cfg, prompt_dataset, save_tiny
-from plad.backends.base import Backend, GenerationOutput
+from plad.backends.base import Backend, GenerationOutput, Sampling, prompt_keys
 from plad.backends.hf import HFBackend
 from plad.backends.vllm import MISSING, VLLMBackend, outputs_of
-from plad.generation import Sampling, prompt_keys
 from plad.models.build import load_saved
 from plad.models.encoding import encode_prompt
 from plad.models.ref import ModelRef
@@ -27,8 +27,9 @@ from plad.pairs.build import obtain_pairs
 SAMPLING = Sampling(n=3, max_new_tokens=6, temperature=1.3, seed=7, max_prompt_tokens=64)
 
 
-def _fake_samples(prompt_ids: list[int], n: int, seed: int | None, max_tokens: int, eos: int,
-                  vocab: int) -> list[list[int]]:
+def _fake_samples(
+    prompt_ids: list[int], n: int, seed: int | None, max_tokens: int, eos: int, vocab: int
+) -> list[list[int]]:
     """Deterministic in (prompt tokens, seed, sample index), or in the prompt alone when greedy
     (seed None): some samples end with EOS, some hit the budget."""
     samples = []
@@ -42,6 +43,7 @@ def _fake_samples(prompt_ids: list[int], n: int, seed: int | None, max_tokens: i
 
 class FakeBackend(Backend):
     """A backend that is not HF: samples are a pure function of (prompt, seed, index)."""
+
     name = "fake"
 
     def scoring_model(self, ref: ModelRef):
@@ -52,8 +54,14 @@ class FakeBackend(Backend):
         texts, counts, finished, token_ids = [], [], [], []
         for p in prompts:
             ids = encode_prompt(tok, p, False, sampling.max_prompt_tokens)
-            samples = _fake_samples(ids, sampling.n, sampling.seed if sampling.do_sample else None,
-                                    sampling.max_new_tokens, tok.eos_token_id, len(tok))
+            samples = _fake_samples(
+                ids,
+                sampling.n,
+                sampling.seed if sampling.do_sample else None,
+                sampling.max_new_tokens,
+                tok.eos_token_id,
+                len(tok),
+            )
             texts.append([tok.decode(s, skip_special_tokens=True).strip() for s in samples])
             counts.append([len(s) for s in samples])
             finished.append([s[-1] == tok.eos_token_id for s in samples])
@@ -84,11 +92,26 @@ def install_fake_vllm(monkeypatch) -> list:
             out = []
             for inp, sp in zip(inputs, params):
                 k = sp.kw
-                samples = _fake_samples(inp["prompt_token_ids"], k["n"], k["seed"] if k["temperature"] > 0 else None,
-                                        k["max_tokens"], self.tok.eos_token_id, len(self.tok))
-                out.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(
-                    text=self.tok.decode(s, skip_special_tokens=True), token_ids=s,
-                    finish_reason="stop" if s[-1] == self.tok.eos_token_id else "length") for s in samples]))
+                samples = _fake_samples(
+                    inp["prompt_token_ids"],
+                    k["n"],
+                    k["seed"] if k["temperature"] > 0 else None,
+                    k["max_tokens"],
+                    self.tok.eos_token_id,
+                    len(self.tok),
+                )
+                out.append(
+                    types.SimpleNamespace(
+                        outputs=[
+                            types.SimpleNamespace(
+                                text=self.tok.decode(s, skip_special_tokens=True),
+                                token_ids=s,
+                                finish_reason="stop" if s[-1] == self.tok.eos_token_id else "length",
+                            )
+                            for s in samples
+                        ]
+                    )
+                )
             return out
 
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
@@ -135,13 +158,29 @@ def test_every_backend_keeps_the_contract(backend: Backend, saved: Path):
 
 def test_vllm_translation_of_our_settings():
     b = VLLMBackend(dtype="bfloat16", gpu_memory_utilization=0.5, tensor_parallel_size=2)
-    assert b.llm_kwargs("/m") == {"model": "/m", "tokenizer": "/m", "dtype": "bfloat16", "seed": 0,
-                                  "gpu_memory_utilization": 0.5, "tensor_parallel_size": 2, "enforce_eager": False}
+    assert b.llm_kwargs("/m") == {
+        "model": "/m",
+        "tokenizer": "/m",
+        "dtype": "bfloat16",
+        "seed": 0,
+        "gpu_memory_utilization": 0.5,
+        "tensor_parallel_size": 2,
+        "enforce_eager": False,
+    }
     assert VLLMBackend(max_model_len=512).llm_kwargs("/m")["max_model_len"] == 512
-    kw = VLLMBackend.sampling_kwargs(Sampling(n=4, max_new_tokens=9, temperature=0.7, top_p=0.9, top_k=0,
-                                              min_new_tokens=2), seed=11)
-    assert kw == {"n": 4, "max_tokens": 9, "min_tokens": 2, "seed": 11, "temperature": 0.7, "top_p": 0.9,
-                  "top_k": -1, "skip_special_tokens": True}  # vLLM's "off" for top_k is -1
+    kw = VLLMBackend.sampling_kwargs(
+        Sampling(n=4, max_new_tokens=9, temperature=0.7, top_p=0.9, top_k=0, min_new_tokens=2), seed=11
+    )
+    assert kw == {
+        "n": 4,
+        "max_tokens": 9,
+        "min_tokens": 2,
+        "seed": 11,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": -1,
+        "skip_special_tokens": True,
+    }  # vLLM's "off" for top_k is -1
     assert VLLMBackend.sampling_kwargs(Sampling(top_k=5), 0)["top_k"] == 5
     greedy = VLLMBackend.sampling_kwargs(Sampling(do_sample=False, temperature=0.7, top_k=5), 0)
     assert (greedy["temperature"], greedy["top_p"], greedy["top_k"]) == (0.0, 1.0, -1)  # vLLM's greedy
@@ -149,14 +188,19 @@ def test_vllm_translation_of_our_settings():
     assert b.key() == VLLMBackend(dtype="bfloat16", gpu_memory_utilization=0.9).key()  # memory does not change samples
     with pytest.raises(ValueError, match="generation.gpu_memory_utilization"):
         VLLMBackend(gpu_memory_utilization=1.5)
-    result = types.SimpleNamespace(outputs=[types.SimpleNamespace(text=" a b", token_ids=[5, 6, 2], finish_reason="stop"),
-                                            types.SimpleNamespace(text="c", token_ids=[7, 8], finish_reason="length")])
+    result = types.SimpleNamespace(
+        outputs=[
+            types.SimpleNamespace(text=" a b", token_ids=[5, 6, 2], finish_reason="stop"),
+            types.SimpleNamespace(text="c", token_ids=[7, 8], finish_reason="length"),
+        ]
+    )
     out = outputs_of([result], 1.0)
     assert out.texts == [["a b", "c"]] and out.n_tokens == [[3, 2]] and out.finished == [[True, False]]
 
 
-def test_vllm_adapter_sends_training_prompt_tokens_one_seed_per_prompt_and_reuses_its_engine(monkeypatch, saved,
-                                                                                            tmp_path):
+def test_vllm_adapter_sends_training_prompt_tokens_one_seed_per_prompt_and_reuses_its_engine(
+    monkeypatch, saved, tmp_path
+):
     engines = install_fake_vllm(monkeypatch)
     _, tok = load_saved(saved)
     prompts = [PROMPTS[6] * 3, PROMPTS[0]]  # the first is longer than max_prompt_tokens: cut as in training
@@ -197,14 +241,19 @@ def test_vllm_check_names_what_is_missing(monkeypatch):
 
 
 def test_a_swapped_backend_builds_the_pairs_under_its_own_cache_entry(saved, tmp_path, monkeypatch):
-    import plad.generation
+    import plad.backends.hf_sampling
 
-    monkeypatch.setattr(plad.generation, "generate", lambda *a, **k: pytest.fail("HF generate called"))
+    monkeypatch.setattr(plad.backends.hf_sampling, "generate", lambda *a, **k: pytest.fail("HF generate called"))
     teacher, student = ModelRef(saved, "t"), ModelRef(saved, "s")
-    fake = obtain_pairs(pairs_cfg(), prompt_dataset(4), FakeTask(), teacher, student, tmp_path, 64, 6, 0,
-                        backend=FakeBackend())
-    expected = FakeBackend().generate(student, list(prompt_dataset(4)["prompt"]),
-                                      Sampling(n=4, max_new_tokens=6, seed=fake_seed(0, "student")), progress=False)
+    fake = obtain_pairs(
+        pairs_cfg(), prompt_dataset(4), FakeTask(), teacher, student, tmp_path, 64, 6, 0, backend=FakeBackend()
+    )
+    expected = FakeBackend().generate(
+        student,
+        list(prompt_dataset(4)["prompt"]),
+        Sampling(n=4, max_new_tokens=6, seed=fake_seed(0, "student")),
+        progress=False,
+    )
     rejected = {row["rejected"] for row in fake.pairwise}
     assert rejected <= {t for ts in expected.texts for t in ts} and fake.stats["backend"] == {"backend": "fake"}
     monkeypatch.undo()
@@ -214,6 +263,7 @@ def test_a_swapped_backend_builds_the_pairs_under_its_own_cache_entry(saved, tmp
 
 def fake_seed(seed: int, role: str) -> int:
     from plad.pairs.build import _role_seed
+
     return _role_seed(seed, role)
 
 
@@ -222,21 +272,48 @@ def test_reference_logprobs_are_cached_in_the_training_precision(saved, tmp_path
     (stated tolerance 1e-5; measured 5e-7) with references cached in that precision, and carries
     bf16's systematic offset with fp32 references (measured 6e-4 on this tiny model)."""
     from plad.data.pair_datamodule import PairDataModule
-    from plad.module import DistillModule
+    from plad.training.modules import DistillModule
 
     rewards = {}
     for precision in ("bf16-mixed", "32-true"):
-        ps = obtain_pairs(pairs_cfg(n_student=1), prompt_dataset(8), FakeTask(), ModelRef(saved, "t"),
-                          ModelRef(saved, "s"), tmp_path / precision, 64, 6, 0, precision=precision)
+        ps = obtain_pairs(
+            pairs_cfg(n_student=1),
+            prompt_dataset(8),
+            FakeTask(),
+            ModelRef(saved, "t"),
+            ModelRef(saved, "s"),
+            tmp_path / precision,
+            64,
+            6,
+            0,
+            precision=precision,
+        )
         assert ps.stats["precision"] == precision
         L.seed_everything(0, verbose=False)
         module = DistillModule(str(saved), {"_target_": "plad.losses.dpo.DPOLoss", "beta": 1.0}, lr=0.0, max_steps=1)
-        dm = PairDataModule(ps.path, module.tokenizer, False, inputs=module.loss_fn.inputs, batch_size=8,
-                            max_prompt_tokens=64, max_completion_tokens=6, val_size=0, seed=0)
-        trainer = L.Trainer(max_steps=1, precision="bf16-mixed", accelerator="cpu", logger=False,
-                            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                            limit_val_batches=0)
+        dm = PairDataModule(
+            ps.path,
+            module.tokenizer,
+            False,
+            inputs=module.loss_fn.inputs,
+            batch_size=8,
+            max_prompt_tokens=64,
+            max_completion_tokens=6,
+            val_size=0,
+            seed=0,
+        )
+        trainer = L.Trainer(
+            max_steps=1,
+            precision="bf16-mixed",
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            limit_val_batches=0,
+        )
         trainer.fit(module, dm)
-        rewards[precision] = max(abs(trainer.callback_metrics[f"train/reward_{k}"].item())
-                                 for k in ("chosen", "rejected"))
+        rewards[precision] = max(
+            abs(trainer.callback_metrics[f"train/reward_{k}"].item()) for k in ("chosen", "rejected")
+        )
     assert rewards["bf16-mixed"] < 1e-5 and rewards["32-true"] > 1e-4

@@ -1,6 +1,7 @@
 """The fingerprint cache: stable keys, invalidation on any input change, atomic entries whose
 COMPLETE manifest is verified, and writers racing on one entry (threads of control in one process
 and real processes)."""
+
 import json
 import logging
 import os
@@ -10,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import HANG_S
 from omegaconf import OmegaConf
 
 import plad.cache as cache
-from helpers import HANG_S
 from plad.cache import MARKER, atomic_dir, entry_dir, file_hash, fingerprint, is_complete, locked, verify
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -88,8 +89,11 @@ DAMAGES = [  # (what is done to a whole entry, what the warning must say)
 ]
 
 
-@pytest.mark.parametrize("damage,says", DAMAGES, ids=["bit flip", "truncated", "file missing", "empty marker",
-                                                      "marker without manifest", "cut marker", "no marker"])
+@pytest.mark.parametrize(
+    "damage,says",
+    DAMAGES,
+    ids=["bit flip", "truncated", "file missing", "empty marker", "marker without manifest", "cut marker", "no marker"],
+)
 def test_damaged_entry_is_reported_once_discarded_and_rebuilt(tmp_path: Path, caplog, damage, says):
     final = make_entry(tmp_path / "data" / "fp")
     assert is_complete(final)
@@ -169,8 +173,15 @@ print((final / "who").read_text())
 
 def test_racing_processes_all_use_the_one_published_entry(tmp_path: Path):
     n = 4
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, SRC, str(tmp_path), str(i), str(n)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, SRC, str(tmp_path), str(i), str(n)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
     (tmp_path / "go").touch()
     outs = []
     for p in procs:
@@ -207,8 +218,9 @@ def test_lock_is_exclusive_across_processes_reentrant_within_one(tmp_path: Path)
         with locked(target):  # the same process may take it again (the pair builder publishes under it)
             pass
         assert (tmp_path / "pairs" / ".fp.lock").exists()
-        proc = subprocess.Popen([sys.executable, "-c", LOCKER, SRC, str(target), str(released)],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", LOCKER, SRC, str(target), str(released)], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout.readline().strip() == "trying"
         while not _blocked_on_a_lock(proc.pid):
             assert proc.poll() is None, "the other process ended without waiting for the lock"

@@ -1,14 +1,15 @@
 """task.chat_template: prompts wrapped as a user turn by the tokenizer's chat template, in the one
 place that encodes prompts (plad.models.encoding.encode_prompt), so SFT, sampling and scoring agree."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import pytest
 import torch
-from pairs_testlib import PROMPTS, tiny_llama, train_tokenizer
+from helpers.pairs import PROMPTS, tiny_llama, train_tokenizer
 
-from plad.generation import generate
+from plad.backends.hf_sampling import generate
 from plad.models.build import load_saved, save_model
 from plad.models.encoding import CHAT_TEMPLATE_FLAG, encode_example, encode_prompt, pad_batch, uses_chat_template
 from plad.models.logprobs import IGNORE_INDEX
@@ -16,9 +17,11 @@ from plad.models.tokenizer import set_prompt_format
 from plad.tasks.summarization import SummarizationTask
 
 # ChatML, as SmolLM2-Instruct's: a default system turn, then the user turn, then the assistant's head.
-TEMPLATE = ("{{ '<|im_start|>system\\nBe brief.<|im_end|>\\n' }}{% for m in messages %}"
-            "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
-            "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+TEMPLATE = (
+    "{{ '<|im_start|>system\\nBe brief.<|im_end|>\\n' }}{% for m in messages %}"
+    "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 LONG = "Summarize: " + " ".join(f"word{i}" for i in range(60)) + "\nOutput:"
 
 
@@ -54,11 +57,12 @@ def test_auto_is_a_no_op_for_trained_bpe_and_none_keeps_todays_encoding(plain):
     chat_off = chat_tokenizer()
     assert set_prompt_format(chat_off, "none") is False
     for prompt in PROMPTS + [LONG]:
-        legacy = [plain.bos_token_id] + plain(prompt, add_special_tokens=False)["input_ids"][-(20 - 1):]
+        legacy = [plain.bos_token_id] + plain(prompt, add_special_tokens=False)["input_ids"][-(20 - 1) :]
         assert encode_prompt(plain, prompt, False, 20) == encode_prompt(unflagged, prompt, False, 20) == legacy
         assert encode_prompt(chat_off, prompt, False, 20) == legacy  # same BPE, template not applied
-        assert (encode_example(plain, prompt, "a b", False, 20, 8)
-                == encode_example(unflagged, prompt, "a b", False, 20, 8))
+        assert encode_example(plain, prompt, "a b", False, 20, 8) == encode_example(
+            unflagged, prompt, "a b", False, 20, 8
+        )
 
 
 def test_prompt_ids_are_apply_chat_templates_and_completion_ends_at_end_of_turn(chat):
@@ -76,8 +80,9 @@ def test_prompt_ids_are_apply_chat_templates_and_completion_ends_at_end_of_turn(
 
 def test_truncation_keeps_the_templates_head_and_tail(chat):
     full = template_ids(chat, LONG)
-    rendered = chat.apply_chat_template([{"role": "user", "content": "\x01"}], add_generation_prompt=True,
-                                        tokenize=False)
+    rendered = chat.apply_chat_template(
+        [{"role": "user", "content": "\x01"}], add_generation_prompt=True, tokenize=False
+    )
     head_text, tail_text = rendered.split("\x01")
     head = chat(head_text, add_special_tokens=False)["input_ids"]
     tail = chat(tail_text, add_special_tokens=False)["input_ids"]
@@ -87,7 +92,7 @@ def test_truncation_keeps_the_templates_head_and_tail(chat):
     ids = encode_prompt(chat, LONG, False, budget)
     assert len(ids) == budget
     assert ids == head + content[-5:] + tail  # the user content lost its beginning, the template nothing
-    assert LONG.endswith(chat.decode(ids[len(head):-len(tail)]))  # the end of the prompt, next to the answer
+    assert LONG.endswith(chat.decode(ids[len(head) : -len(tail)]))  # the end of the prompt, next to the answer
     with pytest.raises(ValueError, match=r"^task.max_prompt_tokens: expected more than \d+ \(the chat template"):
         encode_prompt(chat, LONG, False, len(head) + len(tail))
 
@@ -106,7 +111,7 @@ def test_the_flag_travels_with_the_saved_model(chat, tmp_path):
 
 def test_scored_completion_tokens_are_the_generated_tokens(chat):
     """Train a tiny model on encode_example's batches (as SFT does) to answer "done." and end its turn;
-    generation (plad.generation.generate, the same encode_prompt) must then emit exactly the scored
+    generation (plad.backends.hf_sampling.generate, the same encode_prompt) must then emit exactly the scored
     completion ids, <|im_end|> included, and stop there."""
     torch.manual_seed(0)
     model = tiny_llama(chat, seed=1)
@@ -122,9 +127,15 @@ def test_scored_completion_tokens_are_the_generated_tokens(chat):
     for prompt, example, (text,), (n,) in zip(PROMPTS, examples, out.texts, out.n_tokens):
         prompt_ids = encode_prompt(chat, prompt, False, 256)
         ids = torch.tensor([prompt_ids])
-        ref = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
-                             pad_token_id=chat.pad_token_id, eos_token_id=chat.eos_token_id)
-        generated = ref[0, len(prompt_ids):].tolist()[:n]
+        ref = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=6,
+            do_sample=False,
+            pad_token_id=chat.pad_token_id,
+            eos_token_id=chat.eos_token_id,
+        )
+        generated = ref[0, len(prompt_ids) :].tolist()[:n]
         assert text == "done." and generated[-1] == chat.eos_token_id
         assert example["input_ids"] == prompt_ids + generated
         assert encode_example(chat, prompt, text, False, 256, None) == example  # the re-encoded sample

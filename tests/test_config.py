@@ -1,15 +1,15 @@
 """Hydra composition of every task x family, the CLI's help and errors, and config checks."""
+
 import subprocess
 import sys
 from pathlib import Path
 
-import forkserver
 import pytest
+from helpers import HANG_S, forkserver
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from plad.config_checks import check_config
-from helpers import HANG_S
+from plad.stages.preflight import check_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = str(ROOT / "configs")
@@ -23,8 +23,14 @@ def _compose(*overrides: str):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return forkserver.run([sys.executable, "train.py", *args], cwd=ROOT, env=forkserver.env(), capture_output=True,
-                          text=True, timeout=HANG_S)
+    return forkserver.run(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        env=forkserver.env(),
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+    )
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -58,11 +64,14 @@ def test_each_loss_brings_its_own_learning_rate():
     assert _compose("loss=dpo", "loss.lr=1e-3").distill.lr == 1e-3
 
 
-@pytest.mark.parametrize("key,value,expected", [
-    ("distill.lr", 0, "distill.lr: expected a positive number"),
-    ("distill.batch_size", -4, "distill.batch_size: expected a positive integer"),
-    ("task.max_new_tokens", 0, "task.max_new_tokens: expected a positive integer"),
-])
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [
+        ("distill.lr", 0, "distill.lr: expected a positive number"),
+        ("distill.batch_size", -4, "distill.batch_size: expected a positive integer"),
+        ("task.max_new_tokens", 0, "task.max_new_tokens: expected a positive integer"),
+    ],
+)
 def test_check_config_names_the_field(key, value, expected):
     cfg = _compose()
     OmegaConf.update(cfg, key, value)

@@ -1,5 +1,6 @@
 """Evaluation decoding: the degenerate-output metric on hand-made strings, rerank against an
 independent likelihood computation, and the eval output cache keyed by the decoding settings."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,30 +8,33 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers.numerics import assert_means_close
-from pairs_testlib import PROMPTS, tiny_llama, train_tokenizer
+from helpers.pairs import PROMPTS, tiny_llama, train_tokenizer
+
 from plad.backends.hf import HFBackend
+from plad.backends.hf_sampling import generate
 from plad.evaluation.decoding import decoding_settings, rerank
 from plad.evaluation.degenerate import degenerate_share, is_degenerate
-from plad.generation import generate
-from plad.stages.evaluate import output_cache_entries
 from plad.models.ref import ModelRef
+from plad.stages.evaluate import output_cache_entries
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("I sent the camera camera camera is ready at [ADDRESS].", True),
-    ("Camera, camera CAMERA.", True),                    # case-insensitive, punctuation between
-    ("from the clddddddddd", True),                       # 9 x "d"
-    ("wait........ then go", True),                       # 8 x "."
-    ("from the cldddddddd", True),                        # exactly 8 x "d"
-    ("from the clddddddd", False),                        # 7 x "d"
-    ("the camera camera is ready", False),                # only twice
-    ("the theory the thesis the end", False),             # "the" not in a row
-    ("Hi [NAME], call [PHONE] on [DATE].", False),
-    ("aaaaaaa b", False),                                 # 7 x "a"
-    ("", False),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("I sent the camera camera camera is ready at [ADDRESS].", True),
+        ("Camera, camera CAMERA.", True),  # case-insensitive, punctuation between
+        ("from the clddddddddd", True),  # 9 x "d"
+        ("wait........ then go", True),  # 8 x "."
+        ("from the cldddddddd", True),  # exactly 8 x "d"
+        ("from the clddddddd", False),  # 7 x "d"
+        ("the camera camera is ready", False),  # only twice
+        ("the theory the thesis the end", False),  # "the" not in a row
+        ("Hi [NAME], call [PHONE] on [DATE].", False),
+        ("aaaaaaa b", False),  # 7 x "a"
+        ("", False),
+    ],
+)
 def test_degenerate_on_hand_made_outputs(text, expected):
     assert is_degenerate(text) is expected
 
@@ -59,8 +63,9 @@ def test_rerank_returns_the_candidate_with_the_highest_mean_logp():
     gen = generate(model, tok, prompts, num_return_sequences=5, do_sample=True, batch_size=2, progress=False, **kw)
     assert r.candidates == gen.texts
     assert {f for fs in gen.finished for f in fs} == {True, False}  # both kinds are scored below
-    for prompt, cands, ids, done, got, idx, scores in zip(prompts, gen.texts, gen.token_ids, gen.finished, r.texts,
-                                                         r.chosen, r.scores):
+    for prompt, cands, ids, done, got, idx, scores in zip(
+        prompts, gen.texts, gen.token_ids, gen.finished, r.texts, r.chosen, r.scores
+    ):
         slow, n_tokens = zip(*(_slow_mean_logp(model, tok, prompt, i, f) for i, f in zip(ids, done)))
         assert_means_close(scores, slow, n_tokens)
         assert idx == max(range(len(slow)), key=slow.__getitem__) and got == cands[idx]
@@ -74,9 +79,14 @@ def test_eval_output_cache_is_keyed_by_decoding(tmp_path: Path):
         def fingerprint(self) -> str:
             return "t"
 
-    base = {"split": "test", "max_examples": 4, "batch_size": 2, "decoding": "greedy",
-            "generation": {"do_sample": False, "seed": 0, "max_new_tokens": 8},
-            "rerank": {"n": 8, "temperature": 1.0, "top_p": 1.0}}
+    base = {
+        "split": "test",
+        "max_examples": 4,
+        "batch_size": 2,
+        "decoding": "greedy",
+        "generation": {"do_sample": False, "seed": 0, "max_new_tokens": 8},
+        "rerank": {"n": 8, "temperature": 1.0, "top_p": 1.0},
+    }
     systems = {"teacher": ModelRef(tmp_path, "fp"), "student": ModelRef(tmp_path, "")}
 
     def entry(**changes) -> Path:

@@ -1,20 +1,20 @@
 """DistillModule: non-finite guard, checkpoint rebuild, resume equivalence, one forward per batch."""
+
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from helpers.pairs import FakeTask, load_tiny, pairs_cfg, prompt_dataset, save_tiny
+from omegaconf import OmegaConf
 from torch import Tensor
 
-from pairs_testlib import FakeTask, load_tiny, pairs_cfg, prompt_dataset, save_tiny
 from plad.data.pair_datamodule import PairDataModule
 from plad.losses.base import CalibrationLoss, SequenceScores
-from omegaconf import OmegaConf
-
 from plad.models.logprobs import sequence_logprobs
 from plad.models.ref import ModelRef
-from plad.module import DistillModule
 from plad.pairs.build import obtain_pairs
+from plad.training.modules import DistillModule
 
 RANKING = {"_target_": "plad.losses.ranking.RankingLoss", "beta": 1.0, "reg_weight": 0.1}
 
@@ -57,8 +57,17 @@ def setup_(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
     student = save_tiny(root / "student", seed=0)
     teacher = save_tiny(root / "teacher", seed=1)
-    ps = obtain_pairs(pairs_cfg(), prompt_dataset(24), FakeTask(), ModelRef(teacher, "t"), ModelRef(student, "s"),
-                      root / "cache", 32, 8, seed=0)
+    ps = obtain_pairs(
+        pairs_cfg(),
+        prompt_dataset(24),
+        FakeTask(),
+        ModelRef(teacher, "t"),
+        ModelRef(student, "s"),
+        root / "cache",
+        32,
+        8,
+        seed=0,
+    )
     return root, student, ps.path
 
 
@@ -77,17 +86,42 @@ class KillAt(L.Callback):
             raise Killed
 
 
-def _fit(root: Path, student: Path, pairs: Path, loss: dict, max_steps: int, ckpt_path=None, name="run",
-         kill_at: int | None = None):
+def _fit(
+    root: Path,
+    student: Path,
+    pairs: Path,
+    loss: dict,
+    max_steps: int,
+    ckpt_path=None,
+    name="run",
+    kill_at: int | None = None,
+):
     L.seed_everything(0, verbose=False)
     module = DistillModule(str(student), loss, lr=1e-2, max_steps=max_steps, warmup_steps=1, max_nonfinite=3)
-    dm = PairDataModule(pairs, module.tokenizer, False, inputs=module.loss_fn.inputs, batch_size=4,
-                        max_prompt_tokens=32, max_completion_tokens=8, val_size=4, seed=0)
+    dm = PairDataModule(
+        pairs,
+        module.tokenizer,
+        False,
+        inputs=module.loss_fn.inputs,
+        batch_size=4,
+        max_prompt_tokens=32,
+        max_completion_tokens=8,
+        val_size=4,
+        seed=0,
+    )
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=root / name, save_last=True, every_n_train_steps=1)
     callbacks = [ckpt] + ([KillAt(kill_at)] if kill_at else [])
-    trainer = L.Trainer(max_steps=max_steps, logger=False, callbacks=callbacks, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", val_check_interval=2,
-                        check_val_every_n_epoch=None, num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        logger=False,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, dm, ckpt_path=ckpt_path)
     return module, trainer
 
@@ -97,8 +131,9 @@ def test_one_forward_per_batch_over_both_sequences(setup_):
     module = DistillModule(str(student), RANKING, lr=1e-3, max_steps=1)
     calls = []
     module.student.register_forward_hook(lambda m, a, kw_out=None: calls.append(1))
-    dm = PairDataModule(pairs, module.tokenizer, False, batch_size=4, max_prompt_tokens=32,
-                        max_completion_tokens=8, val_size=0)
+    dm = PairDataModule(
+        pairs, module.tokenizer, False, batch_size=4, max_prompt_tokens=32, max_completion_tokens=8, val_size=0
+    )
     dm.prepare_data(), dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     scores = module.scores(batch)
@@ -140,12 +175,28 @@ def test_nonfinite_loss_or_gradient_steps_are_not_applied_nor_counted(setup_):
     loss = {"_target_": "test_distill.FaultyLoss", "nan_loss_calls": [2], "nan_grad_calls": [4]}
     L.seed_everything(0, verbose=False)
     module = DistillModule(str(student), loss, lr=1e-2, max_steps=5, warmup_steps=2, max_nonfinite=3)
-    dm = PairDataModule(pairs, module.tokenizer, False, inputs=module.loss_fn.inputs, batch_size=2,
-                        max_prompt_tokens=32, max_completion_tokens=8, val_size=4, seed=0)
+    dm = PairDataModule(
+        pairs,
+        module.tokenizer,
+        False,
+        inputs=module.loss_fn.inputs,
+        batch_size=2,
+        max_prompt_tokens=32,
+        max_completion_tokens=8,
+        val_size=4,
+        seed=0,
+    )
     trace = Trace()
-    trainer = L.Trainer(max_steps=5, logger=False, callbacks=[trace], enable_progress_bar=False,
-                        enable_checkpointing=False, enable_model_summary=False, accelerator="cpu",
-                        limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=5,
+        logger=False,
+        callbacks=[trace],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        limit_val_batches=0,
+    )
     trainer.fit(module, dm)
     steps, lrs, moved = zip(*trace.rows)
     assert moved == (True, False, True, False, True, True, True)
@@ -171,8 +222,9 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(setup_):
     with pytest.raises(Killed):
         _fit(root, student, pairs, RANKING, max_steps=8, name="cut", kill_at=3)
     assert torch.load(root / "cut" / "last.ckpt", weights_only=False)["global_step"] == 3
-    resumed, t_res = _fit(root, student, pairs, RANKING, max_steps=8, name="cut",
-                          ckpt_path=str(root / "cut" / "last.ckpt"))
+    resumed, t_res = _fit(
+        root, student, pairs, RANKING, max_steps=8, name="cut", ckpt_path=str(root / "cut" / "last.ckpt")
+    )
     for p, q in zip(full.student.parameters(), resumed.student.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
     for key in ("val/loss", "val/rank_acc"):
@@ -182,15 +234,37 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(setup_):
 def _continued_sft_cfg(max_steps: int = 6):
 
     distill_yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "distill" / "default.yaml")
-    cfg = OmegaConf.create({
-        "seed": 0, "ckpt_path": None, "callbacks": {}, "task": {"max_prompt_tokens": 32, "max_new_tokens": 8},
-        "loss": {"_target_": "plad.losses.sft.SFTLoss", "reg_weight": 0.0, "lr": 1e-2},
-        "distill": {"max_steps": max_steps, "batch_size": 4, "lr": "${loss.lr}", "warmup_steps": 0,
-                    "weight_decay": 0.0, "val_size": 4, "val_check_interval": max_steps, "max_nonfinite": 3,
-                    "num_workers": 0, "accumulate_grad_batches": 1, "disable_dropout": True, "reference": "cached"},
-        "model": {"student": {"lora": {"r": None}, "gradient_checkpointing": False}},
-        "trainer": {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 1,
-                    "enable_progress_bar": False, "enable_model_summary": False}})
+    cfg = OmegaConf.create(
+        {
+            "seed": 0,
+            "ckpt_path": None,
+            "callbacks": {},
+            "task": {"max_prompt_tokens": 32, "max_new_tokens": 8},
+            "loss": {"_target_": "plad.losses.sft.SFTLoss", "reg_weight": 0.0, "lr": 1e-2},
+            "distill": {
+                "max_steps": max_steps,
+                "batch_size": 4,
+                "lr": "${loss.lr}",
+                "warmup_steps": 0,
+                "weight_decay": 0.0,
+                "val_size": 4,
+                "val_check_interval": max_steps,
+                "max_nonfinite": 3,
+                "num_workers": 0,
+                "accumulate_grad_batches": 1,
+                "disable_dropout": True,
+                "reference": "cached",
+            },
+            "model": {"student": {"lora": {"r": None}, "gradient_checkpointing": False}},
+            "trainer": {
+                "_target_": "lightning.pytorch.Trainer",
+                "accelerator": "cpu",
+                "devices": 1,
+                "enable_progress_bar": False,
+                "enable_model_summary": False,
+            },
+        }
+    )
     cfg.distill.module, cfg.distill.datamodule = distill_yaml.module, distill_yaml.datamodule  # from config
     return cfg
 
@@ -211,21 +285,28 @@ def test_sft_baseline_trains_on_the_labeled_train_split_not_the_pairs(setup_, tm
     reports val/loss on the validation split's first val_size rows."""
     from datasets import Dataset, DatasetDict
 
-    from plad.fit import fit_distill
+    from plad.training.trainer import fit_distill
 
     root, student, _ = setup_
-    train = Dataset.from_dict({"prompt": [f"Anonymize: row {i}" for i in range(12)],
-                               "reference": ["good text here"] * 12})
-    validation = Dataset.from_dict({"prompt": [f"Anonymize: other {i}" for i in range(6)],
-                                    "reference": ["good text here"] * 3 + ["unrelated words"] * 3})
+    train = Dataset.from_dict(
+        {"prompt": [f"Anonymize: row {i}" for i in range(12)], "reference": ["good text here"] * 12}
+    )
+    validation = Dataset.from_dict(
+        {
+            "prompt": [f"Anonymize: other {i}" for i in range(6)],
+            "reference": ["good text here"] * 3 + ["unrelated words"] * 3,
+        }
+    )
     model0, tok = load_tiny(student)
     before = _nll(model0, tok, [dict(r) for r in train])
-    module, trainer = fit_distill(_continued_sft_cfg(), student, student, None, [], tmp_path,
-                                  data=DatasetDict(train=train, validation=validation))
+    module, trainer = fit_distill(
+        _continued_sft_cfg(), student, student, None, [], tmp_path, data=DatasetDict(train=train, validation=validation)
+    )
     assert trainer.global_step == 6 and module.hparams.lr == 1e-2 and "lr" not in module.hparams.loss
     assert _nll(module.student, tok, [dict(r) for r in train]) < before - 0.5
     assert trainer.callback_metrics["val/loss"].item() == pytest.approx(
-        _nll(module.student, tok, [dict(validation[i]) for i in range(4)]), abs=1e-4)
+        _nll(module.student, tok, [dict(validation[i]) for i in range(4)]), abs=1e-4
+    )
     cfg = _continued_sft_cfg()
     cfg.loss = {"_target_": "plad.losses.ranking.RankingLoss", "lr": 1e-2}
     with pytest.raises(ValueError, match="pairs stage did not run"):
@@ -246,16 +327,23 @@ def test_at_step_0_the_student_scores_its_pairs_like_the_cached_reference(family
     tok = train_tokenizer(texts + ["Ana Li lives at [ADDRESS]."], vocab_size=300)
     spec = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "model" / f"{family}.yaml").student
     save_model(build_model(spec, tok, seed=0), tok, tmp_path / "student")
-    module = DistillModule(str(tmp_path / "student"), {"_target_": "plad.losses.dpo.DPOLoss"}, lr=1e-3,
-                           max_steps=1, disable_dropout=disable)
+    module = DistillModule(
+        str(tmp_path / "student"),
+        {"_target_": "plad.losses.dpo.DPOLoss"},
+        lr=1e-3,
+        max_steps=1,
+        disable_dropout=disable,
+    )
     enc_dec = module.student.config.is_encoder_decoder
-    batch = DistillLayoutCollator(tok, enc_dec, 32, 16)([{"prompt": t, "reference": "Ana Li lives at [ADDRESS]."}
-                                                        for t in texts[:8]])
+    batch = DistillLayoutCollator(tok, enc_dec, 32, 16)(
+        [{"prompt": t, "reference": "Ana Li lives at [ADDRESS]."} for t in texts[:8]]
+    )
     torch.manual_seed(0)
     with torch.no_grad():
         train_mode = module.scores(batch).logp
-        ref = sequence_logprobs(module.student.eval(), batch["input_ids"], batch["attention_mask"],
-                                batch["labels"]).sum_logp.view_as(train_mode)
+        ref = sequence_logprobs(
+            module.student.eval(), batch["input_ids"], batch["attention_mask"], batch["labels"]
+        ).sum_logp.view_as(train_mode)
     reward_at_step_0 = (train_mode - ref).abs().max().item()
     if disable:
         assert reward_at_step_0 < 1e-4

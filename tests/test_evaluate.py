@@ -1,4 +1,5 @@
 """evaluate() end to end with tiny random models and a tiny task; log_results to offline loggers."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,13 @@ from plad.models.ref import ModelRef
 from plad.models.tokenizer import train_tokenizer
 from plad.tasks.base import Task
 
-ROWS = [("name: Ann Lee", "Ann"), ("city: Paris", "Paris"), ("name: Bob Stone", "Bob"),
-        ("city: Rome", "Rome"), ("name: Eve Moss", "Eve")]
+ROWS = [
+    ("name: Ann Lee", "Ann"),
+    ("city: Paris", "Paris"),
+    ("name: Bob Stone", "Bob"),
+    ("city: Rome", "Rome"),
+    ("name: Eve Moss", "Eve"),
+]
 
 
 class CharTask(Task):
@@ -30,7 +36,7 @@ class CharTask(Task):
     name = "chars"
     main_metric = "jaccard"
 
-    def load(self) -> DatasetDict:
+    def load(self, cache_root=None, validate=None) -> DatasetDict:
         ds = Dataset.from_dict({"prompt": [p for p, _ in ROWS], "reference": [r for _, r in ROWS]})
         return DatasetDict(train=ds, unlabeled=ds, validation=ds, test=ds)
 
@@ -40,26 +46,47 @@ class CharTask(Task):
 
     def metrics(self, predictions, examples) -> dict[str, float]:
         q = [self.quality(p, e) for p, e in zip(predictions, examples)]
-        return {"jaccard": float(np.mean(q)),
-                "exact": float(np.mean([p == e["reference"] for p, e in zip(predictions, examples)]))}
+        return {
+            "jaccard": float(np.mean(q)),
+            "exact": float(np.mean([p == e["reference"] for p, e in zip(predictions, examples)])),
+        }
 
     def fingerprint(self) -> str:
         return "chars-v1"
 
 
-CFG = {"max_examples": 4, "batch_size": 2, "progress": False,
-       "generation": {"max_new_tokens": 6, "do_sample": False, "seed": 0, "max_prompt_tokens": 32},
-       "calibration": {"enabled": True, "n_prompts": 3, "k": 4, "temperature": 1.5,
-                       "systems": ["student_init", "student", "teacher"]},
-       "bootstrap": {"n": 200, "seed": 0}}
+CFG = {
+    "max_examples": 4,
+    "batch_size": 2,
+    "progress": False,
+    "generation": {"max_new_tokens": 6, "do_sample": False, "seed": 0, "max_prompt_tokens": 32},
+    "calibration": {
+        "enabled": True,
+        "n_prompts": 3,
+        "k": 4,
+        "temperature": 1.5,
+        "systems": ["student_init", "student", "teacher"],
+    },
+    "bootstrap": {"n": 200, "seed": 0},
+}
 
 
 def _model(tok, seed: int):
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(LlamaConfig(
-        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    return AutoModelForCausalLM.from_config(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +95,12 @@ def run(tmp_path_factory):
     test = task.load()["test"]
     tok = train_tokenizer([p + " " + r for p, r in ROWS], vocab_size=270)
     student = _model(tok, 2)
-    systems = {"teacher": ModelRef.in_memory(_model(tok, 0), tok), "student_init": ModelRef.in_memory(_model(tok, 1), tok),
-               "student": ModelRef.in_memory(student, tok), "student_copy": ModelRef.in_memory(student, tok)}
+    systems = {
+        "teacher": ModelRef.in_memory(_model(tok, 0), tok),
+        "student_init": ModelRef.in_memory(_model(tok, 1), tok),
+        "student": ModelRef.in_memory(student, tok),
+        "student_copy": ModelRef.in_memory(student, tok),
+    }
     base = tmp_path_factory.mktemp("baseline_run")
     with open(base / "samples.jsonl", "w") as f:  # another run's outputs, saved in a different order
         for i, (p, _) in reversed(list(enumerate(ROWS))):
@@ -106,11 +137,24 @@ def test_rerank_decoding_outputs_and_record(run, tmp_path):
     task, test, _, _ = run
     tok = train_tokenizer([p + " " + r for p, r in ROWS], vocab_size=270)
     systems = {"student": ModelRef.in_memory(_model(tok, 2), tok)}
-    cfg = {**CFG, "decoding": "rerank", "rerank": {"n": 3, "temperature": 1.0, "top_p": 1.0},
-           "calibration": {"enabled": False}}
+    cfg = {
+        **CFG,
+        "decoding": "rerank",
+        "rerank": {"n": 3, "temperature": 1.0, "top_p": 1.0},
+        "calibration": {"enabled": False},
+    }
     metrics = evaluate(systems, task, test, cfg, None, tmp_path, extra={"oracle": False, "diagnostics": {"x": 1}})
-    expected = rerank(HFBackend(), systems["student"], [p for p, _ in ROWS[:4]], n=3,
-                      seed=0, max_new_tokens=6, max_prompt_tokens=32, batch_size=2, progress=False).texts
+    expected = rerank(
+        HFBackend(),
+        systems["student"],
+        [p for p, _ in ROWS[:4]],
+        n=3,
+        seed=0,
+        max_new_tokens=6,
+        max_prompt_tokens=32,
+        batch_size=2,
+        progress=False,
+    ).texts
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert [r["outputs"]["student"] for r in rows] == expected
     assert metrics["decoding"] == "rerank" and metrics["rerank"] == cfg["rerank"]
@@ -150,8 +194,11 @@ def test_calibration_and_plots(run):
 def test_a_misspelled_calibration_system_is_an_error_not_a_silent_skip(run, tmp_path):
     task, test, _, _ = run
     cfg = {**CFG, "calibration": {**CFG["calibration"], "systems": ["student", "studnet"]}}
-    with pytest.raises(ValueError, match=r"^eval.calibration.systems: expected names among "
-                                         r"\['teacher', 'student_init', 'student'\], got \['studnet'\]$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^eval.calibration.systems: expected names among "
+        r"\['teacher', 'student_init', 'student'\], got \['studnet'\]$",
+    ):
         evaluate({}, task, test, cfg, None, tmp_path)
 
 
@@ -160,8 +207,16 @@ def test_bad_inputs_name_the_field(run, tmp_path):
     with pytest.raises(ValueError, match="baseline_outputs"):
         read_outputs(out / "samples.jsonl", ["a prompt never evaluated"])
     with pytest.raises(ValueError, match="main_system"):
-        evaluate({}, task, test, {**CFG, "calibration": {"enabled": False}}, MetricJudge(), tmp_path,
-                 main_system="student", baseline_outputs={"ce": out})
+        evaluate(
+            {},
+            task,
+            test,
+            {**CFG, "calibration": {"enabled": False}},
+            MetricJudge(),
+            tmp_path,
+            main_system="student",
+            baseline_outputs={"ce": out},
+        )
 
 
 def test_log_results_to_csv_and_tensorboard(run, tmp_path):
@@ -179,7 +234,8 @@ def test_log_results_to_csv_and_tensorboard(run, tmp_path):
     acc = EventAccumulator(tb.log_dir, size_guidance={"images": 0, "scalars": 0, "tensors": 0}).Reload()
     assert {"eval/metrics", "eval/win_rate", "eval/calibration"} <= set(acc.Tags()["images"])
     assert acc.Scalars("eval/systems/student/jaccard")[0].value == pytest.approx(
-        metrics["systems"]["student"]["jaccard"])
+        metrics["systems"]["student"]["jaccard"]
+    )
 
 
 def test_log_results_to_offline_wandb(run, tmp_path, monkeypatch):
@@ -194,8 +250,10 @@ def test_log_results_to_offline_wandb(run, tmp_path, monkeypatch):
     try:
         log_results([logger], metrics, samples, [out / p for p in metrics["plots"]])
         run_dir = logger.experiment.dir
-        assert logger.experiment.summary["eval/win_rate/student_vs_teacher/rate"] == metrics["win_rate"][
-            "student_vs_teacher"]["rate"]
+        assert (
+            logger.experiment.summary["eval/win_rate/student_vs_teacher/rate"]
+            == metrics["win_rate"]["student_vs_teacher"]["rate"]
+        )
     finally:
         wandb.finish()
     pngs, tables = list((tmp_path / "wandb").rglob("*.png")), list((tmp_path / "wandb").rglob("*.table.json"))

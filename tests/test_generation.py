@@ -1,12 +1,13 @@
 """Batched sampling: exact sampling distribution, independence of batching, parity with HF."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-from pairs_testlib import PROMPTS, tiny_llama, tiny_t5, train_tokenizer
+from helpers.pairs import PROMPTS, tiny_llama, tiny_t5, train_tokenizer
 
+from plad.backends.hf_sampling import GumbelSampler, generate
 from plad.models.encoding import encode_prompt
-from plad.generation import GumbelSampler, generate
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +41,7 @@ def test_gumbel_noise_draws_from_the_softmax():
 @pytest.mark.parametrize("family", ["llama", "t5"])
 def test_samples_do_not_depend_on_batch_size_or_order(family, request):
     model, tok = request.getfixturevalue(family), request.getfixturevalue("tok")
-    kw = dict(max_new_tokens=10, num_return_sequences=2, seed=3, temperature=0.8, top_p=0.95, top_k=50,
-              progress=False)
+    kw = dict(max_new_tokens=10, num_return_sequences=2, seed=3, temperature=0.8, top_p=0.95, top_k=50, progress=False)
     a = generate(model, tok, PROMPTS, batch_size=3, **kw)
     b = generate(model, tok, PROMPTS[::-1], batch_size=8, **kw)
     c = generate(model, tok, PROMPTS[2:5], batch_size=1, **kw)
@@ -59,9 +59,14 @@ def test_greedy_batched_matches_hf_generate_per_prompt(family, request):
     enc_dec = family == "t5"
     for prompt, texts in zip(PROMPTS, out.texts):
         ids = torch.tensor([encode_prompt(tok, prompt, enc_dec, 256)])
-        ref = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
-                             do_sample=False, pad_token_id=tok.pad_token_id)
-        new = ref[0, 1:] if enc_dec else ref[0, ids.shape[1]:]
+        ref = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=8,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+        )
+        new = ref[0, 1:] if enc_dec else ref[0, ids.shape[1] :]
         assert texts == [tok.decode(new, skip_special_tokens=True).strip()]
     # top_k=1 sampling is greedy decoding
     top1 = generate(model, tok, PROMPTS, max_new_tokens=8, top_k=1, batch_size=3, seed=9, progress=False)
@@ -91,8 +96,14 @@ def test_token_counts_include_eos_and_text_excludes_it(tok, llama):
     assert late.texts == [["aaa"], ["aaa"]] and late.n_tokens == [[4], [4]]
 
 
-@pytest.mark.parametrize("bad, field", [({"top_p": 0.0}, "generate.top_p"), ({"batch_size": 0}, "generate.batch_size"),
-                                        ({"temperature": -1.0}, "generate.temperature")])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"top_p": 0.0}, "generate.top_p"),
+        ({"batch_size": 0}, "generate.batch_size"),
+        ({"temperature": -1.0}, "generate.temperature"),
+    ],
+)
 def test_bad_settings_name_the_field(tok, llama, bad, field):
     with pytest.raises(ValueError, match=field):
         generate(llama, tok, PROMPTS[:1], progress=False, **bad)

@@ -1,19 +1,20 @@
 """`gradient_checkpointing: true` recomputes every layer's activations in the backward pass and
 changes nothing else: the same losses and gradients (full fine-tuning and LoRA, llama and t5),
 and the SFT and distillation stages both turn it on and end with the same weights."""
+
 import copy
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.pairs import PROMPTS, save_tiny, tiny_llama, tiny_t5, train_tokenizer
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from pairs_testlib import PROMPTS, save_tiny, tiny_llama, tiny_t5, train_tokenizer
 from plad.data.collate import Collator
 from plad.models.build import load_saved
 from plad.models.logprobs import sequence_logprobs
 from plad.models.lora import prepare
-from plad.module import DistillModule, zero_dropout
+from plad.training.modules import DistillModule, zero_dropout
 
 RANKING = {"_target_": "plad.losses.ranking.RankingLoss", "beta": 1.0, "reg_weight": 0.1}
 
@@ -61,7 +62,7 @@ def test_checkpointing_recomputes_layers_and_keeps_losses_and_gradients(family, 
         torch.manual_seed(2)
         b = [torch.randn_like(p) * 0.1 for n, p in models[False].named_parameters() if "lora_B" in n]
         for model in models.values():
-            for value, (n, p) in zip(b, [(n, p) for n, p in model.named_parameters() if "lora_B" in n]):
+            for value, (_, p) in zip(b, [(n, p) for n, p in model.named_parameters() if "lora_B" in n]):
                 p.data.copy_(value)
     calls = {on: _count_layer_calls(m) for on, m in models.items()}
     batch = _batch(tok, family == "t5")
@@ -79,8 +80,9 @@ def test_distill_module_with_checkpointing_gives_the_same_loss_and_gradients(tmp
     modules = {}
     for on in (False, True):
         torch.manual_seed(0)
-        modules[on] = DistillModule(str(student), RANKING, lr=1e-3, max_steps=1, lora={"r": 4},
-                                    gradient_checkpointing=on)
+        modules[on] = DistillModule(
+            str(student), RANKING, lr=1e-3, max_steps=1, lora={"r": 4}, gradient_checkpointing=on
+        )
     tok = load_saved(student)[1]
     batch = _batch(tok, False, k=2)
     results = {}
@@ -88,7 +90,11 @@ def test_distill_module_with_checkpointing_gives_the_same_loss_and_gradients(tmp
         calls = _count_layer_calls(module.student)
         loss, _ = module.loss_fn(module.scores(batch))
         loss.backward()
-        results[on] = (loss.item(), calls[0], {n: p.grad for n, p in module.student.named_parameters() if p.requires_grad})
+        results[on] = (
+            loss.item(),
+            calls[0],
+            {n: p.grad for n, p in module.student.named_parameters() if p.requires_grad},
+        )
     assert results[True][1] > results[False][1] > 0
     assert abs(results[True][0] - results[False][0]) < 1e-6
     for n, g in results[False][2].items():
@@ -100,8 +106,9 @@ def test_sft_and_distillation_stages_turn_it_on_and_end_with_the_same_weights(ru
 
     enabled = []
     real = lora.enable_gradient_checkpointing
-    monkeypatch.setattr(lora, "enable_gradient_checkpointing",
-                        lambda model, field="": (enabled.append(field), real(model, field))[1])
+    monkeypatch.setattr(
+        lora, "enable_gradient_checkpointing", lambda model, field="": (enabled.append(field), real(model, field))[1]
+    )
     common = ("debug=fast", "stages=[sft,distill]", "loss=sft", "model.teacher.sft.max_steps=0")
     off = run_pipeline(*common, log_dir=tmp_path / "off", name="off")
     assert enabled == []

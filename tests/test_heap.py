@@ -3,6 +3,7 @@
 Each mode runs in a fresh process (the allocator setting is process-wide and cannot be undone) and
 counts the minor page faults of 10 training steps of a tiny Llama after 3 warm-up steps. Page
 fault counts, not times: they do not depend on the CPU's speed or load."""
+
 import json
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """Judges: position symmetry, ties, parity with a one-example-at-a-time reference; bootstrap."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,10 +30,19 @@ def tokenizer():
 
 
 def _config(tok, **kw) -> LlamaConfig:
-    return LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                       eos_token_id=tok.eos_token_id, **kw)
+    return LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +97,7 @@ def test_llm_judge_is_position_symmetric_and_matches_unbatched_reference(llm_dir
         return torch.softmax(logits[ids], -1)[0].item()
 
     for i, (p, a, b) in enumerate(zip(PROMPTS, OUT_A, OUT_B)):
-        text = lambda x, y: judge.template.format(prompt=p, a=x, b=y) + judge.answer_prefix  # noqa: E731
+        text = lambda x, y: judge.template.format(prompt=p, a=x, b=y) + judge.answer_prefix  # noqa: E731, B023
         expected = (p_first(text(a, b)) + 1 - p_first(text(b, a))) / 2
         assert ab[i] == pytest.approx(expected, abs=1e-5)
 

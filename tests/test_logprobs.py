@@ -1,4 +1,5 @@
 """sequence_logprobs against a slow one-token-at-a-time reference, for every family and padding side."""
+
 from __future__ import annotations
 
 import copy
@@ -8,27 +9,55 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from plad.models.encoding import encode_example, encode_prompt, pad_batch
 from plad.models.build import build_model, train_tokenizer
+from plad.models.encoding import encode_example, encode_prompt, pad_batch
 from plad.models.logprobs import IGNORE_INDEX, is_encoder_decoder, sequence_logprobs
 
-CORPUS = ["Translate to French: hello world", "bonjour le monde", "Q: what is two plus two? A: four",
-          "The quick brown fox jumps over the lazy dog.", "Email alice@example.com or call 555-0100."] * 4
+CORPUS = [
+    "Translate to French: hello world",
+    "bonjour le monde",
+    "Q: what is two plus two? A: four",
+    "The quick brown fox jumps over the lazy dog.",
+    "Email alice@example.com or call 555-0100.",
+] * 4
 
 # Ragged on purpose: prompts and completions of different lengths, one single-token prompt.
-EXAMPLES = [("Translate to French: hello world", "bonjour"),
-            ("Q: what?", "A: four, and then a much longer tail of words"),
-            ("x", "The lazy dog.")]
+EXAMPLES = [
+    ("Translate to French: hello world", "bonjour"),
+    ("Q: what?", "A: four, and then a much longer tail of words"),
+    ("x", "The lazy dog."),
+]
 
 TINY = {
-    "llama": {"_target_": "transformers.LlamaConfig", "hidden_size": 32, "intermediate_size": 64,
-              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "max_position_embeddings": 128},
-    "t5": {"_target_": "transformers.T5Config", "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1,
-           "num_decoder_layers": 2, "num_heads": 4, "relative_attention_num_buckets": 8},
+    "llama": {
+        "_target_": "transformers.LlamaConfig",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+    },
+    "t5": {
+        "_target_": "transformers.T5Config",
+        "d_model": 32,
+        "d_kv": 8,
+        "d_ff": 64,
+        "num_layers": 1,
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "relative_attention_num_buckets": 8,
+    },
     # window_size 4 < sequence length, so the local layer's window is exercised under padding.
-    "gpt_neo": {"_target_": "transformers.GPTNeoConfig", "hidden_size": 32, "num_layers": 2, "num_heads": 4,
-                "attention_types": [[["global", "local"], 1]], "window_size": 4, "max_position_embeddings": 128},
+    "gpt_neo": {
+        "_target_": "transformers.GPTNeoConfig",
+        "hidden_size": 32,
+        "num_layers": 2,
+        "num_heads": 4,
+        "attention_types": [[["global", "local"], 1]],
+        "window_size": 4,
+        "max_position_embeddings": 128,
+    },
 }
 
 
@@ -51,8 +80,9 @@ def tiny_model(family: str, tokenizer, seed: int = 0) -> torch.nn.Module:
 
 
 def encode_all(tokenizer, enc_dec: bool) -> list[dict[str, list[int]]]:
-    return [encode_example(tokenizer, p, c, enc_dec, max_prompt_tokens=64, max_completion_tokens=64)
-            for p, c in EXAMPLES]
+    return [
+        encode_example(tokenizer, p, c, enc_dec, max_prompt_tokens=64, max_completion_tokens=64) for p, c in EXAMPLES
+    ]
 
 
 @torch.no_grad()
@@ -91,8 +121,9 @@ def test_matches_slow_reference(tokenizer, family, side):
     with torch.no_grad():
         out = sequence_logprobs(model, **batch)
     ref = [slow_logprob(model, f) for f in feats]
-    torch.testing.assert_close(out.sum_logp, torch.tensor([r[0] for r in ref], dtype=torch.float32),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        out.sum_logp, torch.tensor([r[0] for r in ref], dtype=torch.float32), atol=1e-5, rtol=1e-5
+    )
     assert out.n_tokens.tolist() == [r[1] for r in ref]
     # Every completion token, EOS included, is counted.
     n_completion = [len(tokenizer(c, add_special_tokens=False)["input_ids"]) + 1 for _, c in EXAMPLES]
@@ -114,8 +145,9 @@ def test_pad_equal_to_eos_still_scores_eos(pad_is_eos_tokenizer, family):
     with_eos = [slow_logprob(model, f) for f in feats]
     without_eos = [slow_logprob(model, f, skip_last=True) for f in feats]
     assert out.n_tokens.tolist() == [n for _, n in with_eos] == [n + 1 for _, n in without_eos]
-    torch.testing.assert_close(out.sum_logp, torch.tensor([s for s, _ in with_eos], dtype=torch.float32),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        out.sum_logp, torch.tensor([s for s, _ in with_eos], dtype=torch.float32), atol=1e-5, rtol=1e-5
+    )
     # The EOS term is a real (negative) log-probability, so dropping it would change the sum.
     assert all(s < s_no - 1e-3 for (s, _), (s_no, _) in zip(with_eos, without_eos))
 

@@ -2,26 +2,27 @@
 weights of the targeted modules only, saved students are plain transformers models plus a PEFT
 adapter, DPO's reference with adapters off equals the pair stage's cached one, bad values fail in
 one line, the SFT cache key, and `model.student.lora.r=8 debug=fast` for every family."""
+
 import copy
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import lightning as L
 import pytest
 import torch
+from helpers.numerics import assert_sums_close, sums_close
+from helpers.pairs import PROMPTS, save_tiny
 from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
-from helpers.numerics import assert_sums_close, sums_close
-from pairs_testlib import PROMPTS, save_tiny
 from plad.data.pair_datamodule import PairCollator
 from plad.models.build import load_saved, save_model, validate_model_spec
 from plad.models.encoding import encode_example
+from plad.models.likelihood import score_completions
 from plad.models.lora import ADAPTER_DIR, is_lora, merged
-from plad.models.scoring import score_completions
-from plad.module import DistillModule
+from plad.training.modules import DistillModule
 
 ROOT = Path(__file__).resolve().parents[1]
 DPO = {"_target_": "plad.losses.dpo.DPOLoss", "beta": 1.0}
@@ -36,15 +37,21 @@ def pair_batches(student: Path, n: int = 16, batch_size: int = 8) -> list[dict[s
     prompts = [PROMPTS[i % len(PROMPTS)] + f" #{i}" for i in range(n)]
     chosen = [f"good text here {i}" for i in range(n)]
     rejected = [f"invoice due Monday {i} Paris" for i in range(n)]
-    ref = score_completions(model, tok, prompts * 2, chosen + rejected, max_prompt_tokens=32,
-                            max_completion_tokens=16, progress=False).sum_logp
+    ref = score_completions(
+        model, tok, prompts * 2, chosen + rejected, max_prompt_tokens=32, max_completion_tokens=16, progress=False
+    ).sum_logp
     rows = []
     for i, p in enumerate(prompts):
         feats = [encode_example(tok, p, c, False, 32, 16) for c in (chosen[i], rejected[i])]
-        rows.append({"input_ids": [f["input_ids"] for f in feats], "labels": [f["labels"] for f in feats],
-                     "ref_logp": [ref[i], ref[n + i]]})
+        rows.append(
+            {
+                "input_ids": [f["input_ids"] for f in feats],
+                "labels": [f["labels"] for f in feats],
+                "ref_logp": [ref[i], ref[n + i]],
+            }
+        )
     collate = PairCollator(tok.pad_token_id, False)
-    return [collate(rows[i:i + batch_size]) for i in range(0, n, batch_size)]
+    return [collate(rows[i : i + batch_size]) for i in range(0, n, batch_size)]
 
 
 @contextmanager
@@ -71,8 +78,15 @@ def _loss(module: DistillModule, batches) -> float:
 
 def _fit(module: DistillModule, batches, steps: int) -> None:
     L.seed_everything(0, verbose=False)
-    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        limit_val_batches=0,
+    )
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
 
 
@@ -179,19 +193,28 @@ def _drop_last_target(labels: torch.Tensor) -> torch.Tensor:
 LLAMA_STUDENT = OmegaConf.load(ROOT / "configs" / "model" / "llama.yaml").student
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("lora", {"r": -1}, "model.student.lora.r: expected a positive integer or null, got -1"),
-    ("lora", {"r": 2.5}, "model.student.lora.r: expected a positive integer or null, got 2.5"),
-    ("lora", {"r": 8, "alpha": 0}, "model.student.lora.alpha: expected a positive number, got 0"),
-    ("lora", {"r": 8, "dropout": 1.0}, "model.student.lora.dropout: expected a number in [0, 1), got 1.0"),
-    ("lora", {"r": 8, "target_modules": []}, "model.student.lora.target_modules: expected null (PEFT's default"),
-    ("lora", {"r": 8, "target_modules": ["nope"]},
-     "model.student.lora.target_modules: expected module names of a 'llama' model"),
-    ("lora", {"rank": 8}, "model.student.lora: expected keys among ['r', 'alpha', 'dropout', 'target_modules'], "
-                          "got unknown ['rank']"),
-    ("lora", 8, "model.student.lora: expected a mapping"),
-    ("gradient_checkpointing", "yes", "model.student.gradient_checkpointing: expected true or false, got 'yes'"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("lora", {"r": -1}, "model.student.lora.r: expected a positive integer or null, got -1"),
+        ("lora", {"r": 2.5}, "model.student.lora.r: expected a positive integer or null, got 2.5"),
+        ("lora", {"r": 8, "alpha": 0}, "model.student.lora.alpha: expected a positive number, got 0"),
+        ("lora", {"r": 8, "dropout": 1.0}, "model.student.lora.dropout: expected a number in [0, 1), got 1.0"),
+        ("lora", {"r": 8, "target_modules": []}, "model.student.lora.target_modules: expected null (PEFT's default"),
+        (
+            "lora",
+            {"r": 8, "target_modules": ["nope"]},
+            "model.student.lora.target_modules: expected module names of a 'llama' model",
+        ),
+        (
+            "lora",
+            {"rank": 8},
+            "model.student.lora: expected keys among ['r', 'alpha', 'dropout', 'target_modules'], got unknown ['rank']",
+        ),
+        ("lora", 8, "model.student.lora: expected a mapping"),
+        ("gradient_checkpointing", "yes", "model.student.gradient_checkpointing: expected true or false, got 'yes'"),
+    ],
+)
 def test_bad_lora_values_fail_in_one_line(key, value, message):
     spec = OmegaConf.create(OmegaConf.to_container(LLAMA_STUDENT))
     spec[key] = value
@@ -202,12 +225,20 @@ def test_bad_lora_values_fail_in_one_line(key, value, message):
 
 def test_a_model_type_without_a_peft_default_needs_target_modules():
     spec = OmegaConf.create(OmegaConf.to_container(LLAMA_STUDENT))
-    spec.config = {"_target_": "transformers.OlmoConfig", "hidden_size": 32, "intermediate_size": 64,
-                   "num_hidden_layers": 1, "num_attention_heads": 2}
+    spec.config = {
+        "_target_": "transformers.OlmoConfig",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+    }
     validate_model_spec(spec, "model.student")  # full fine-tuning: fine
     spec.lora.r = 8
-    with pytest.raises(ValueError, match=r"^model.student.lora.target_modules: expected module names of a "
-                                         r"'olmo' model .*got None: Please specify") as e:
+    with pytest.raises(
+        ValueError,
+        match=r"^model.student.lora.target_modules: expected module names of a "
+        r"'olmo' model .*got None: Please specify",
+    ) as e:
         validate_model_spec(spec, "model.student")
     assert "\n" not in str(e.value)
     spec.lora.target_modules = ["q_proj", "v_proj"]
@@ -215,31 +246,39 @@ def test_a_model_type_without_a_peft_default_needs_target_modules():
 
 
 def test_reference_and_strategy_rules_fail_at_preflight_and_module_build(tmp_path):
-    from conftest import compose_run_config
+    from helpers.configs import compose_run_config
+
     from plad.stages.preflight import check_lora, preflight
 
-    cfg = compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", "loss=dpo",
-                             "distill.reference=adapters_off")
-    with pytest.raises(ValueError, match=r"^distill.reference: 'adapters_off' needs a LoRA student "
-                                         r"\(model.student.lora.r\), got r=null \(use 'cached'\)$"):
+    cfg = compose_run_config(
+        tmp_path / "logs", tmp_path / "run", "debug=fast", "loss=dpo", "distill.reference=adapters_off"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^distill.reference: 'adapters_off' needs a LoRA student "
+        r"\(model.student.lora.r\), got r=null \(use 'cached'\)$",
+    ):
         preflight(cfg)
     with pytest.raises(ValueError, match=r"^distill.reference: 'adapters_off' needs a LoRA student"):
         DistillModule(str(save_tiny(tmp_path / "s")), DPO, lr=1e-3, max_steps=1, reference="adapters_off")
     cfg = compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", "distill.reference=frozen")
-    with pytest.raises(ValueError, match=r"^distill.reference: expected one of \['cached', 'adapters_off'\], "
-                                         r"got 'frozen'$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^distill.reference: expected one of \['cached', 'adapters_off'\], "
+        r"got 'frozen'$",
+    ):
         check_lora(cfg)
 
 
 def test_a_sharded_strategys_gathered_state_becomes_the_lora_model_again(tmp_path, monkeypatch):
     """FSDP/DeepSpeed wrap the module they train, so rank 0 rebuilds the student from the gathered
-    full state (plad.fit.trained_model): a LoRA student comes back with its adapters, equal outputs."""
+    full state (plad.training.weights.trained_model): a LoRA student comes back with its adapters, equal outputs."""
     import types
 
-    import plad.fit
-    from plad.fit import trained_model
+    import plad.training.weights
     from plad.models.build import load_saved
     from plad.models.lora import merged, wrap
+    from plad.training.weights import trained_model
 
     model, _ = load_saved(save_tiny(tmp_path / "s"))
     peft_model = wrap(model, {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": None})
@@ -248,7 +287,7 @@ def test_a_sharded_strategys_gathered_state_becomes_the_lora_model_again(tmp_pat
             if "lora_B" in name:
                 p.normal_()  # trained adapters (B starts at 0)
     state = {k: v.clone() for k, v in peft_model.state_dict().items()}
-    monkeypatch.setattr(plad.fit, "is_sharded", lambda strategy: True)
+    monkeypatch.setattr(plad.training.weights, "is_sharded", lambda strategy: True)
     rebuilt = trained_model(types.SimpleNamespace(strategy=None), peft_model, state)
     assert rebuilt is not peft_model and type(rebuilt) is type(peft_model)
     ids = torch.tensor([[1, 5, 9, 12, 7]])
@@ -260,9 +299,9 @@ def test_a_sharded_strategys_gathered_state_becomes_the_lora_model_again(tmp_pat
 
 
 def test_sft_cache_key_counts_lora_only_when_on_and_never_gradient_checkpointing(tmp_path):
+    from helpers.configs import compose_run_config
     from hydra.utils import instantiate
 
-    from conftest import compose_run_config
     from plad.stages import sft
 
     composed = compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast")
@@ -301,8 +340,14 @@ def test_lora_student_runs_sft_and_distillation_for_every_family(run_pipeline, f
     """`model.student.lora.r=8 debug=fast` (without evaluation, which sees only saved plain models):
     SFT and distillation each train a LoRA adapter, and each saved student differs from its start only
     in the adapter's target modules."""
-    results = run_pipeline(f"model={family}", "model.student.lora.r=8", "debug=fast", "stages=[sft,distill]",
-                           "loss=sft", "model.teacher.sft.max_steps=0")  # the teacher plays no part here
+    results = run_pipeline(
+        f"model={family}",
+        "model.student.lora.r=8",
+        "debug=fast",
+        "stages=[sft,distill]",
+        "loss=sft",
+        "model.teacher.sft.max_steps=0",
+    )  # the teacher plays no part here
     student0, student = Path(results["systems"]["student_init"]), Path(results["systems"]["student"])
     stats = json.loads((student0 / "sft_stats.json").read_text())
     assert 0 < stats["trainable_parameters"] < stats["parameters"]

@@ -1,23 +1,34 @@
 """Calibration losses: hand-computed values, gradient signs, and parity with TRL's own loss code."""
+
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.configs import loss_config, loss_names
+from helpers.losses import random_pairs
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from helpers.configs import loss_config, loss_names
 from omegaconf import OmegaConf
 
-from plad.losses import (CalibrationLoss, DPOLoss, IPOLoss, KDLoss, ListwiseLoss, MarginLoss,
-                         RankingLoss, SeqKDLoss, SequenceScores, SFTLoss, SimPOLoss)
+from plad.losses import (
+    CalibrationLoss,
+    DPOLoss,
+    IPOLoss,
+    KDLoss,
+    ListwiseLoss,
+    MarginLoss,
+    RankingLoss,
+    SeqKDLoss,
+    SequenceScores,
+    SFTLoss,
+    SimPOLoss,
+)
 from plad.losses.sft import SFTOracleLoss
-from plad.module import build_loss
-
+from plad.training.modules import build_loss
 
 # Two pairs: mean scores [[-1, -1], [-2, -3]], summed [[-2, -4], [-6, -3]].
 LOGP = [[-2.0, -4.0], [-6.0, -3.0]]
@@ -27,15 +38,6 @@ NTOK = [[2, 4], [3, 1]]
 def scores(logp=LOGP, n_tokens=NTOK, grad: bool = False, **extra) -> SequenceScores:
     lp = torch.tensor(logp, dtype=torch.float64, requires_grad=grad)
     return SequenceScores(logp=lp, n_tokens=torch.tensor(n_tokens), **extra)
-
-
-def random_pairs(seed: int, batch: int = 6, with_ref: bool = True) -> SequenceScores:
-    g = torch.Generator().manual_seed(seed)
-    n = torch.randint(1, 20, (batch, 2), generator=g)
-    logp = -(torch.rand(batch, 2, generator=g, dtype=torch.float64) * 2 + 0.1) * n
-    ref = logp.detach() + torch.randn(batch, 2, generator=g, dtype=torch.float64) if with_ref else None
-    return SequenceScores(logp=logp.requires_grad_(), n_tokens=n, ref_logp=ref,
-                          quality=torch.rand(batch, 2, generator=g, dtype=torch.float64))
 
 
 # --------------------------------------------------------------------------- hand-computed values
@@ -94,9 +96,18 @@ def test_cross_entropy_baselines_average_over_tokens(cls) -> None:
 
 
 # --------------------------------------------------------------------------- gradient signs
-@pytest.mark.parametrize("loss", [RankingLoss(beta=5.0), RankingLoss(beta=50.0, score="sum"),
-                                  MarginLoss(beta=3.0), DPOLoss(beta=0.1), DPOLoss(beta=0.5, label_smoothing=0.2),
-                                  SimPOLoss(beta=2.0, gamma=1.0), IPOLoss(beta=0.01)])
+@pytest.mark.parametrize(
+    "loss",
+    [
+        RankingLoss(beta=5.0),
+        RankingLoss(beta=50.0, score="sum"),
+        MarginLoss(beta=3.0),
+        DPOLoss(beta=0.1),
+        DPOLoss(beta=0.5, label_smoothing=0.2),
+        SimPOLoss(beta=2.0, gamma=1.0),
+        IPOLoss(beta=0.01),
+    ],
+)
 def test_preference_gradients_raise_chosen_and_lower_rejected(loss: CalibrationLoss) -> None:
     for seed in range(3):
         s = random_pairs(seed)
@@ -131,8 +142,9 @@ def test_listmle_matches_slow_reference_with_ragged_mask() -> None:
     n = torch.tensor([[3, 5, 2, 7], [2, 1, 3, 0]])
     quality = torch.tensor([[0.2, 0.9, 0.5, 0.1], [0.3, 0.1, 0.8, float("nan")]], dtype=torch.float64)
     mask = torch.tensor([[True] * 4, [True, True, True, False]])
-    s = SequenceScores(logp=logp.requires_grad_(), n_tokens=n, quality=quality, mask=mask,
-                       n_teacher=torch.tensor([1, 2]))
+    s = SequenceScores(
+        logp=logp.requires_grad_(), n_tokens=n, quality=quality, mask=mask, n_teacher=torch.tensor([1, 2])
+    )
     loss, m = ListwiseLoss(method="listmle", score="sum")(s)
     # list 1: teacher 0 first, then students by quality 1 (0.9), 2 (0.5), 3 (0.1); list 2: teachers 0, 1, student 2
     ref1 = listmle_reference([-3.0, -5.0, -2.0, -7.0], [True, False, False, False], [0.2, 0.9, 0.5, 0.1])
@@ -154,16 +166,23 @@ def test_listwise_ties_and_padding_invariance() -> None:
     expected_ce = -0.5 * (logp[0].log_softmax(0)[0] + logp[0].log_softmax(0)[1]).item()
     assert ListwiseLoss(method="softmax")(s)[0].item() == pytest.approx(expected_ce)
     # A padded copy of the list gives the same loss for both methods.
-    padded = SequenceScores(logp=torch.cat([logp, torch.tensor([[1e9]], dtype=torch.float64)], 1),
-                            n_tokens=torch.ones(1, 4, dtype=torch.long), n_teacher=torch.tensor([2]),
-                            mask=torch.tensor([[True, True, True, False]]))
+    padded = SequenceScores(
+        logp=torch.cat([logp, torch.tensor([[1e9]], dtype=torch.float64)], 1),
+        n_tokens=torch.ones(1, 4, dtype=torch.long),
+        n_teacher=torch.tensor([2]),
+        mask=torch.tensor([[True, True, True, False]]),
+    )
     for method in ("listmle", "softmax"):
         assert ListwiseLoss(method=method)(padded)[0].item() == pytest.approx(ListwiseLoss(method=method)(s)[0].item())
 
 
 def test_listwise_teacher_outranks_better_quality_student() -> None:
-    s = SequenceScores(logp=torch.tensor([[-1.0, -2.0]]), n_tokens=torch.ones(1, 2, dtype=torch.long),
-                       quality=torch.tensor([[0.1, 0.9]]), n_teacher=torch.tensor([1]))
+    s = SequenceScores(
+        logp=torch.tensor([[-1.0, -2.0]]),
+        n_tokens=torch.ones(1, 2, dtype=torch.long),
+        quality=torch.tensor([[0.1, 0.9]]),
+        n_teacher=torch.tensor([1]),
+    )
     better = ListwiseLoss().better(s)
     assert better[0].tolist() == [[False, True], [False, False]]
     without_teacher = SequenceScores(logp=s.logp, n_tokens=s.n_tokens, quality=s.quality)
@@ -174,8 +193,13 @@ def test_listwise_teacher_outranks_better_quality_student() -> None:
 
 # --------------------------------------------------------------------------- white-box KD
 def kd_scores(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> SequenceScores:
-    return SequenceScores(logp=torch.zeros(student.shape[0], 1), n_tokens=torch.ones(student.shape[0], 1),
-                          logits=student, teacher_logits=teacher, labels=labels)
+    return SequenceScores(
+        logp=torch.zeros(student.shape[0], 1),
+        n_tokens=torch.ones(student.shape[0], 1),
+        logits=student,
+        teacher_logits=teacher,
+        labels=labels,
+    )
 
 
 def test_kd_zero_iff_equal_and_matches_torch_kl() -> None:
@@ -189,14 +213,17 @@ def test_kd_zero_iff_equal_and_matches_torch_kl() -> None:
     for t in (1.0, 2.0):
         loss, _ = KDLoss(temperature=t)(kd_scores(student, teacher, labels))
         keep = labels != -100
-        ref = F.kl_div(F.log_softmax(student[keep] / t, -1), F.softmax(teacher[keep] / t, -1),
-                       reduction="batchmean") * t**2
+        ref = (
+            F.kl_div(F.log_softmax(student[keep] / t, -1), F.softmax(teacher[keep] / t, -1), reduction="batchmean")
+            * t**2
+        )
         assert loss.item() > 0 and loss.item() == pytest.approx(ref.item(), rel=1e-5)
     # ignored positions do not matter
     noisy = student.clone()
     noisy[labels == -100] += 100 * torch.randn_like(noisy[labels == -100])
     assert KDLoss()(kd_scores(noisy, teacher, labels))[0].item() == pytest.approx(
-        KDLoss()(kd_scores(student, teacher, labels))[0].item(), rel=1e-6)
+        KDLoss()(kd_scores(student, teacher, labels))[0].item(), rel=1e-6
+    )
 
 
 def test_kd_vocab_mismatch_and_tokenizer_check() -> None:
@@ -206,7 +233,8 @@ def test_kd_vocab_mismatch_and_tokenizer_check() -> None:
         KDLoss()(kd_scores(student, teacher, labels))
     padded = torch.cat([student, torch.randn(1, 2, 2)], -1)  # same real vocab, padded embedding
     assert KDLoss(vocab_size=8)(kd_scores(student, padded, labels))[0].item() == pytest.approx(
-        KDLoss()(kd_scores(student, padded[..., :8], labels))[0].item())
+        KDLoss()(kd_scores(student, padded[..., :8], labels))[0].item()
+    )
     tok = lambda vocab: SimpleNamespace(get_vocab=lambda: dict(vocab))  # noqa: E731
     assert KDLoss.check_compatible(tok({"a": 0, "b": 1}), tok({"b": 1, "a": 0})) == 2
     with pytest.raises(ValueError, match="loss=kd needs teacher and student to share a tokenizer"):
@@ -214,14 +242,24 @@ def test_kd_vocab_mismatch_and_tokenizer_check() -> None:
 
 
 # --------------------------------------------------------------------------- validation and configs
-@pytest.mark.parametrize("cls, kwargs, field", [
-    (RankingLoss, {"beta": -1.0}, "loss.beta"), (RankingLoss, {"score": "max"}, "loss.score"),
-    (RankingLoss, {"reg_weight": -0.1}, "loss.reg_weight"), (RankingLoss, {"rejected_grad": "no"}, "loss.rejected_grad"), (MarginLoss, {"beta": -2.0}, "loss.beta"),
-    (ListwiseLoss, {"method": "lambda"}, "loss.method"), (ListwiseLoss, {"temperature": 0.0}, "loss.temperature"),
-    (DPOLoss, {"beta": 0.0}, "loss.beta"), (DPOLoss, {"label_smoothing": 0.5}, "loss.label_smoothing"),
-    (IPOLoss, {"beta": -0.1}, "loss.beta"), (SimPOLoss, {"gamma": -1.0}, "loss.gamma"),
-    (KDLoss, {"temperature": 0.0}, "loss.temperature"), (KDLoss, {"vocab_size": 0}, "loss.vocab_size"),
-])
+@pytest.mark.parametrize(
+    "cls, kwargs, field",
+    [
+        (RankingLoss, {"beta": -1.0}, "loss.beta"),
+        (RankingLoss, {"score": "max"}, "loss.score"),
+        (RankingLoss, {"reg_weight": -0.1}, "loss.reg_weight"),
+        (RankingLoss, {"rejected_grad": "no"}, "loss.rejected_grad"),
+        (MarginLoss, {"beta": -2.0}, "loss.beta"),
+        (ListwiseLoss, {"method": "lambda"}, "loss.method"),
+        (ListwiseLoss, {"temperature": 0.0}, "loss.temperature"),
+        (DPOLoss, {"beta": 0.0}, "loss.beta"),
+        (DPOLoss, {"label_smoothing": 0.5}, "loss.label_smoothing"),
+        (IPOLoss, {"beta": -0.1}, "loss.beta"),
+        (SimPOLoss, {"gamma": -1.0}, "loss.gamma"),
+        (KDLoss, {"temperature": 0.0}, "loss.temperature"),
+        (KDLoss, {"vocab_size": 0}, "loss.vocab_size"),
+    ],
+)
 def test_bad_hyperparameters_name_the_field(cls, kwargs, field) -> None:
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         cls(**kwargs)
@@ -239,10 +277,21 @@ def test_missing_inputs_and_wrong_shapes_fail_clearly() -> None:
 
 
 def test_configs_instantiate_with_documented_defaults() -> None:
-    expected = {"ranking": RankingLoss, "margin": MarginLoss, "listwise": ListwiseLoss, "dpo": DPOLoss,
-                "ipo": IPOLoss, "simpo": SimPOLoss, "sft": SFTLoss, "sft_oracle": SFTOracleLoss,
-                "seqkd": SeqKDLoss, "kd": KDLoss, "ranking_no_reg": RankingLoss, "ranking_y_plus": RankingLoss,
-                "ranking_sum": RankingLoss}
+    expected = {
+        "ranking": RankingLoss,
+        "margin": MarginLoss,
+        "listwise": ListwiseLoss,
+        "dpo": DPOLoss,
+        "ipo": IPOLoss,
+        "simpo": SimPOLoss,
+        "sft": SFTLoss,
+        "sft_oracle": SFTOracleLoss,
+        "seqkd": SeqKDLoss,
+        "kd": KDLoss,
+        "ranking_no_reg": RankingLoss,
+        "ranking_y_plus": RankingLoss,
+        "ranking_sum": RankingLoss,
+    }
     assert loss_names() == sorted(expected)
     for name, cls in expected.items():
         cfg = loss_config(name)
@@ -255,17 +304,25 @@ def test_configs_instantiate_with_documented_defaults() -> None:
             assert loss.reg_weight == 0.0, name
     # the ablation variants differ from ranking in exactly what their names say
     ranking = OmegaConf.to_container(loss_config("ranking"))
-    for name, change in {"ranking_no_reg": {"reg_weight": 0.0}, "ranking_y_plus": {"rejected_grad": False},
-                         "ranking_sum": {"score": "sum", "beta": 8.0}}.items():
+    for name, change in {
+        "ranking_no_reg": {"reg_weight": 0.0},
+        "ranking_y_plus": {"rejected_grad": False},
+        "ranking_sum": {"score": "sum", "beta": 8.0},
+    }.items():
         assert OmegaConf.to_container(loss_config(name)) == {**ranking, **change}, name
 
 
 def test_cross_entropy_baselines_declare_their_data() -> None:
     """sft = continued SFT on the labeled train split; seqkd and the oracle train on the pair cache."""
     assert (SFTLoss.data_source, SFTLoss.inputs, SFTLoss.needs_oracle_references) == (
-        "train_split", ("reference",), False)
+        "train_split",
+        ("reference",),
+        False,
+    )
     assert (SFTOracleLoss.data_source, SFTOracleLoss.inputs, SFTOracleLoss.needs_oracle_references) == (
-        "pairs", ("reference",), True)
-    assert (SeqKDLoss.data_source, SeqKDLoss.inputs, SeqKDLoss.needs_oracle_references) == (
-        "pairs", ("chosen",), False)
+        "pairs",
+        ("reference",),
+        True,
+    )
+    assert (SeqKDLoss.data_source, SeqKDLoss.inputs, SeqKDLoss.needs_oracle_references) == ("pairs", ("chosen",), False)
     assert RankingLoss.data_source == "pairs" and not RankingLoss.needs_oracle_references

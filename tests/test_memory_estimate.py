@@ -1,5 +1,6 @@
 """scripts/memory_estimate.py counts what PyTorch and PEFT count, shards states the way ZeRO does,
 and configs/experiment/real_scale.yaml composes to the GPU run the README describes."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,8 +21,15 @@ ALL_PROJ = me.ALL_PROJ.split(",")
 
 
 def _tiny(tie: bool) -> LlamaConfig:
-    return LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=100, tie_word_embeddings=tie)
+    return LlamaConfig(
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=100,
+        tie_word_embeddings=tie,
+    )
 
 
 @pytest.mark.parametrize("tie", [True, False])
@@ -33,8 +41,10 @@ def test_parameter_count_on_meta_equals_the_real_model(tie):
 @pytest.mark.parametrize("targets", [ALL_PROJ, ["q_proj", "v_proj"]])
 def test_lora_count_equals_peft(targets):
     from peft import LoraConfig, get_peft_model
-    peft_model = get_peft_model(AutoModelForCausalLM.from_config(_tiny(False)),
-                                LoraConfig(r=4, target_modules=targets, task_type="CAUSAL_LM"))
+
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_config(_tiny(False)), LoraConfig(r=4, target_modules=targets, task_type="CAUSAL_LM")
+    )
     trainable, total = peft_model.get_nb_trainable_parameters()
     meta = me.meta_model(_tiny(False))
     assert me.lora_params(meta, 4, targets) == trainable
@@ -64,7 +74,11 @@ def test_table_has_a_row_per_method_and_stage():
     assert "smollm2-135m: 134,515,008 parameters" in out  # SmolLM2-135M's published count
     rows = [line for line in out.splitlines() if line.startswith("| smollm2-135m")]
     assert [r.split(" | ")[1] + "/" + r.split(" | ")[3] for r in rows] == [
-        "full/ZeRO-0 (DDP)", "full/ZeRO-3 / FSDP", "LoRA r=8/ZeRO-0 (DDP)", "LoRA r=8/ZeRO-3 / FSDP"]
+        "full/ZeRO-0 (DDP)",
+        "full/ZeRO-3 / FSDP",
+        "LoRA r=8/ZeRO-0 (DDP)",
+        "LoRA r=8/ZeRO-3 / FSDP",
+    ]
     assert out.splitlines()[-6].startswith("| model | method | trainable params | ZeRO stage | 1 GPU | 8 GPUs |")
     full_1, full_8 = (float(c) for c in rows[0].rstrip(" |").split(" | ")[-2:])
     assert full_1 == full_8 == round(16 * 134_515_008 / 2**30, 2)
@@ -87,12 +101,15 @@ def test_real_scale_composes_to_a_bf16_fsdp_lora_run():
     assert cfg.trainer.strategy.sharding_strategy == "FULL_SHARD" and "LlamaDecoderLayer" in cfg.trainer.strategy.wrap
     assert cfg.generation._target_ == "plad.backends.vllm.VLLMBackend"
     teacher, student = cfg.model.teacher, cfg.model.student
-    assert (teacher.pretrained, student.pretrained) == ("meta-llama/Llama-3.1-8B-Instruct",
-                                                        "meta-llama/Llama-3.2-1B-Instruct")
+    assert (teacher.pretrained, student.pretrained) == (
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "meta-llama/Llama-3.2-1B-Instruct",
+    )
     assert teacher.dtype == student.dtype == "bfloat16" and student.gradient_checkpointing is True
     assert dict(student.lora) == {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": None}
     from plad.models.build import validate_family
     from plad.models.lora import validate_training_spec
+
     validate_family(cfg.model)
     validate_training_spec(student, "model.student")
     # the estimate reads the same student: Llama-3.2-1B's published 1.24B parameters
@@ -101,8 +118,10 @@ def test_real_scale_composes_to_a_bf16_fsdp_lora_run():
 
 def test_hydra_student_built_from_config_uses_the_family_tokenizer_size():
     cfg = _compose("model=llama")
-    expected = LlamaConfig(**{k: v for k, v in cfg.model.student.config.items() if k != "_target_"},
-                           vocab_size=cfg.model.tokenizer.vocab_size)
+    expected = LlamaConfig(
+        **{k: v for k, v in cfg.model.student.config.items() if k != "_target_"},
+        vocab_size=cfg.model.tokenizer.vocab_size,
+    )
     with torch.device("meta"):
         n = sum(p.numel() for p in AutoModelForCausalLM.from_config(expected).parameters())
     assert f"{n:,} parameters" in me.main(["--hydra", "model=llama", "--lora-r", "0", "--stages", "0", "--gpus", "1"])

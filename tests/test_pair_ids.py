@@ -7,43 +7,53 @@ so that some samples end within the 6-token budget and some are cut. Their sampl
 token strings, so decoding and re-encoding a sample often gives other ids (the BPE merges it
 differently): what the pairs store must be the generated ids, not the text's.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 import torch
 from helpers.configs import loss_config, loss_names
-from pairs_testlib import FakeTask, pairs_cfg, prompt_dataset, tiny_llama, tiny_t5, train_tokenizer
+from helpers.pairs import FakeTask, pairs_cfg, prompt_dataset, tiny_llama, tiny_t5, train_tokenizer
 
-import plad.generation as generation
+import plad.backends.hf_sampling as generation
 from plad.data.pair_datamodule import PairDataModule
 from plad.models.logprobs import IGNORE_INDEX, _first_label_position, is_encoder_decoder
 from plad.models.ref import ModelRef
-from plad.module import DistillModule, build_loss
 from plad.pairs.build import obtain_pairs
+from plad.training.modules import DistillModule, build_loss
 
 FAMILIES = ("llama", "t5", "gpt_neo")
 BUDGET = 6
-TEACHER_SCORER = {"_target_": "plad.pairs.scorers.TeacherLikelihoodScorer"}  # quality for margin
+TEACHER_SCORER = {"_target_": "plad.pairs.quality.TeacherLikelihoodScorer"}  # quality for margin
 
 
 def tiny_gpt_neo(tokenizer, seed: int):
     from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
     torch.manual_seed(seed)
-    cfg = GPTNeoConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
-                       attention_types=[[["global"], 2]], max_position_embeddings=512,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id)
+    cfg = GPTNeoConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=2,
+        num_heads=4,
+        attention_types=[[["global"], 2]],
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return GPTNeoForCausalLM(cfg).eval()
 
 
 def eos_raised(model, eos: int, bias: float = 3.8):
     """p(EOS) ~ 0.12 per step for these near-uniform models: about half the samples end in 6 tokens."""
+
     def hook(module, inputs, output):
         output = output.clone()
         output[..., eos] += bias
         return output
+
     model.get_output_embeddings().register_forward_hook(hook)
     return model
 
@@ -75,9 +85,17 @@ def built(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"ids-{family}")
     with pytest.MonkeyPatch.context() as m:
         m.setattr(generation, "generate", recording)
-        ps = obtain_pairs(pairs_cfg(n_student=2, scorer=TEACHER_SCORER), prompt_dataset(6, with_reference=False),
-                          FakeTask(), ModelRef.in_memory(teacher, tok, "teacher"),
-                          ModelRef.in_memory(student, tok, "student"), root, 64, BUDGET, 0)
+        ps = obtain_pairs(
+            pairs_cfg(n_student=2, scorer=TEACHER_SCORER),
+            prompt_dataset(6, with_reference=False),
+            FakeTask(),
+            ModelRef.in_memory(teacher, tok, "teacher"),
+            ModelRef.in_memory(student, tok, "student"),
+            root,
+            64,
+            BUDGET,
+            0,
+        )
     dirs = {}
     for role, model in (("student", student), ("teacher", teacher)):
         dirs[role] = root / role
@@ -87,8 +105,17 @@ def built(request, tmp_path_factory):
 
 
 def data_module(ps, tok, family: str, inputs: tuple[str, ...]) -> PairDataModule:
-    dm = PairDataModule(ps, tok, encoder_decoder=family == "t5", inputs=inputs, batch_size=4, max_prompt_tokens=64,
-                        max_completion_tokens=BUDGET, val_size=0, seed=0)
+    dm = PairDataModule(
+        ps,
+        tok,
+        encoder_decoder=family == "t5",
+        inputs=inputs,
+        batch_size=4,
+        max_prompt_tokens=64,
+        max_completion_tokens=BUDGET,
+        val_size=0,
+        seed=0,
+    )
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -132,10 +159,24 @@ def test_a_row_is_encoded_with_an_eos_exactly_where_its_sample_ended(family):
     from plad.data.pair_datamodule import _encode
 
     tok = train_tokenizer()
-    row = {"prompt": "Anonymize: Bob", "chosen_ids": [40, 41, 42], "chosen_finished": True,
-           "rejected_ids": [50, 51], "rejected_finished": False, "reference": "reference text"}
-    out = _encode(row, tokenizer=tok, inputs=("chosen", "rejected", "reference"), encoder_decoder=family == "t5",
-                  max_prompt_tokens=32, max_completion_tokens=10, ref_cols=None, quality_cols=None)
+    row = {
+        "prompt": "Anonymize: Bob",
+        "chosen_ids": [40, 41, 42],
+        "chosen_finished": True,
+        "rejected_ids": [50, 51],
+        "rejected_finished": False,
+        "reference": "reference text",
+    }
+    out = _encode(
+        row,
+        tokenizer=tok,
+        inputs=("chosen", "rejected", "reference"),
+        encoder_decoder=family == "t5",
+        max_prompt_tokens=32,
+        max_completion_tokens=10,
+        ref_cols=None,
+        quality_cols=None,
+    )
     got = [[t for t in labels if t != IGNORE_INDEX] for labels in out["labels"]]
     eos = tok.eos_token_id
     assert got == [[40, 41, 42, eos], [50, 51], tok("reference text", add_special_tokens=False)["input_ids"] + [eos]]
@@ -143,8 +184,11 @@ def test_a_row_is_encoded_with_an_eos_exactly_where_its_sample_ended(family):
 
 def _losses() -> list[str]:
     """Every shipped loss that trains on the pair set's samples (not on labeled or oracle references)."""
-    return [name for name in loss_names() if (loss := build_loss(loss_config(name))).data_source == "pairs"
-            and loss.inputs != ("reference",)]
+    return [
+        name
+        for name in loss_names()
+        if (loss := build_loss(loss_config(name))).data_source == "pairs" and loss.inputs != ("reference",)
+    ]
 
 
 def _expected(row: dict, inputs: tuple[str, ...]) -> list[tuple[list[int], bool]]:
@@ -159,8 +203,9 @@ def test_a_cut_sample_contributes_no_eos_term_to_any_loss(built, loss_name):
     """Its targets hold no EOS, and the loss's gradient on the logits after its last token (where an
     EOS would be predicted) is zero; after a finished y+'s last token it is not (its EOS is trained)."""
     family, tok, ps, _, dirs = built
-    module = DistillModule(str(dirs["student"]), loss_config(loss_name), lr=1e-3,
-                           max_steps=1, teacher_path=str(dirs["teacher"]))
+    module = DistillModule(
+        str(dirs["student"]), loss_config(loss_name), lr=1e-3, max_steps=1, teacher_path=str(dirs["teacher"])
+    )
     inputs = module.loss_fn.inputs
     dm = data_module(ps, tok, family, inputs)
     source = dm._source().to_list()  # the examples in the order the module serves them (val_size=0)
@@ -169,6 +214,7 @@ def test_a_cut_sample_contributes_no_eos_term_to_any_loss(built, loss_name):
     def keep_grad(mod, args, output):
         output.retain_grad()
         captured.append(output)
+
     module.student.get_output_embeddings().register_forward_hook(keep_grad)
     decoder_only = not is_encoder_decoder(module.student)
     checked, n = {"cut": 0, "finished y+": 0}, 0
@@ -207,10 +253,21 @@ def test_teacher_text_is_tokenised_once_by_the_student_when_its_ids_are_not_the_
     prompts = prompt_dataset(4, with_reference=False)
     file = tmp_path / "teacher.jsonl"
     file.write_text("".join(json.dumps({"id": f"p{i}", "output": f"good answer {i}"}) + "\n" for i in range(4)))
-    for name, source, ref in (("model", None, ModelRef.in_memory(teacher, teacher_tok, "teacher")),
-                              ("file", str(file), ModelRef(None, "bb", loader=lambda: pytest.fail("teacher loaded")))):
-        ps = obtain_pairs(pairs_cfg(n_student=1, teacher_outputs=source), prompts, FakeTask(), ref,
-                          ModelRef.in_memory(student, student_tok, "student"), tmp_path / name, 64, BUDGET, 0)
+    for name, source, ref in (
+        ("model", None, ModelRef.in_memory(teacher, teacher_tok, "teacher")),
+        ("file", str(file), ModelRef(None, "bb", loader=lambda: pytest.fail("teacher loaded"))),
+    ):
+        ps = obtain_pairs(
+            pairs_cfg(n_student=1, teacher_outputs=source),
+            prompts,
+            FakeTask(),
+            ref,
+            ModelRef.in_memory(student, student_tok, "student"),
+            tmp_path / name,
+            64,
+            BUDGET,
+            0,
+        )
         rows = ps.pairwise.to_list()
         assert rows
         for r in rows:
@@ -231,21 +288,40 @@ def test_cut_samples_drop_leaves_out_pairs_and_candidates_with_a_cut_sample_and_
         return [-float(len(c)) - 0.5 * f for c, f in zip(completions, finished)]
 
     def rows(mode):
-        return build_rows(examples, teacher, student, listwise=True, has_reference=False, filter_by_score=False,
-                          score_fn=None, logp_fn=logp, cut_samples=mode)
+        return build_rows(
+            examples,
+            teacher,
+            student,
+            listwise=True,
+            has_reference=False,
+            filter_by_score=False,
+            score_fn=None,
+            logp_fn=logp,
+            cut_samples=mode,
+        )
 
     (kept, kept_stats), (dropped, dropped_stats) = rows("keep"), rows("drop")
     assert [(r["chosen"], r["rejected"]) for r in kept["pairwise"]] == [("a b", "c d e"), ("a b", "x"), ("y z", "x")]
     assert [(r["chosen"], r["rejected"]) for r in dropped["pairwise"]] == [("a b", "x")]
-    assert dropped_stats["pairwise"]["dropped"] == {**kept_stats["pairwise"]["dropped"], "cut_chosen": 1,
-                                                        "cut_rejected": 1}
+    assert dropped_stats["pairwise"]["dropped"] == {
+        **kept_stats["pairwise"]["dropped"],
+        "cut_chosen": 1,
+        "cut_rejected": 1,
+    }
     assert [r["candidates"] for r in dropped["listwise"]] == [["a b", "x"]]
-    assert dropped_stats["listwise"]["dropped_candidates"]["cut"] == 2 and dropped_stats["listwise"]["dropped_prompts"] == 1
+    assert (
+        dropped_stats["listwise"]["dropped_candidates"]["cut"] == 2
+        and dropped_stats["listwise"]["dropped_prompts"] == 1
+    )
     assert kept_stats["cut"] == {"teacher": 1, "student": 1}
     # each sequence's reference is the log-likelihood of its own ids, with an EOS only if it ended
     first = kept["pairwise"][0]
     assert (first["ref_chosen_logp"], first["ref_rejected_logp"]) == (-2.5, -3.0)
     assert (first["chosen_ids"], first["chosen_finished"], first["rejected_ids"], first["rejected_finished"]) == (
-        [5, 6], True, [7, 8, 9], False)
+        [5, 6],
+        True,
+        [7, 8, 9],
+        False,
+    )
     with pytest.raises(ValueError, match=r"^pairs.cut_samples: expected one of \['keep', 'drop'\], got 'cut'$"):
         rows("cut")

@@ -1,6 +1,7 @@
 """The paper's protocol in the pair stage: unlabeled prompts carry no references into the pair
 cache or any scorer unless the run is an oracle; the default scorer is label-free (the teacher's
 mean log-likelihood); the pseudo-label-noise diagnostic reads references outside the stage."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,17 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+from helpers.numerics import assert_means_close
+from helpers.pairs import FakeTask, load_tiny, pairs_cfg, prompt_dataset, save_tiny
 from omegaconf import OmegaConf
 
-from helpers.numerics import assert_means_close
-from pairs_testlib import FakeTask, load_tiny, pairs_cfg, prompt_dataset, save_tiny
 from plad.models.ref import ModelRef
 from plad.pairs.build import obtain_pairs
 from plad.pairs.diagnostics import pseudo_label_noise
-from plad.pairs.scorers import TeacherLikelihoodScorer, check_scorer
+from plad.pairs.quality import TeacherLikelihoodScorer, check_scorer
 
 SENTINEL = "SENTINEL-REFERENCE-7f3a"
-TEACHER_SCORER = {"_target_": "plad.pairs.scorers.TeacherLikelihoodScorer"}
+TEACHER_SCORER = {"_target_": "plad.pairs.quality.TeacherLikelihoodScorer"}
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +29,17 @@ def models(tmp_path_factory):
 
 
 def build(models, root: Path, prompts: Dataset, **cfg):
-    return obtain_pairs(pairs_cfg(scorer=TEACHER_SCORER, **cfg), prompts, FakeTask(),
-                        ModelRef(None, "teacher-fp", loader=lambda: models["T"]),
-                        ModelRef(None, "student-fp", loader=lambda: models["S"]), root, 64, 6, 0)
+    return obtain_pairs(
+        pairs_cfg(scorer=TEACHER_SCORER, **cfg),
+        prompts,
+        FakeTask(),
+        ModelRef(None, "teacher-fp", loader=lambda: models["T"]),
+        ModelRef(None, "student-fp", loader=lambda: models["S"]),
+        root,
+        64,
+        6,
+        0,
+    )
 
 
 def sentinel_prompts(n: int = 6) -> Dataset:
@@ -71,10 +80,13 @@ def test_teacher_likelihood_scores_equal_a_slow_per_example_computation(models):
         assert_means_close(score, slow, len(completion))
 
 
-@pytest.mark.parametrize("cfg,message", [
-    ({"scorer": {"_target_": "plad.pairs.scorers.TaskMetricScorer"}}, "pairs.oracle_references=true"),
-    ({"scorer": TEACHER_SCORER, "teacher_outputs": "teacher.jsonl"}, "pairs.teacher_outputs"),
-])
+@pytest.mark.parametrize(
+    "cfg,message",
+    [
+        ({"scorer": {"_target_": "plad.pairs.quality.TaskMetricScorer"}}, "pairs.oracle_references=true"),
+        ({"scorer": TEACHER_SCORER, "teacher_outputs": "teacher.jsonl"}, "pairs.teacher_outputs"),
+    ],
+)
 def test_scorer_rules_fail_in_one_line(cfg, message):
     with pytest.raises(ValueError, match="pairs.scorer") as err:
         check_scorer(OmegaConf.create(cfg))
@@ -83,11 +95,22 @@ def test_scorer_rules_fail_in_one_line(cfg, message):
 
 
 def test_pseudo_label_noise_counts_student_wins_against_the_reference():
-    pairs = Dataset.from_list([{"id": "a", "chosen": "good", "rejected": "bad"},
-                               {"id": "a", "chosen": "bad", "rejected": "good"},
-                               {"id": "b", "chosen": "bad", "rejected": "bad x"}])
-    labeled = Dataset.from_list([{"id": "a", "prompt": "p", "reference": "r"}, {"id": "b", "prompt": "q", "reference": "s"}])
+    pairs = Dataset.from_list(
+        [
+            {"id": "a", "chosen": "good", "rejected": "bad"},
+            {"id": "a", "chosen": "bad", "rejected": "good"},
+            {"id": "b", "chosen": "bad", "rejected": "bad x"},
+        ]
+    )
+    labeled = Dataset.from_list(
+        [{"id": "a", "prompt": "p", "reference": "r"}, {"id": "b", "prompt": "q", "reference": "s"}]
+    )
     noise = pseudo_label_noise(pairs, labeled, FakeTask())
-    assert noise == {"student_wins": pytest.approx(1 / 3), "ties": pytest.approx(1 / 3),
-                     "teacher_quality": pytest.approx(1 / 3), "student_quality": pytest.approx(1 / 3), "n_pairs": 3}
+    assert noise == {
+        "student_wins": pytest.approx(1 / 3),
+        "ties": pytest.approx(1 / 3),
+        "teacher_quality": pytest.approx(1 / 3),
+        "student_quality": pytest.approx(1 / 3),
+        "n_pairs": 3,
+    }
     assert pseudo_label_noise(pairs, labeled.remove_columns(["reference"]), FakeTask()) == {}

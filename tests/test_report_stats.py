@@ -1,6 +1,7 @@
 """The report's statistics on hand-made numbers: the paired bootstrap against a slow explicit
 implementation, its width against the normal approximation, stratification within seeds, shift
 detection, pairing by example id, mean ± std and step curves."""
+
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from plad.report_stats import average_quality, mean_curve, mean_std, pair_by_id, paired_bootstrap
+from plad.report.stats import average_quality, mean_curve, mean_std, pair_by_id, paired_bootstrap
 
 
 def _slow_bootstrap(diffs: list[np.ndarray], n_boot: int, seed: int, alpha: float) -> tuple[float, float, float]:

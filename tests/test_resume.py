@@ -1,6 +1,7 @@
 """A run interrupted mid-epoch and resumed from last.ckpt sees exactly the batches of an
 uninterrupted run (ResumableLoader), so it ends with identical weights; under several ranks each
 sees a disjoint share of every epoch."""
+
 from pathlib import Path
 
 import lightning as L
@@ -34,8 +35,14 @@ def _fit(root: Path, max_steps: int, ckpt_path=None) -> Regress:
     torch.manual_seed(0)
     model = Regress()
     cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=1)
-    trainer = L.Trainer(max_steps=max_steps, logger=False, callbacks=[cb], enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu")
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        logger=False,
+        callbacks=[cb],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(model, Data(), ckpt_path=ckpt_path)
     return model
 
@@ -49,7 +56,7 @@ def test_epoch_shuffle_differs_per_epoch_and_is_seeded():
 
 def test_resume_mid_epoch_matches_uninterrupted(tmp_path: Path):
     full = _fit(tmp_path / "a", max_steps=13)  # 5 batches per epoch: stops in the 3rd epoch
-    _fit(tmp_path / "b", max_steps=7)          # "killed" mid 2nd epoch
+    _fit(tmp_path / "b", max_steps=7)  # "killed" mid 2nd epoch
     resumed = _fit(tmp_path / "b", max_steps=13, ckpt_path=str(tmp_path / "b" / "last.ckpt"))
     for p, q in zip(full.parameters(), resumed.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
@@ -77,5 +84,6 @@ def test_ranks_see_disjoint_shares_of_every_epoch_and_resume_mid_epoch():
     state = cut.state_dict()
     resumed = ResumableLoader(data, batch_size=2, seed=4, rank=1, world=2)
     resumed.load_state_dict(state)
-    assert first + [b.tolist() for b in resumed] == [b.tolist() for b in
-                                                     ResumableLoader(data, batch_size=2, seed=4, rank=1, world=2)]
+    assert first + [b.tolist() for b in resumed] == [
+        b.tolist() for b in ResumableLoader(data, batch_size=2, seed=4, rank=1, world=2)
+    ]

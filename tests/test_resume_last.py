@@ -1,5 +1,6 @@
 """``ckpt_path=last`` resumes the newest unfinished run of the same configuration: a real job is
 killed (SIGKILL) during distillation and a second job picks up its last checkpoint."""
+
 import csv
 import os
 import signal
@@ -8,12 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-import forkserver
 import torch
+from helpers import HANG_S, forkserver
 from omegaconf import OmegaConf
 
-from plad.resume import config_key, unfinished_runs
-from helpers import HANG_S
+from plad.training.resume import config_key, unfinished_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def _run_dir(log_dir: Path, name: str, cfg: dict, finished: bool = False) -> Pat
 
 def test_a_truncated_last_checkpoint_is_skipped(tmp_path):
     """A job killed while writing last.ckpt leaves a truncated file: the previous run is resumed."""
-    from plad.resume import resolve_ckpt_path
+    from plad.training.resume import resolve_ckpt_path
 
     cfg = {"seed": 0, "ckpt_path": "last", "paths": {"log_dir": str(tmp_path), "output_dir": str(tmp_path / "new")}}
     older = _run_dir(tmp_path, "older", cfg)
@@ -74,10 +74,22 @@ def _wait_for_checkpoint(path: Path, proc: "subprocess.Popen | forkserver.Forked
 
 def test_ckpt_path_last_resumes_a_killed_job(tmp_path):
     env = forkserver.env()
-    common = [sys.executable, str(ROOT / "train.py"), "debug=fast", f"paths.log_dir={tmp_path / 'logs'}",
-              "distill.max_steps=120", "distill.val_check_interval=20", "eval.calibration.n_prompts=2"]
-    first = forkserver.start([*common, f"hydra.run.dir={tmp_path / 'logs/runs/d/first'}"], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    common = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "debug=fast",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "distill.max_steps=120",
+        "distill.val_check_interval=20",
+        "eval.calibration.n_prompts=2",
+    ]
+    first = forkserver.start(
+        [*common, f"hydra.run.dir={tmp_path / 'logs/runs/d/first'}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpt = tmp_path / "logs/runs/d/first/checkpoints/last.ckpt"
     try:
         _wait_for_checkpoint(ckpt, first)
@@ -87,8 +99,14 @@ def test_ckpt_path_last_resumes_a_killed_job(tmp_path):
     killed_at = torch.load(ckpt, weights_only=False, map_location="cpu")["global_step"]
     assert 0 < killed_at < 120
 
-    second = forkserver.run([*common, "ckpt_path=last", f"hydra.run.dir={tmp_path / 'logs/runs/d/second'}"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_S)
+    second = forkserver.run(
+        [*common, "ckpt_path=last", f"hydra.run.dir={tmp_path / 'logs/runs/d/second'}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+    )
     assert second.returncode == 0, second.stderr[-2000:]
     assert f"resuming {ckpt}" in second.stdout + second.stderr
     with open(tmp_path / "logs/runs/d/second/csv/version_0/metrics.csv") as f:

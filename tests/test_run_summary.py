@@ -1,4 +1,5 @@
 """The end-of-run summary: headline columns first, oracle runs flagged, pseudo-label noise shown."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +7,17 @@ from types import SimpleNamespace
 
 from plad.run_summary import print_summary, summary_columns
 
-SYSTEMS = {"teacher": {"rougeL": 0.7, "rouge1": 0.8, "gen_tokens": 12.0, "degenerate": 0.01, "quality": 0.7},
-           "student": {"rougeL": 0.6, "rouge1": 0.7, "gen_tokens": 11.0, "degenerate": 0.05, "quality": 0.6,
-                       "exact_match": 0.2}}
+SYSTEMS = {
+    "teacher": {"rougeL": 0.7, "rouge1": 0.8, "gen_tokens": 12.0, "degenerate": 0.01, "quality": 0.7},
+    "student": {
+        "rougeL": 0.6,
+        "rouge1": 0.7,
+        "gen_tokens": 11.0,
+        "degenerate": 0.05,
+        "quality": 0.6,
+        "exact_match": 0.2,
+    },
+}
 
 
 def test_summary_columns_put_headline_metrics_first():
@@ -20,8 +29,13 @@ def test_summary_columns_put_headline_metrics_first():
 
 def test_summary_flags_oracle_runs_and_prints_noise(capsys, tmp_path: Path):
     task = SimpleNamespace(name="summarization", main_metric="rougeL", higher_is_better=True)
-    metrics = {"split": "test", "decoding": "rerank", "oracle": True, "systems": SYSTEMS,
-               "diagnostics": {"pseudo_label_noise": {"student_wins": 0.125, "ties": 0.05, "n_pairs": 80}}}
+    metrics = {
+        "split": "test",
+        "decoding": "rerank",
+        "oracle": True,
+        "systems": SYSTEMS,
+        "diagnostics": {"pseudo_label_noise": {"student_wins": 0.125, "ties": 0.05, "n_pairs": 80}},
+    }
     print_summary(task, {"metrics": metrics}, tmp_path, {"sft": 1.0})
     out = " ".join(capsys.readouterr().out.split())
     assert "rerank decoding" in out and "ORACLE" in out

@@ -1,5 +1,6 @@
 """Whole jobs at debug=fast: every task x family and every loss runs (the multirun that reuses the
 cached stages and the report over it: tests/test_report_wandb.py)."""
+
 import csv
 import json
 import sys
@@ -40,7 +41,7 @@ def test_every_task_and_family_runs_the_whole_loop(run_pipeline, task, metric, m
     """Each run's numbers are checked against what they come from: the saved distilled student's own
     greedy outputs for the first test prompts are the outputs recorded in samples.jsonl, and each
     system's main metric is the mean of its recorded per-example quality."""
-    from plad.generation import generate
+    from plad.backends.hf_sampling import generate
     from plad.models.build import load_saved
 
     results = run_pipeline(f"task={task}", f"model={model}", "debug=fast")
@@ -50,8 +51,15 @@ def test_every_task_and_family_runs_the_whole_loop(run_pipeline, task, metric, m
     from omegaconf import OmegaConf
 
     gen = OmegaConf.load(results["run_dir"] / "resolved.yaml").eval.generation  # written by run_pipeline
-    out = generate(student, tok, [r["prompt"] for r in rows[:3]], do_sample=False, progress=False,
-                   max_new_tokens=gen["max_new_tokens"], max_prompt_tokens=gen["max_prompt_tokens"])
+    out = generate(
+        student,
+        tok,
+        [r["prompt"] for r in rows[:3]],
+        do_sample=False,
+        progress=False,
+        max_new_tokens=gen["max_new_tokens"],
+        max_prompt_tokens=gen["max_prompt_tokens"],
+    )
     assert [t[0] for t in out.texts] == [r["outputs"]["student"] for r in rows[:3]]
     for system in ("teacher", "student_init", "student"):
         recorded = [r["quality"][system] for r in rows]
@@ -63,8 +71,11 @@ def test_every_loss_runs_on_the_shared_cache(run_pipeline, shared_logs, loss):
     results = run_pipeline(f"loss={loss}", "debug=fast", log_dir=shared_logs)
     metrics = _assert_job_outputs(results["run_dir"], "quality")
     # one pair set serves every loss (the oracle test's own pair set, if it ran first, is another)
-    plain = [p for p in (shared_logs / "cache" / "pairs").iterdir()
-             if (p / "stats.json").is_file() and not json.loads((p / "stats.json").read_text())["oracle"]]
+    plain = [
+        p
+        for p in (shared_logs / "cache" / "pairs").iterdir()
+        if (p / "stats.json").is_file() and not json.loads((p / "stats.json").read_text())["oracle"]
+    ]
     assert len(plain) == 1
     assert metrics["oracle"] is False and metrics["decoding"] == "greedy"
     assert all(0.0 <= m["degenerate"] <= 1.0 for m in metrics["systems"].values())

@@ -1,5 +1,6 @@
 """SFT picks its checkpoint on the validation split: the saved model is the argmin of the logged
 validation curve (early stopping with patience), and the SFT stage's cache key follows the run seed."""
+
 import csv
 import json
 import logging
@@ -7,24 +8,40 @@ import logging
 import pytest
 import torch
 from datasets import Dataset
+from helpers.pairs import tiny_llama, train_tokenizer
 from omegaconf import OmegaConf
 
-from pairs_testlib import tiny_llama, train_tokenizer
 from plad.data.sft_datamodule import SFTDataModule
 from plad.models.build import load_saved, save_model
 from plad.models.logprobs import sequence_logprobs
-from plad.fit import check_sft_selection, fit_sft
+from plad.training.trainer import check_sft_selection, fit_sft
 
-CFG = {"seed": 0, "task": {"max_prompt_tokens": 32, "max_new_tokens": 12},
-       "sft_selection": {"val_check_interval": 3, "patience": 3, "monitor": "val_loss", "min_delta": 0.0},
-       "trainer": {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 1,
-                   "enable_model_summary": False, "log_every_n_steps": 1}}
+CFG = {
+    "seed": 0,
+    "task": {"max_prompt_tokens": 32, "max_new_tokens": 12},
+    "sft_selection": {"val_check_interval": 3, "patience": 3, "monitor": "val_loss", "min_delta": 0.0},
+    "trainer": {
+        "_target_": "lightning.pytorch.Trainer",
+        "accelerator": "cpu",
+        "devices": 1,
+        "enable_model_summary": False,
+        "log_every_n_steps": 1,
+    },
+}
 # Eight train rows of one phrasing, validation rows of another: the validation loss first falls
 # (shared words, EOS), then rises as the model memorises the train rows.
-TRAIN = Dataset.from_dict({"prompt": [f"Anonymize: call Bob on {i}" for i in range(8)],
-                           "reference": [f"call [NAME] on the phone {i}" for i in range(8)]})
-VALIDATION = Dataset.from_dict({"prompt": [f"Anonymize: Alice lives in {i}" for i in range(6)],
-                                "reference": [f"[NAME] lives in the city {i}" for i in range(6)]})
+TRAIN = Dataset.from_dict(
+    {
+        "prompt": [f"Anonymize: call Bob on {i}" for i in range(8)],
+        "reference": [f"call [NAME] on the phone {i}" for i in range(8)],
+    }
+)
+VALIDATION = Dataset.from_dict(
+    {
+        "prompt": [f"Anonymize: Alice lives in {i}" for i in range(6)],
+        "reference": [f"[NAME] lives in the city {i}" for i in range(6)],
+    }
+)
 
 
 def _val_nll(model, tok) -> float:
@@ -72,14 +89,23 @@ def _placeholder_share(outputs: list[str]) -> float:
 def test_val_quality_keeps_the_step_whose_greedy_outputs_score_best(tmp_path):
     """sft.monitor=val_quality: the curve is the quality of greedy outputs on the validation prompts
     (higher is better), the saved weights are its argmax, whatever the validation NLL did."""
-    from plad.generation import generate
+    from plad.backends.hf_sampling import generate
 
     tok = train_tokenizer()
     model = tiny_llama(tok, seed=0)
-    spec = OmegaConf.create({"batch_size": 4, "lr": 1e-2, "max_steps": 45, "warmup_steps": 0,
-                             "monitor": "val_quality"})
-    model, stats = fit_sft(OmegaConf.create(CFG), model, tok, spec, TRAIN, VALIDATION, tmp_path, "student", seed=0,
-                           quality=_placeholder_share)
+    spec = OmegaConf.create({"batch_size": 4, "lr": 1e-2, "max_steps": 45, "warmup_steps": 0, "monitor": "val_quality"})
+    model, stats = fit_sft(
+        OmegaConf.create(CFG),
+        model,
+        tok,
+        spec,
+        TRAIN,
+        VALIDATION,
+        tmp_path,
+        "student",
+        seed=0,
+        quality=_placeholder_share,
+    )
     steps, values = zip(*stats["curve"])
     best = max(range(len(values)), key=values.__getitem__)  # the first of equal maxima
     assert stats["selection"]["monitor"] == "val_quality" and stats["chosen_step"] == steps[best]
@@ -87,15 +113,17 @@ def test_val_quality_keeps_the_step_whose_greedy_outputs_score_best(tmp_path):
     with open(tmp_path / "sft_student" / "version_0" / "metrics.csv") as f:
         logged = [float(r["sft/val_quality"]) for r in csv.DictReader(f) if r.get("sft/val_quality")]
     assert logged == pytest.approx(list(values))
-    out = generate(model, tok, list(VALIDATION["prompt"]), do_sample=False, max_new_tokens=12, max_prompt_tokens=32,
-                   progress=False)
+    out = generate(
+        model, tok, list(VALIDATION["prompt"]), do_sample=False, max_new_tokens=12, max_prompt_tokens=32, progress=False
+    )
     assert _placeholder_share([t[0] for t in out.texts]) == pytest.approx(values[best])
     with pytest.raises(ValueError, match=r"^sft.monitor: val_quality needs the task's quality of outputs"):
         fit_sft(OmegaConf.create(CFG), tiny_llama(tok, seed=0), tok, spec, TRAIN, VALIDATION, tmp_path, "x", seed=0)
 
 
-@pytest.mark.parametrize("key,value", [("val_check_interval", 0), ("patience", 0), ("monitor", "bleu"),
-                                       ("min_delta", -1.0)])
+@pytest.mark.parametrize(
+    "key,value", [("val_check_interval", 0), ("patience", 0), ("monitor", "bleu"), ("min_delta", -1.0)]
+)
 def test_bad_selection_settings_name_the_field(key, value):
     sel = OmegaConf.create({**CFG["sft_selection"], key: value})
     with pytest.raises(ValueError, match=f"sft_selection.{key}: expected"):
@@ -130,8 +158,11 @@ def test_the_student_sees_its_label_budget_and_copy_pretrains_on_unlabeled_texts
 
     logs = tmp_path / "logs"
     run_pipeline("debug=fast", "stages=[sft]", "model.teacher.sft.max_steps=1", log_dir=logs)
-    stats = {p.name.split("-")[1]: json.loads((p / "sft_stats.json").read_text())
-             for p in (logs / "cache" / "models").glob("llama-*") if "_pretrained-" not in p.name}
+    stats = {
+        p.name.split("-")[1]: json.loads((p / "sft_stats.json").read_text())
+        for p in (logs / "cache" / "models").glob("llama-*")
+        if "_pretrained-" not in p.name
+    }
     assert stats["student"]["train_examples"] == 32 and stats["teacher"]["train_examples"] == 64
     for role in ("student", "teacher"):
         assert stats[role]["pretrain"]["texts"] == 32 and stats[role]["pretrain"]["steps"] == 4
@@ -139,8 +170,14 @@ def test_the_student_sees_its_label_budget_and_copy_pretrains_on_unlabeled_texts
     starts = sorted((logs / "cache" / "models").glob("llama-student_pretrained-*/COMPLETE"))
     assert len(starts) == 1
     with caplog.at_level(logging.INFO, logger="plad"):
-        run_pipeline("debug=fast", "stages=[sft]", "model.teacher.sft.max_steps=1",
-                     "model.student.sft.train_examples=16", log_dir=logs, name="other_budget")
+        run_pipeline(
+            "debug=fast",
+            "stages=[sft]",
+            "model.teacher.sft.max_steps=1",
+            "model.student.sft.train_examples=16",
+            log_dir=logs,
+            name="other_budget",
+        )
     assert any("reusing its copy-pretrained start" in r.getMessage() for r in caplog.records)
     assert sorted((logs / "cache" / "models").glob("llama-student_pretrained-*/COMPLETE")) == starts
     assert len(list((logs / "cache" / "models").glob("llama-student-[0-9a-f]*/COMPLETE"))) == 2
@@ -148,8 +185,10 @@ def test_the_student_sees_its_label_budget_and_copy_pretrains_on_unlabeled_texts
     task = AnonymizationTask(seed=0, n_train=64, n_unlabeled=32, n_validation=16, n_test=16)
     data = task.load()
     rows = copy_rows(task, data["unlabeled"], "Repeat: {text}\nOutput:")
-    assert rows[0] == {"prompt": f"Repeat: {data['unlabeled'][0]['text']}\nOutput:",
-                       "reference": data["unlabeled"][0]["text"]}  # the input text, never its reference
+    assert rows[0] == {
+        "prompt": f"Repeat: {data['unlabeled'][0]['text']}\nOutput:",
+        "reference": data["unlabeled"][0]["text"],
+    }  # the input text, never its reference
     assert all(r["reference"] != u["reference"] for r, u in zip(rows, data["unlabeled"]))
     dm = SFTDataModule.for_distillation(data, train_tokenizer(), False, 8, 32, 12, val_size=4, train_examples=32)
     assert dm.train["id"] == data["train"]["id"][:32]

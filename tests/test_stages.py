@@ -1,5 +1,6 @@
 """The stage dependency rule (``stages``): a stage takes its inputs from an earlier listed stage or
 from the cache, and an input that is neither fails in one line before any training."""
+
 import json
 from pathlib import Path
 
@@ -14,7 +15,8 @@ def _cache_entries(log_dir: Path) -> list[Path]:
 def warm_logs(tmp_path_factory) -> Path:
     """A log dir whose cache holds every stage of one whole debug=fast run (built here, so no test
     depends on another having run first)."""
-    from conftest import compose_run_config
+    from helpers.configs import compose_run_config
+
     from plad.pipeline import run
 
     logs = tmp_path_factory.mktemp("warm_logs")
@@ -50,8 +52,7 @@ def test_distill_and_evaluate_from_the_cache_actually_distill(run_pipeline, warm
 def test_pair_loss_without_cached_pairs_fails_before_training(run_pipeline, warm_logs):
     """SFT models are cached, but no pair set with 3 student samples exists: the rule names 'pairs'."""
     with pytest.raises(ValueError, match=r"^stages: 'distill' needs the output of 'pairs'"):
-        run_pipeline("debug=fast", "stages=[distill,evaluate]", "pairs.n_student=3", log_dir=warm_logs,
-                     name="no_pairs")
+        run_pipeline("debug=fast", "stages=[distill,evaluate]", "pairs.n_student=3", log_dir=warm_logs, name="no_pairs")
 
 
 def test_sft_and_evaluate_only_evaluate_the_sft_models(run_pipeline, warm_logs):
@@ -62,9 +63,9 @@ def test_sft_and_evaluate_only_evaluate_the_sft_models(run_pipeline, warm_logs):
 
 def test_a_stage_version_bump_moves_that_stage_and_its_dependents_only(tmp_path, monkeypatch):
     """Cache keys come from one helper (plad.cache.stage_key) with one version per stage."""
+    from helpers.configs import compose_run_config
     from hydra.utils import instantiate
 
-    from conftest import compose_run_config
     from plad.cache import STAGE_VERSIONS
     from plad.stages import evaluate, sft
 
@@ -73,7 +74,9 @@ def test_a_stage_version_bump_moves_that_stage_and_its_dependents_only(tmp_path,
 
     def keys() -> tuple[str, str]:
         student = sft.entry(cfg, "student", task, tmp_path)
-        outputs = evaluate.output_cache_entries({"split": "test"}, task, {"student_init": student}, tmp_path, {"backend": "hf"})
+        outputs = evaluate.output_cache_entries(
+            {"split": "test"}, task, {"student_init": student}, tmp_path, {"backend": "hf"}
+        )
         return student.fingerprint, outputs["student_init"].name
 
     before = keys()
@@ -119,15 +122,20 @@ def test_a_run_hides_the_heap_that_existed_before_it_from_the_collector_and_give
 def test_pretrained_weights_are_keyed_by_content_not_by_their_path(tmp_path):
     """Replacing the weights behind model.teacher.pretrained (same path, same size) moves the SFT
     entries that depend on them; the same files keep their keys."""
+    from helpers.configs import compose_run_config
+    from helpers.pairs import save_tiny
     from hydra.utils import instantiate
-    from pairs_testlib import save_tiny
 
-    from conftest import compose_run_config
     from plad.stages import sft
 
     weights = save_tiny(tmp_path / "given", seed=0)
-    cfg = compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", f"model.teacher.pretrained={weights}",
-                             "model.teacher.pretrain=null")
+    cfg = compose_run_config(
+        tmp_path / "logs",
+        tmp_path / "run",
+        "debug=fast",
+        f"model.teacher.pretrained={weights}",
+        "model.teacher.pretrain=null",
+    )
     task = instantiate(cfg.task)
     before = sft.entry(cfg, "teacher", task, tmp_path).fingerprint
     assert sft.entry(cfg, "teacher", task, tmp_path).fingerprint == before

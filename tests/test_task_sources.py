@@ -1,13 +1,13 @@
 """Real-data loading of the tasks: local files through a column mapping, proportional truncation,
 config errors naming the field, and fingerprints that follow config and file content."""
+
 import pytest
 from datasets import Dataset
+from helpers.tasks import SMALL, rows
 
 from plad.tasks.anonymization import AnonymizationTask
 from plad.tasks.base import SPLITS
 from plad.tasks.summarization import SummarizationTask
-
-from test_tasks import SMALL, rows
 
 
 def _write(rows_: list[dict], path) -> None:
@@ -15,16 +15,24 @@ def _write(rows_: list[dict], path) -> None:
     {".jsonl": ds.to_json, ".csv": ds.to_csv, ".parquet": ds.to_parquet}[path.suffix](str(path))
 
 
-PII_ROWS = [{"uid": f"u{i}", "src": f"Mail Bob{i} at bob{i}@x.org today.", "masked": "Mail [NAME] at [EMAIL] today."}
-            for i in range(40)]
+PII_ROWS = [
+    {"uid": f"u{i}", "src": f"Mail Bob{i} at bob{i}@x.org today.", "masked": "Mail [NAME] at [EMAIL] today."}
+    for i in range(40)
+]
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_anonymization_loads_local_file_with_column_mapping(tmp_path, suffix):
     path = tmp_path / f"pii{suffix}"
     _write(PII_ROWS, path)
-    task = AnonymizationTask(source=str(path), columns={"text": "src", "reference": "masked", "id": "uid"},
-                             n_train=20, n_unlabeled=10, n_validation=5, n_test=5)
+    task = AnonymizationTask(
+        source=str(path),
+        columns={"text": "src", "reference": "masked", "id": "uid"},
+        n_train=20,
+        n_unlabeled=10,
+        n_validation=5,
+        n_test=5,
+    )
     data = task.load()
     assert {s: len(data[s]) for s in SPLITS} == {"train": 20, "unlabeled": 10, "validation": 5, "test": 5}
     ids = [i for s in SPLITS for i in data[s]["id"]]
@@ -42,8 +50,14 @@ def test_summarization_loads_tldr_style_split_files(tmp_path, suffix):
     test = [{"prompt": f"POST: held {i}\nTL;DR:", "label": f" held summary {i}"} for i in range(8)]
     _write(train, tmp_path / f"train{suffix}")
     _write(test, tmp_path / f"test{suffix}")
-    task = SummarizationTask(source={"train": str(tmp_path / f"train{suffix}"), "test": str(tmp_path / f"test{suffix}")},
-                             prompt_template="{document}", n_train=12, n_unlabeled=8, n_validation=4, n_test=20)
+    task = SummarizationTask(
+        source={"train": str(tmp_path / f"train{suffix}"), "test": str(tmp_path / f"test{suffix}")},
+        prompt_template="{document}",
+        n_train=12,
+        n_unlabeled=8,
+        n_validation=4,
+        n_test=20,
+    )
     data = task.load()
     assert {s: len(data[s]) for s in SPLITS} == {"train": 12, "unlabeled": 8, "validation": 4, "test": 8}
     assert all(p.startswith("POST: held") for p in data["test"]["prompt"])
@@ -64,14 +78,17 @@ def test_small_source_truncates_proportionally_or_fails(tmp_path):
 
 
 # ------------------------------------------------------------------------------ config errors
-@pytest.mark.parametrize("kwargs, message", [
-    ({"n_train": -3}, r"task\.n_train: expected a positive integer, got -3"),
-    ({"n_test": 0}, r"task\.n_test: expected a positive integer"),
-    ({"max_new_tokens": 0}, r"task\.max_new_tokens: expected a positive integer"),
-    ({"n_heldout_templates": 100}, r"task\.n_heldout_templates: expected an integer in \[0, "),
-    ({"prompt_template": "no slot"}, r"task\.prompt_template: expected a string containing '\{text\}'"),
-    ({"columns": {"txt": "a"}}, r"task\.columns: expected keys among"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_train": -3}, r"task\.n_train: expected a positive integer, got -3"),
+        ({"n_test": 0}, r"task\.n_test: expected a positive integer"),
+        ({"max_new_tokens": 0}, r"task\.max_new_tokens: expected a positive integer"),
+        ({"n_heldout_templates": 100}, r"task\.n_heldout_templates: expected an integer in \[0, "),
+        ({"prompt_template": "no slot"}, r"task\.prompt_template: expected a string containing '\{text\}'"),
+        ({"columns": {"txt": "a"}}, r"task\.columns: expected keys among"),
+    ],
+)
 def test_bad_config_raises_naming_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AnonymizationTask(**kwargs)
@@ -82,7 +99,9 @@ def test_missing_file_and_missing_column_raise(tmp_path):
         SummarizationTask(source=str(tmp_path / "nope.jsonl")).load()
     path = tmp_path / "d.jsonl"
     _write([{"prompt": "a", "label": "b"}], path)
-    with pytest.raises(ValueError, match=r"task\.columns\.reference: column 'foo' not in the data \(available: prompt, label\)"):
+    with pytest.raises(
+        ValueError, match=r"task\.columns\.reference: column 'foo' not in the data \(available: prompt, label\)"
+    ):
         SummarizationTask(source=str(path), columns={"document": "prompt", "reference": "foo"}).load()
     with pytest.raises(ValueError, match=r"task\.split: source split 'dev' not found"):
         SummarizationTask(source=str(path), split="dev").load()

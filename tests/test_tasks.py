@@ -1,6 +1,7 @@
 """The two tasks: seeded embedded data, held-out phrasings, varied composed texts, token budgets,
 metrics on hand-made outputs, diff-based PII derivation, real-data loading through a column
 mapping, config errors and fingerprints."""
+
 import json
 import os
 import re
@@ -10,22 +11,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers.tasks import SMALL, rows
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from plad.models.tokenizer import train_tokenizer
-from plad.tasks.anonymization import (FILLERS, N_PHRASINGS, PII_TYPES, SLOT, SLOT_TYPES, TEMPLATES,
-                                      AnonymizationTask, derive_pii)
+from plad.tasks.anonymization import AnonymizationTask
+from plad.tasks.anonymization.generator import FILLERS, N_PHRASINGS, PII_TYPES, SLOT, SLOT_TYPES, TEMPLATES
+from plad.tasks.anonymization.task import derive_pii
 from plad.tasks.base import SPLITS
 from plad.tasks.summarization import SummarizationTask
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SMALL = dict(n_train=60, n_unlabeled=20, n_validation=10, n_test=30)
 TASKS = [AnonymizationTask, SummarizationTask]
-
-
-def rows(data):
-    return {split: data[split].to_list() for split in SPLITS}
 
 
 # ------------------------------------------------------------------------------ embedded data
@@ -43,11 +41,18 @@ def test_embedded_data_is_deterministic_per_seed_and_differs_across_seeds(cls):
 
 def test_embedded_data_is_identical_in_a_fresh_process():
     """Seeds must not depend on Python's per-process hash randomisation (cached stages reuse it)."""
-    code = ("from plad.tasks.anonymization import AnonymizationTask as T; import json; "
-            "d = T(seed=5, n_train=20, n_unlabeled=5, n_validation=5, n_test=5).load(); "
-            "print(json.dumps(list(d['train']['prompt']) + list(d['test']['pii_values'])))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONHASHSEED": "123"}).stdout
+    code = (
+        "from plad.tasks.anonymization import AnonymizationTask as T; import json; "
+        "d = T(seed=5, n_train=20, n_unlabeled=5, n_validation=5, n_test=5).load(); "
+        "print(json.dumps(list(d['train']['prompt']) + list(d['test']['pii_values'])))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "123"},
+    ).stdout
     d = AnonymizationTask(seed=5, n_train=20, n_unlabeled=5, n_validation=5, n_test=5).load()
     assert json.loads(out) == list(d["train"]["prompt"]) + list(d["test"]["pii_values"])
 
@@ -64,8 +69,9 @@ def test_template_inventory():
 
 @pytest.mark.parametrize("seed", [0, 3])
 def test_heldout_templates_only_in_test(seed):
-    task = AnonymizationTask(seed=seed, n_heldout_templates=10, n_train=300, n_unlabeled=100,
-                             n_validation=50, n_test=100)
+    task = AnonymizationTask(
+        seed=seed, n_heldout_templates=10, n_train=300, n_unlabeled=100, n_validation=50, n_test=100
+    )
     data = task.load()
     assert len(set(task.heldout)) == 10
     seen = {t for s in ("train", "unlabeled", "validation") for ts in data[s]["templates"] for t in ts}
@@ -93,7 +99,9 @@ def test_loaded_splits_are_cached_by_fingerprint(tmp_path, monkeypatch):
     is another entry."""
     task = AnonymizationTask(seed=0, **SMALL)
     first = task.load(tmp_path)
-    monkeypatch.setattr(AnonymizationTask, "generate", lambda self: (_ for _ in ()).throw(AssertionError("regenerated")))
+    monkeypatch.setattr(
+        AnonymizationTask, "generate", lambda self: (_ for _ in ()).throw(AssertionError("regenerated"))
+    )
     again = AnonymizationTask(seed=0, **SMALL).load(tmp_path)
     assert rows(first) == rows(again)
     with pytest.raises(AssertionError, match="regenerated"):
@@ -105,12 +113,17 @@ def test_some_pii_looks_like_ordinary_words_and_separates_systems():
     """Names such as "Rose Hill" and usernames such as "quietriver" are in the data: a system that
     keeps every word it does not recognise as PII leaks exactly those, so leak rate separates it
     from one that masks them, while both keep the text around the PII."""
-    from plad.tasks.anonymization_data import WORD_FIRST_NAMES, WORDS
+    from plad.tasks.anonymization.generator import WORD_FIRST_NAMES, WORDS
+
     task = AnonymizationTask(seed=0, n_train=400, n_unlabeled=5, n_validation=5, n_test=5)
     train = task.load()["train"].to_list()
     values = [(v, t) for r in train for v, t in zip(r["pii_values"], r["pii_types"])]
-    wordlike = [v for v, t in values if (t == "NAME" and v.split()[0] in WORD_FIRST_NAMES)
-                or (t == "USERNAME" and any(v.startswith(w) for w in WORDS))]
+    wordlike = [
+        v
+        for v, t in values
+        if (t == "NAME" and v.split()[0] in WORD_FIRST_NAMES)
+        or (t == "USERNAME" and any(v.startswith(w) for w in WORDS))
+    ]
     assert 0.1 * len(values) < len(wordlike) < 0.5 * len(values)
     # a system that masks only PII that does not look like a word: keeps word-like names verbatim
     rows_with = [r for r in train if any(v in wordlike for v in r["pii_values"])][:50]
@@ -165,15 +178,24 @@ def test_derive_pii_recovers_generator_gold():
 
 
 def test_derive_pii_on_hand_made_pairs():
-    assert derive_pii("Hi Mary Ann Smith, call me at 555-1234.", "Hi [FIRSTNAME] [LASTNAME], call me at [PHONE].") == \
-        (["Mary Ann", "Smith", "555-1234"], ["FIRSTNAME", "LASTNAME", "PHONE"])
-    assert derive_pii("Paid on May 2, 2001, Ann.", "Paid on [DATE], [NAME].") == (["May 2, 2001", "Ann"], ["DATE", "NAME"])
+    assert derive_pii("Hi Mary Ann Smith, call me at 555-1234.", "Hi [FIRSTNAME] [LASTNAME], call me at [PHONE].") == (
+        ["Mary Ann", "Smith", "555-1234"],
+        ["FIRSTNAME", "LASTNAME", "PHONE"],
+    )
+    assert derive_pii("Paid on May 2, 2001, Ann.", "Paid on [DATE], [NAME].") == (
+        ["May 2, 2001", "Ann"],
+        ["DATE", "NAME"],
+    )
     assert derive_pii("Server 10.0.0.1.", "Server [IP].") == (["10.0.0.1"], ["IP"])
     assert derive_pii("Nothing to hide here.", "Nothing to hide here.") == ([], [])
 
 
 # ------------------------------------------------------------------------------------ metrics
-EXAMPLE = {"reference": "Call [NAME] at [PHONE].", "pii_values": ["Ann Lee", "555-123-4567"], "pii_types": ["NAME", "PHONE"]}
+EXAMPLE = {
+    "reference": "Call [NAME] at [PHONE].",
+    "pii_values": ["Ann Lee", "555-123-4567"],
+    "pii_types": ["NAME", "PHONE"],
+}
 
 
 def test_anonymization_metrics_on_hand_made_outputs():

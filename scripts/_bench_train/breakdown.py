@@ -1,5 +1,6 @@
 """The breakdown child: plad and TRL timed per batch on identical batches, interleaved, down to the
 LM head and the optimizer step, plus the padding of each reference-precompute schedule."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,16 +28,31 @@ def run_breakdown(work: Path, a: argparse.Namespace) -> dict[str, Any]:
 
     from plad.data.pair_datamodule import PairDataModule
     from plad.models.build import load_saved
-    from plad.module import DistillModule
+    from plad.training.modules import DistillModule
 
     datasets.disable_progress_bars()
     c = configs()
     torch.manual_seed(0)
-    module = DistillModule(str(work / "student"), c["loss"], lr=c["lr"], max_steps=100,
-                           warmup_steps=c["warmup_steps"], weight_decay=c["weight_decay"], optim=c["optim"])
-    dm = PairDataModule(work / "plad_pairs", module.tokenizer, False, inputs=module.loss_fn.inputs,
-                        batch_size=a.batch_size, max_prompt_tokens=c["max_prompt_tokens"],
-                        max_completion_tokens=c["max_completion_tokens"], val_size=0, seed=0)
+    module = DistillModule(
+        str(work / "student"),
+        c["loss"],
+        lr=c["lr"],
+        max_steps=100,
+        warmup_steps=c["warmup_steps"],
+        weight_decay=c["weight_decay"],
+        optim=c["optim"],
+    )
+    dm = PairDataModule(
+        work / "plad_pairs",
+        module.tokenizer,
+        False,
+        inputs=module.loss_fn.inputs,
+        batch_size=a.batch_size,
+        max_prompt_tokens=c["max_prompt_tokens"],
+        max_completion_tokens=c["max_completion_tokens"],
+        val_size=0,
+        seed=0,
+    )
     dm.prepare_data()
     dm.setup("fit")
     plad_rows = dm.train_dataset.with_format(columns=[x for x in dm.train_dataset.column_names if x != "id"])
@@ -44,15 +60,22 @@ def run_breakdown(work: Path, a: argparse.Namespace) -> dict[str, Any]:
 
     model, tok = load_saved(work / "student")
     model.train()
-    text = Dataset.from_dict({"prompt": [tok.bos_token + p for p in pairs["prompt"]],
-                              "chosen": list(pairs["chosen"]), "rejected": list(pairs["rejected"])})
-    trainer = DPOTrainer(model=model, args=_trl_config(work, a, c, 100), train_dataset=text.select(range(4)),
-                         processing_class=tok)
+    text = Dataset.from_dict(
+        {
+            "prompt": [tok.bos_token + p for p in pairs["prompt"]],
+            "chosen": list(pairs["chosen"]),
+            "rejected": list(pairs["rejected"]),
+        }
+    )
+    trainer = DPOTrainer(
+        model=model, args=_trl_config(work, a, c, 100), train_dataset=text.select(range(4)), processing_class=tok
+    )
     trl_rows = trainer._prepare_dataset(text, tok, trainer.args, "bench")
     trl_rows = trl_rows.add_column("ref_chosen_logps", list(pairs["ref_chosen_logp"]))
     trl_rows = trl_rows.add_column("ref_rejected_logps", list(pairs["ref_rejected_logp"]))
-    trl_rows = trl_rows.select_columns(["prompt_ids", "chosen_ids", "rejected_ids", "ref_chosen_logps",
-                                        "ref_rejected_logps"])
+    trl_rows = trl_rows.select_columns(
+        ["prompt_ids", "chosen_ids", "rejected_ids", "ref_chosen_logps", "ref_rejected_logps"]
+    )
     # TRL's forward with only the log-probs its loss needs (no entropy / mean logit / top-1 outputs).
     lean, _ = load_saved(work / "student")
     lean.train()
@@ -61,8 +84,8 @@ def run_breakdown(work: Path, a: argparse.Namespace) -> dict[str, Any]:
 
     n = len(plad_rows)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
-    batches = [order[i:i + a.batch_size] for i in range(0, n - a.batch_size + 1, a.batch_size)]
-    batches = batches[:a.breakdown_batches + 2]
+    batches = [order[i : i + a.batch_size] for i in range(0, n - a.batch_size + 1, a.batch_size)]
+    batches = batches[: a.breakdown_batches + 2]
 
     def plad_fb(idx: list[int]) -> None:
         batch = dm.collator([plad_rows[i] for i in idx])
@@ -77,8 +100,16 @@ def run_breakdown(work: Path, a: argparse.Namespace) -> dict[str, Any]:
         inputs = trainer.data_collator([trl_rows[i] for i in idx])
         mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(mask == 0, -100)
-        logp = lean(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels,
-                    fused_lm_head=True).log_probs[:, -(mask.shape[1] - 1):].sum(1)
+        logp = (
+            lean(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                labels=labels,
+                fused_lm_head=True,
+            )
+            .log_probs[:, -(mask.shape[1] - 1) :]
+            .sum(1)
+        )
         ch, rj = logp.chunk(2)
         h = (ch - inputs["ref_chosen_logps"]) - (rj - inputs["ref_rejected_logps"])
         (-F.logsigmoid(beta * h)).mean().backward()
@@ -92,26 +123,39 @@ def run_breakdown(work: Path, a: argparse.Namespace) -> dict[str, Any]:
         if b not in hidden:
             batch = dm.collator([plad_rows[i] for i in idx])
             with torch.no_grad():
-                hidden[b] = (module.student.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-                             .last_hidden_state, batch["labels"])
+                hidden[b] = (
+                    module.student.model(
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                    ).last_hidden_state,
+                    batch["labels"],
+                )
         h, labels = hidden[b]
         return h.detach().requires_grad_(), labels
 
     def plad_head(idx: list[int], b: int) -> None:
         h, labels = hidden_of(b, idx)
         keep = max(int((labels != -100).any(0).float().argmax()), 1)
-        logits = F.linear(h[:, keep - 1:], weight)[:, :-1]
+        logits = F.linear(h[:, keep - 1 :], weight)[:, :-1]
         targets = labels[:, keep:]
-        token_logp = -F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100,
-                                      reduction="none")
+        token_logp = -F.cross_entropy(
+            logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none"
+        )
         token_logp.sum().backward()
 
     def trl_head(idx: list[int], b: int) -> None:
         h, labels = hidden_of(b, idx)
         hs, lab = h[:, :-1], labels[:, 1:]
-        per = _ChunkedLogProbFunction.apply(hs.reshape(-1, hs.shape[-1]), weight, None, lab.clamp(min=0).reshape(-1),
-                                            1.0, _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0,
-                                            ("log_probs", "entropy", "mean_logits", "is_top1"))
+        per = _ChunkedLogProbFunction.apply(
+            hs.reshape(-1, hs.shape[-1]),
+            weight,
+            None,
+            lab.clamp(min=0).reshape(-1),
+            1.0,
+            _CHUNKED_LOGPROB_CHUNK_SIZE,
+            None,
+            1.0,
+            ("log_probs", "entropy", "mean_logits", "is_top1"),
+        )
         per[0].view(lab.shape).masked_fill(lab == -100, 0).sum().backward()
 
     # Optimizers as each loop builds them (plad: AdamW, 2 param groups; TRL/HF: its default optim).
@@ -129,8 +173,13 @@ def run_breakdown(work: Path, a: argparse.Namespace) -> dict[str, Any]:
         trl_opt.step()
         trl_opt.zero_grad()
 
-    fns = {"plad_fwd_bwd": plad_fb, "plad_opt": plad_opt_step, "trl_fwd_bwd": trl_fb, "trl_opt": trl_opt_step,
-           "trl_lean_fwd_bwd": lean_fb}
+    fns = {
+        "plad_fwd_bwd": plad_fb,
+        "plad_opt": plad_opt_step,
+        "trl_fwd_bwd": trl_fb,
+        "trl_opt": trl_opt_step,
+        "trl_lean_fwd_bwd": lean_fb,
+    }
     heads = {"plad_head": plad_head, "trl_head": trl_head}
     times: dict[str, list[float]] = {k: [] for k in [*fns, *heads]}
     for b, idx in enumerate(batches):
@@ -141,7 +190,7 @@ def run_breakdown(work: Path, a: argparse.Namespace) -> dict[str, Any]:
             if b >= 2:  # first two batches warm up
                 times[name].append(time.perf_counter() - t)
         lean.zero_grad()
-        for name in (heads if b % 2 == 0 else reversed(list(heads))):
+        for name in heads if b % 2 == 0 else reversed(list(heads)):
             for _ in range(3):
                 t = time.perf_counter()
                 heads[name](idx, b)
@@ -153,13 +202,14 @@ def run_breakdown(work: Path, a: argparse.Namespace) -> dict[str, Any]:
     lens_c = [len(r["prompt_ids"]) + len(r["chosen_ids"]) for r in trl_rows]
     lens_r = [len(r["prompt_ids"]) + len(r["rejected_ids"]) for r in trl_rows]
     plad_seqs = sorted(set(zip(pairs["prompt"], pairs["chosen"])) | set(zip(pairs["prompt"], pairs["rejected"])))
-    by_text = {(p, x): l for p, x, l in zip(pairs["prompt"], pairs["chosen"], lens_c)}
-    by_text |= {(p, x): l for p, x, l in zip(pairs["prompt"], pairs["rejected"], lens_r)}
+    by_text = {(p, x): n for p, x, n in zip(pairs["prompt"], pairs["chosen"], lens_c)}
+    by_text |= {(p, x): n for p, x, n in zip(pairs["prompt"], pairs["rejected"], lens_r)}
     plad_lens = sorted((by_text[k] for k in plad_seqs), reverse=True)
     rb = a.ref_batch_size
-    plad_ref_padded = sum(max(plad_lens[i:i + rb]) * len(plad_lens[i:i + rb]) for i in range(0, len(plad_lens), rb))
-    trl_ref_padded = sum(2 * len(lens_c[i:i + rb]) * max(lens_c[i:i + rb] + lens_r[i:i + rb])
-                         for i in range(0, len(lens_c), rb))
+    plad_ref_padded = sum(max(plad_lens[i : i + rb]) * len(plad_lens[i : i + rb]) for i in range(0, len(plad_lens), rb))
+    trl_ref_padded = sum(
+        2 * len(lens_c[i : i + rb]) * max(lens_c[i : i + rb] + lens_r[i : i + rb]) for i in range(0, len(lens_c), rb)
+    )
     real = sum(lens_c) + sum(lens_r)
     # LM-head positions per training batch: plad keeps logits from the batch's first completion
     # position (logits_to_keep); TRL on CPU (no Triton) scores every position of the padded batch.
@@ -171,6 +221,13 @@ def run_breakdown(work: Path, a: argparse.Namespace) -> dict[str, Any]:
         head_plad += labels.shape[0] * (labels.shape[1] - max(first, 1))
         head_trl += labels.shape[0] * (labels.shape[1] - 1)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"median_s": med, "n_batches": len(batches) - 2, "ref_tokens_real": real,
-            "ref_tokens_padded_plad": plad_ref_padded, "ref_tokens_padded_trl": trl_ref_padded,
-            "head_positions_plad": head_plad, "head_positions_trl": head_trl, "threads": torch.get_num_threads()}
+    return {
+        "median_s": med,
+        "n_batches": len(batches) - 2,
+        "ref_tokens_real": real,
+        "ref_tokens_padded_plad": plad_ref_padded,
+        "ref_tokens_padded_trl": trl_ref_padded,
+        "head_positions_plad": head_plad,
+        "head_positions_trl": head_trl,
+        "threads": torch.get_num_threads(),
+    }

@@ -1,5 +1,6 @@
 """Set-up shared by every process of the training benchmark: the configs both trainers take their
 settings from, the tokenizer + untrained student + text pairs, and the step timer."""
+
 from __future__ import annotations
 
 import time
@@ -16,12 +17,19 @@ def configs() -> dict[str, Any]:
     loss = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "loss" / "dpo.yaml"))
     distill = OmegaConf.load(ROOT / "configs" / "distill" / "default.yaml")
     trainer = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "trainer" / "cpu.yaml"))
-    # Optimizer, schedule and gradient clipping of both training stages (plad.optim).
+    # Optimizer, schedule and gradient clipping of both training stages (plad.training.optimizer).
     optim = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "optim" / "adamw.yaml"))
-    return {"max_prompt_tokens": int(task.max_prompt_tokens), "max_completion_tokens": int(task.max_new_tokens),
-            "loss": loss, "lr": float(loss["lr"]), "warmup_steps": int(distill.warmup_steps),
-            "weight_decay": float(distill.weight_decay), "trainer": trainer, "optim": optim,
-            "gradient_clip_val": float(optim["gradient_clip_val"])}
+    return {
+        "max_prompt_tokens": int(task.max_prompt_tokens),
+        "max_completion_tokens": int(task.max_new_tokens),
+        "loss": loss,
+        "lr": float(loss["lr"]),
+        "warmup_steps": int(distill.warmup_steps),
+        "weight_decay": float(distill.weight_decay),
+        "trainer": trainer,
+        "optim": optim,
+        "gradient_clip_val": float(optim["gradient_clip_val"]),
+    }
 
 
 def prepare(work: Path, n_pairs: int, n_train: int) -> str:
@@ -49,13 +57,22 @@ def prepare(work: Path, n_pairs: int, n_train: int) -> str:
 
     # Keep pairs nothing gets truncated in (prompt + BOS <= 128, completion + EOS <= 64): TRL only has a
     # total max_length, so truncation would otherwise make the two trainers see different sequences.
-    rows = [r for r in data["unlabeled"] if n_tokens(r["prompt"]) < c["max_prompt_tokens"]
-            and max(n_tokens(r["reference"]), n_tokens(r["text"])) < c["max_completion_tokens"]][:n_pairs]
+    rows = [
+        r
+        for r in data["unlabeled"]
+        if n_tokens(r["prompt"]) < c["max_prompt_tokens"]
+        and max(n_tokens(r["reference"]), n_tokens(r["text"])) < c["max_completion_tokens"]
+    ][:n_pairs]
     if len(rows) < n_pairs:
         raise SystemExit(f"only {len(rows)} of {2 * n_pairs} prompts fit the length limits, need {n_pairs}")
-    Dataset.from_dict({"id": [r["id"] for r in rows], "prompt": [r["prompt"] for r in rows],
-                       "chosen": [r["reference"] for r in rows], "rejected": [r["text"] for r in rows]}
-                      ).save_to_disk(str(work / "pairs_text"))
+    Dataset.from_dict(
+        {
+            "id": [r["id"] for r in rows],
+            "prompt": [r["prompt"] for r in rows],
+            "chosen": [r["reference"] for r in rows],
+            "rejected": [r["text"] for r in rows],
+        }
+    ).save_to_disk(str(work / "pairs_text"))
     return f"student {count_parameters(student) / 1e6:.2f}M params, vocab {len(tok)}"
 
 

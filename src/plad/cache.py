@@ -18,6 +18,7 @@ entry is never removed: a writer that finds one already in place (another proces
 discards its own temporary copy and the caller uses the winner's. ``locked`` lets a builder hold
 the lock for a whole build so a concurrent run of the same config waits and then reuses the entry.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -28,11 +29,12 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from plad.jsonable import plain
 
 MARKER = "COMPLETE"
 MARKER_FORMAT = 1  # bump when the marker layout changes: older entries are then rebuilt
@@ -42,33 +44,21 @@ _verified: dict[str, tuple[Any, ...]] = {}  # entry -> stat signature of its fil
 _held: dict[str, list[int]] = {}  # lock file -> [fd, depth] for the locks this process holds
 
 
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(obj, resolve=True)
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
 def fingerprint(*parts: Any, length: int = 16) -> str:
     """Stable hash of JSON-able parts (dicts, lists, DictConfigs, strings, numbers)."""
-    blob = json.dumps([_plain(p) for p in parts], sort_keys=True, default=str)
+    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
 # One version per cached stage. Bump a stage's version when what it writes changes: its entries are
 # rebuilt, and the stages after it follow because their keys include their inputs' keys.
 STAGE_VERSIONS = {
-    "data": "data-v1",                # task splits (the task's own CODE_VERSION covers its generator)
-    "tokenizers": "tokenizer-v1",     # trained or GGUF-converted tokenizers
-    "models": "sft-v2",               # SFT'd teacher / initial student (v2: chosen on validation)
-    "pairs": "pairs-v2",              # pseudo-preference pairs (v2: generated token ids + finished flags)
+    "data": "data-v1",  # task splits (the task's own CODE_VERSION covers its generator)
+    "tokenizers": "tokenizer-v1",  # trained or GGUF-converted tokenizers
+    "models": "sft-v2",  # SFT'd teacher / initial student (v2: chosen on validation)
+    "pairs": "pairs-v2",  # pseudo-preference pairs (v2: generated token ids + finished flags)
     "pair_tokens": "pair-tokens-v2",  # a pair set tokenised for one tokenizer and length budget (v2: ids)
-    "eval": "eval-v2",                # outputs of fixed models on the evaluation split (v2: decoding keys)
+    "eval": "eval-v2",  # outputs of fixed models on the evaluation split (v2: decoding keys)
 }
 
 

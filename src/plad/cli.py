@@ -1,4 +1,5 @@
 """Entry point: ``python train.py [overrides]`` or ``plad-train [overrides]``."""
+
 from __future__ import annotations
 
 import os
@@ -64,8 +65,11 @@ def _launch(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     rc = launch(cfg, list(hc.overrides.task), cfg.paths.output_dir, hc.job.name)
     if rc != 0:
-        print(f"error: a process of the {cfg.trainer.devices}-process run exited with status {rc} "
-              f"(logs: {cfg.paths.output_dir})", file=sys.stderr)
+        print(
+            f"error: a process of the {cfg.trainer.devices}-process run exited with status {rc} "
+            f"(logs: {cfg.paths.output_dir})",
+            file=sys.stderr,
+        )
         sys.exit(rc)
 
 

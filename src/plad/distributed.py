@@ -10,15 +10,18 @@ stages then use three patterns:
 * one distributed Lightning fit over all ranks (SFT, distillation), rank 0 saving the result;
 * ``is_main()`` guards for everything written once (metrics, plots, samples, summary, W&B).
 """
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from plad.checks import InputError
+
+from plad.checks import InputError, integer
 
 T = TypeVar("T")
 
@@ -90,8 +93,7 @@ def processes(trainer_cfg: DictConfig) -> int:
     if not any(name.startswith(s) for s in MULTI_PROCESS):
         return 1
     devices = trainer_cfg.get("devices", 1)
-    if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
-        raise InputError(f"trainer.devices: expected an int >= 1 under strategy {name!r}, got {devices!r}")
+    integer(devices, f"trainer.devices (strategy {name!r})")
     return devices * int(trainer_cfg.get("num_nodes", 1))
 
 
@@ -108,8 +110,11 @@ def connect(cfg: DictConfig) -> None:
 
 def launched_externally() -> bool:
     """True inside torchrun / srun / our own launch: the processes exist, do not start more."""
-    return "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ or (
-        "SLURM_NTASKS" in os.environ and int(os.environ["SLURM_NTASKS"]) > 1)
+    return (
+        "LOCAL_RANK" in os.environ
+        or "TORCHELASTIC_RUN_ID" in os.environ
+        or ("SLURM_NTASKS" in os.environ and int(os.environ["SLURM_NTASKS"]) > 1)
+    )
 
 
 def launch(cfg: DictConfig, overrides: list[str], run_dir: str, job_name: str = "train") -> int:
@@ -117,11 +122,24 @@ def launch(cfg: DictConfig, overrides: list[str], run_dir: str, job_name: str = 
     ``run_dir`` (this job's directory: no second Hydra output dir), and wait for them."""
     n = processes(cfg.trainer)
     if int(cfg.trainer.get("num_nodes", 1)) > 1:
-        raise InputError("trainer.num_nodes: a multi-node run is started by torchrun or srun on every node "
-                         "(README, 'Several processes, GPUs and nodes'), not from one process")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-           "-m", "plad.cli", *overrides, f"hydra.run.dir={run_dir}", "hydra.mode=RUN", "hydra.output_subdir=null",
-           f"hydra.job.name={job_name}"]
+        raise InputError(
+            "trainer.num_nodes: a multi-node run is started by torchrun or srun on every node "
+            "(README, 'Several processes, GPUs and nodes'), not from one process"
+        )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={n}",
+        "-m",
+        "plad.cli",
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+        "hydra.mode=RUN",
+        "hydra.output_subdir=null",
+        f"hydra.job.name={job_name}",
+    ]
     env = dict(os.environ)
     if cfg.trainer.get("accelerator") == "cpu":  # N processes share the cores: one thread each
         env.setdefault("OMP_NUM_THREADS", "1")
@@ -138,10 +156,16 @@ def _devices_ok(devices: Any) -> bool:
     if isinstance(devices, int):
         return devices >= 1 or devices == -1
     if isinstance(devices, str):
-        return devices == "auto" or all(p.strip().isdigit() for p in devices.split(",") if p.strip()) and \
-            any(p.strip() for p in devices.split(","))
-    return isinstance(devices, (list, tuple, ListConfig)) and len(devices) > 0 and all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+        return (
+            devices == "auto"
+            or all(p.strip().isdigit() for p in devices.split(",") if p.strip())
+            and any(p.strip() for p in devices.split(","))
+        )
+    return (
+        isinstance(devices, (list, tuple, ListConfig))
+        and len(devices) > 0
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+    )
 
 
 def check_trainer(trainer_cfg: DictConfig) -> None:
@@ -149,17 +173,17 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
     when the first stage builds its Trainer, after the data and maybe SFT). trainer.precision is
     checked by ``plad.models.precision.canonical_precision``."""
     if not _devices_ok(trainer_cfg.get("devices", "auto")):
-        raise InputError(f"trainer.devices: expected a count >= 1, -1, 'auto' or GPU indices, "
-                         f"got {trainer_cfg.get('devices')!r}")
+        raise InputError(
+            f"trainer.devices: expected a count >= 1, -1, 'auto' or GPU indices, got {trainer_cfg.get('devices')!r}"
+        )
     nodes = trainer_cfg.get("num_nodes", 1)
-    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
-        raise InputError(f"trainer.num_nodes: expected an int >= 1, got {nodes!r}")
+    integer(nodes, "trainer.num_nodes")
     if trainer_cfg.get("accelerator", "auto") not in ACCELERATORS:
-        raise InputError(f"trainer.accelerator: expected one of {list(ACCELERATORS)}, "
-                         f"got {trainer_cfg.get('accelerator')!r}")
+        raise InputError(
+            f"trainer.accelerator: expected one of {list(ACCELERATORS)}, got {trainer_cfg.get('accelerator')!r}"
+        )
     every = trainer_cfg.get("log_every_n_steps", 1)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise InputError(f"trainer.log_every_n_steps: expected an int >= 1, got {every!r}")
+    integer(every, "trainer.log_every_n_steps")
     check_strategy(trainer_cfg)
 
 
@@ -169,14 +193,17 @@ def check_strategy(trainer_cfg: DictConfig) -> None:
     processes(trainer_cfg)  # validates trainer.devices
     sharded = name.startswith(("fsdp", "deepspeed"))
     if sharded and trainer_cfg.get("accelerator") == "cpu":
-        raise InputError(f"trainer.accelerator: strategy {name!r} runs on GPUs only (Lightning); expected 'gpu', "
-                         "got 'cpu' (CPU processes: trainer=ddp_sim)")
+        raise InputError(
+            f"trainer.accelerator: strategy {name!r} runs on GPUs only (Lightning); expected 'gpu', "
+            "got 'cpu' (CPU processes: trainer=ddp_sim)"
+        )
     if name.startswith("deepspeed"):
         try:
             import deepspeed  # noqa: F401
         except ModuleNotFoundError:
-            raise InputError(f"trainer.strategy: {name!r} needs DeepSpeed, an optional extra: "
-                             "pip install 'plad[deepspeed]'") from None
+            raise InputError(
+                f"trainer.strategy: {name!r} needs DeepSpeed, an optional extra: pip install 'plad[deepspeed]'"
+            ) from None
 
 
 def fsdp_strategy(wrap: list[str], **kwargs: Any) -> Any:

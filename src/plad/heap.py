@@ -13,12 +13,13 @@ The cost is resident memory: up to ``TOP_PAD_BYTES`` of freed heap stays mapped 
 allocator's bookkeeping changes; no number a run computes does (metrics of the default were
 bit-identical with and without it).
 """
+
 from __future__ import annotations
 
 import ctypes
 import sys
 
-M_TOP_PAD = -2          # glibc <malloc.h>
+M_TOP_PAD = -2  # glibc <malloc.h>
 TOP_PAD_BYTES = 1 << 30
 
 

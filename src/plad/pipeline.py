@@ -3,24 +3,30 @@ distillation -> evaluation. Each stage is a module of ``plad.stages`` with the s
 upstream references in, a reference out); stages 2-4 are cached under content fingerprints, so a
 multirun over losses at one seed pays only for distillation and evaluation. A stage left out of
 ``stages`` must find its output in the cache (``plad.stages.plan``)."""
+
 from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from omegaconf import DictConfig
 
 import plad.resolvers  # noqa: F401  (${wandb_offline:} in logger configs, also for in-process callers)
 from plad import distributed
 from plad.cache import sweep as cache_sweep
-from plad.loggers import open_loggers
-from plad.stages import data as data_stage, distill as distill_stage, evaluate as evaluate_stage, plan
-from plad.stages import pairs as pairs_stage, sft as sft_stage
-from plad.stages.preflight import is_oracle_run, preflight
 from plad.run_summary import print_summary, write_run_summary
+from plad.stages import data as data_stage
+from plad.stages import distill as distill_stage
+from plad.stages import evaluate as evaluate_stage
+from plad.stages import pairs as pairs_stage
+from plad.stages import plan
+from plad.stages import sft as sft_stage
+from plad.stages.preflight import is_oracle_run, preflight
+from plad.training.loggers import open_loggers
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -40,10 +46,18 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     with timed("data"):
         data = distributed.main_first(lambda: data_stage.run(cfg, task, cache))
     teacher, student0 = (sft_stage.entry(cfg, role, task, cache) for role in ("teacher", "student"))
-    plan.check_inputs(stages, loss_cls, {  # an input neither listed nor cached fails now, in one line
-        "sft": lambda: next((str(r.path) for r in (teacher, student0) if not r.reused), None),
-        "pairs": lambda: None if pairs_stage.run(cfg, teacher, student0, data, task, cache, lookup_only=True)
-        else "the pair set of this configuration"})
+    plan.check_inputs(
+        stages,
+        loss_cls,
+        {  # an input neither listed nor cached fails now, in one line
+            "sft": lambda: next((str(r.path) for r in (teacher, student0) if not r.reused), None),
+            "pairs": lambda: (
+                None
+                if pairs_stage.run(cfg, teacher, student0, data, task, cache, lookup_only=True)
+                else "the pair set of this configuration"
+            ),
+        },
+    )
 
     with timed("sft"):
         teacher, student0 = (sft_stage.run(cfg, role, task, data, cache, run_dir) for role in ("teacher", "student"))
@@ -65,8 +79,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         if "evaluate" in stages:
             with timed("evaluate"):
                 extra = {"oracle": results["oracle"], "diagnostics": results["diagnostics"]}
-                results["metrics"] = evaluate_stage.run(cfg, task, data, systems, cache, run_dir, loggers,
-                                                        extra)
+                results["metrics"] = evaluate_stage.run(cfg, task, data, systems, cache, run_dir, loggers, extra)
     results["timings"]["total"] = time.perf_counter() - start
     results["systems"] = {k: str(v.path) for k, v in systems.items()}
     write_run_summary(run_dir, results, cfg)
@@ -96,4 +109,5 @@ def _timer(timings: dict[str, float]):
         t = time.perf_counter()
         yield
         timings[stage] = time.perf_counter() - t
+
     return timed

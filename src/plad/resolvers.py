@@ -1,9 +1,11 @@
 """OmegaConf resolvers the configs use; importing this module registers them (idempotent)."""
+
 from __future__ import annotations
 
 import os
 
 from omegaconf import OmegaConf
+
 from plad.checks import InputError
 
 
@@ -26,8 +28,10 @@ def run_time() -> str:
     if env_world() > 1:
         run_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID", "none")
         if run_id == "none":
-            raise InputError("hydra.run.dir: the processes of this launch share no run id; start torchrun with "
-                             "--standalone or --rdzv-id=<id>, or pass hydra.run.dir=<dir>")
+            raise InputError(
+                "hydra.run.dir: the processes of this launch share no run id; start torchrun with "
+                "--standalone or --rdzv-id=<id>, or pass hydra.run.dir=<dir>"
+            )
         step = os.environ.get("SLURM_STEP_ID")
         return f"launch-{run_id}" + (f".{step}" if step else "")
     return datetime.datetime.now().strftime("%H-%M-%S.%f")

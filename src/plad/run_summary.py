@@ -1,6 +1,7 @@
 """The short table printed at the end of every run: each system's metrics (main metric, exact
 match, leak rate and degenerate share first), the pseudo-label noise of the pairs, and where the
 run's outputs are."""
+
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from plad.cache import atomic_write
+from plad.tasks.base import Task
 
 HEADLINE = ("exact_match", "leak_rate", "degenerate")
 NOISE_KEYS = ("student_wins", "ties", "teacher_quality", "student_quality", "n_pairs")
@@ -28,7 +30,7 @@ def summary_columns(main_metric: str, systems: dict[str, dict[str, Any]], max_co
     (the numbers a reader checks first), then the other metrics in their order, up to ``max_columns``."""
     seen = list(dict.fromkeys(k for m in systems.values() for k in m if isinstance(m.get(k), (int, float))))
     first = [main_metric] + [k for k in HEADLINE if k in seen and k != main_metric]
-    return (first + [k for k in seen if k not in first])[:max(max_columns, len(first))]
+    return (first + [k for k in seen if k not in first])[: max(max_columns, len(first))]
 
 
 def write_run_summary(run_dir: Path, results: dict[str, Any], cfg: DictConfig) -> None:
@@ -39,7 +41,7 @@ def write_run_summary(run_dir: Path, results: dict[str, Any], cfg: DictConfig) -
     atomic_write(run_dir / "run_summary.json", json.dumps(summary, indent=2, default=str))
 
 
-def print_summary(task: Any, results: dict[str, Any], run_dir: Path, timings: dict[str, float]) -> None:
+def print_summary(task: Task, results: dict[str, Any], run_dir: Path, timings: dict[str, float]) -> None:
     console = Console()
     metrics = results.get("metrics") or {}
     systems: dict[str, dict[str, float]] = metrics.get("systems", {})
@@ -50,8 +52,10 @@ def print_summary(task: Any, results: dict[str, Any], run_dir: Path, timings: di
         oracle = " [ORACLE: used references of the unlabeled prompts]" if metrics.get("oracle") else ""
         # Metrics as rows, systems as columns: a few short system names fit any width, so no
         # metric name is ever cut (rich truncates wide tables when stdout is not a terminal).
-        table = Table(title=f"{task.name}: {metrics.get('split', 'test')} metrics{mode} "
-                            f"({task.main_metric}: {arrow} is better){oracle}")
+        table = Table(
+            title=f"{task.name}: {metrics.get('split', 'test')} metrics{mode} "
+            f"({task.main_metric}: {arrow} is better){oracle}"
+        )
         table.add_column("metric", no_wrap=True)
         for name in systems:
             table.add_column(name, justify="right", no_wrap=True)
@@ -64,7 +68,7 @@ def print_summary(task: Any, results: dict[str, Any], run_dir: Path, timings: di
         for name, c in cal.items():
             if isinstance(c, dict) and "spearman" in c:  # None when no prompt had distinct candidates
                 console.print(f"calibration {name}: spearman {_fmt(c['spearman'])}, rank acc {_fmt(c.get('rank_acc'))}")
-    noise = ((metrics.get("diagnostics") or {}).get("pseudo_label_noise") or {})
+    noise = (metrics.get("diagnostics") or {}).get("pseudo_label_noise") or {}
     if noise:
         console.print("pseudo-label noise: " + ", ".join(f"{k} {_fmt(noise.get(k))}" for k in NOISE_KEYS if k in noise))
     stats = (results.get("pairs") or {}).get("stats")

@@ -8,9 +8,10 @@ stay far below what a real defect changes (one token more or less moves a summed
 by a whole token's log-probability, about a nat; a wrong reference or a per-rank normalisation
 moves weights by a sizeable share of what training moved them).
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -28,8 +29,12 @@ def _tensor(x: Tensor | Sequence[Number] | Number) -> Tensor:
 LOGIT_SCALE = 16.0
 
 
-def sum_tolerance(values: Tensor | Sequence[Number] | Number, n_terms: Tensor | Sequence[Number] | Number,
-                  dtype: torch.dtype = torch.float32, logit_scale: float = LOGIT_SCALE) -> Tensor:
+def sum_tolerance(
+    values: Tensor | Sequence[Number] | Number,
+    n_terms: Tensor | Sequence[Number] | Number,
+    dtype: torch.dtype = torch.float32,
+    logit_scale: float = LOGIT_SCALE,
+) -> Tensor:
     """Bound on |a - b| for two ``dtype`` computations of a summed log-probability of ``n_terms``
     tokens along different paths (batch shape, padding, kernels).
 
@@ -49,25 +54,39 @@ def _excess(actual, expected, n_terms, dtype) -> tuple[Tensor, Tensor, Tensor, T
     return ((a - e).abs() - tol).flatten(), a.flatten(), e.flatten(), tol.flatten()
 
 
-def sums_close(actual: Tensor | Sequence[Number] | Number, expected: Tensor | Sequence[Number] | Number,
-               n_terms: Tensor | Sequence[Number] | Number, dtype: torch.dtype = torch.float32) -> bool:
+def sums_close(
+    actual: Tensor | Sequence[Number] | Number,
+    expected: Tensor | Sequence[Number] | Number,
+    n_terms: Tensor | Sequence[Number] | Number,
+    dtype: torch.dtype = torch.float32,
+) -> bool:
     """Every element of ``actual`` within ``sum_tolerance`` of ``expected``."""
     return bool((_excess(actual, expected, n_terms, dtype)[0] <= 0).all())
 
 
-def assert_sums_close(actual: Tensor | Sequence[Number] | Number, expected: Tensor | Sequence[Number] | Number,
-                      n_terms: Tensor | Sequence[Number] | Number, dtype: torch.dtype = torch.float32,
-                      what: str = "summed log-probabilities") -> None:
+def assert_sums_close(
+    actual: Tensor | Sequence[Number] | Number,
+    expected: Tensor | Sequence[Number] | Number,
+    n_terms: Tensor | Sequence[Number] | Number,
+    dtype: torch.dtype = torch.float32,
+    what: str = "summed log-probabilities",
+) -> None:
     """``sums_close``, failing with the worst element and its bound."""
     excess, a, e, tol = _excess(actual, expected, n_terms, dtype)
     if excess.numel() and float(excess.max()) > 0:
         i = int(excess.argmax())
-        raise AssertionError(f"{what}: element {i} differs by {float((a[i] - e[i]).abs()):.3g} > bound "
-                             f"{float(tol[i]):.3g} ({float(a[i])!r} vs {float(e[i])!r})")
+        raise AssertionError(
+            f"{what}: element {i} differs by {float((a[i] - e[i]).abs()):.3g} > bound "
+            f"{float(tol[i]):.3g} ({float(a[i])!r} vs {float(e[i])!r})"
+        )
 
 
-def assert_means_close(actual: Tensor | Sequence[Number] | Number, expected: Tensor | Sequence[Number] | Number,
-                       n_terms: Tensor | Sequence[Number] | Number, dtype: torch.dtype = torch.float32) -> None:
+def assert_means_close(
+    actual: Tensor | Sequence[Number] | Number,
+    expected: Tensor | Sequence[Number] | Number,
+    n_terms: Tensor | Sequence[Number] | Number,
+    dtype: torch.dtype = torch.float32,
+) -> None:
     """Mean (length-normalised) log-probabilities: their sums within ``sum_tolerance``."""
     n = _tensor(n_terms).clamp(min=1)
     assert_sums_close(_tensor(actual) * n, _tensor(expected) * n, n, dtype, what="mean log-probabilities x length")

@@ -4,6 +4,7 @@ cache. Cases run in-process through ``plad.pipeline.run`` (the entry point's cod
 generation replaced by tripwires; two representative ones also run as real processes (started first,
 so their start-up overlaps the in-process cases). An unknown group option (``loss=nope``) is Hydra's
 own error with the list of choices (README); a class name that does not import is covered here."""
+
 import copy
 import json
 import subprocess
@@ -11,14 +12,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import forkserver
 import pytest
-from conftest import compose_run_config
-from helpers import HANG_S
+from helpers import HANG_S, forkserver
+from helpers.configs import compose_run_config
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["debug=fast", "task.n_train=8", "model.student.sft.train_examples=4", "task.n_unlabeled=4", "task.n_validation=2",
-         "task.n_test=2"]
+SMALL = [
+    "debug=fast",
+    "task.n_train=8",
+    "model.student.sft.train_examples=4",
+    "task.n_unlabeled=4",
+    "task.n_validation=2",
+    "task.n_test=2",
+]
 NO_SCORER = "pairs.scorer=null"  # the default scorer needs a white-box teacher, not a teacher file
 
 
@@ -31,8 +37,10 @@ class Truncated(str):
 
 
 def rows(n: int = 16, **overrides) -> list[dict]:
-    out = [{"uid": f"u{i}", "source_text": f"Call Ann Lee{i} at 555-01{i:02d}.",
-            "target_text": "Call [NAME] at [PHONE]."} for i in range(n)]
+    out = [
+        {"uid": f"u{i}", "source_text": f"Call Ann Lee{i} at 555-01{i:02d}.", "target_text": "Call [NAME] at [PHONE]."}
+        for i in range(n)
+    ]
     for i, row in overrides.items():
         out[int(i[1:])].update(row)
     return out
@@ -45,14 +53,15 @@ def jsonl(rows_: list) -> str:
 FILES = {
     "empty.jsonl": "",
     "columns.jsonl": jsonl([{"text": r["source_text"], "target_text": r["target_text"]} for r in rows()]),
-    "latin1.jsonl": jsonl(rows()[:2]).encode() + b'{"source_text": "caf\xe9", "target_text": "x"}\n'
-                    + jsonl(rows()[3:]).encode(),
+    "latin1.jsonl": jsonl(rows()[:2]).encode()
+    + b'{"source_text": "caf\xe9", "target_text": "x"}\n'
+    + jsonl(rows()[3:]).encode(),
     "malformed.jsonl": jsonl(rows()[:4]) + '{"source_text": "a", "target_text"\n' + jsonl(rows()[5:]),
     "dupes.jsonl": jsonl(rows(r7={"uid": "u3"})),
     "null.jsonl": jsonl(rows(r5={"source_text": None})),
     "numbers.jsonl": jsonl([{**r, "source_text": i} for i, r in enumerate(rows())]),
-    "nan.csv": "source_text,target_text\n" + "".join(
-        f"{r['source_text']},{'NaN' if i == 6 else r['target_text']}\n" for i, r in enumerate(rows())),
+    "nan.csv": "source_text,target_text\n"
+    + "".join(f"{r['source_text']},{'NaN' if i == 6 else r['target_text']}\n" for i, r in enumerate(rows())),
     "notes.txt": "not data\n",
     "long.jsonl": jsonl(rows(r2={"source_text": "word " * 2000})),
     "teacher_ok.jsonl": jsonl([{"id": "x", "output": "y"}]),
@@ -72,16 +81,26 @@ BAD_INPUTS = [
     ("negative distill steps", ["distill.max_steps=-1"], "distill.max_steps"),
     ("zero n_train", ["task.n_train=0"], "task.n_train"),
     ("devices that are not a count", ["trainer.devices=abc"], "trainer.devices"),
-    ("prompt and completion past the positions", ["task.max_prompt_tokens=480", "task.max_new_tokens=64",
-                                                   "model.teacher.pretrain=null", "model.student.pretrain=null"],
-     "task.max_prompt_tokens|480 + 64"),
+    (
+        "prompt and completion past the positions",
+        [
+            "task.max_prompt_tokens=480",
+            "task.max_new_tokens=64",
+            "model.teacher.pretrain=null",
+            "model.student.pretrain=null",
+        ],
+        "task.max_prompt_tokens|480 + 64",
+    ),
     ("copy pretraining past the positions", ["task.max_prompt_tokens=300"], "task.max_prompt_tokens|pretrain"),
     ("unknown accelerator", ["trainer.accelerator=npu"], "trainer.accelerator"),
     ("unknown precision", ["trainer.precision=17"], "trainer.precision"),
     ("zero nodes", ["+trainer.num_nodes=0"], "trainer.num_nodes"),
     ("misspelled calibration system", ["eval.calibration.systems=[student,studnet]"], "eval.calibration.systems"),
-    ("label budget over n_train", ["task.n_train=8", "model.student.sft.train_examples=9"],
-     "model.student.sft.train_examples"),
+    (
+        "label budget over n_train",
+        ["task.n_train=8", "model.student.sft.train_examples=9"],
+        "model.student.sft.train_examples",
+    ),
     ("zero label budget", ["model.student.sft.train_examples=0"], "model.student.sft.train_examples"),
     ("zero task label budget", ["task.student_labels=0"], "task.student_labels"),
     ("unknown SFT monitor", ["model.student.sft.monitor=bleu"], "model.student.sft.monitor"),
@@ -107,23 +126,41 @@ BAD_INPUTS = [
     ("unknown stage", ["stages=[sft,pairs,distill,eval]"], "stages"),
     ("unknown task argument", ["+task.n_trian=5"], "task"),
     ("unknown loss class", ["loss._target_=plad.losses.nope.NopeLoss"], "loss._target_"),
-    ("unknown scorer class", ["pairs.scorer._target_=plad.pairs.scorers.NopeScorer"], "pairs.scorer._target_"),
+    ("unknown scorer class", ["pairs.scorer._target_=plad.pairs.quality.NopeScorer"], "pairs.scorer._target_"),
     # -- generation backends: vLLM is an optional extra (and needs a GPU): one line, before any stage
     ("vllm backend on this machine", ["generation=vllm"], "generation=vllm"),
-    ("vllm memory share above one", ["generation=vllm", "generation.gpu_memory_utilization=1.5"],
-     "generation.gpu_memory_utilization"),
+    (
+        "vllm memory share above one",
+        ["generation=vllm", "generation.gpu_memory_utilization=1.5"],
+        "generation.gpu_memory_utilization",
+    ),
     # -- models
     ("missing pretrained dir", ["model.teacher.pretrained=./no/such/model"], "model.teacher.pretrained"),
-    ("pretrained dir without weights", ["model.teacher.pretrained={d}/no_weights"],
-     "model.teacher.pretrained|no_weights"),
-    ("tokenizer larger than the model's vocabulary", ["model.teacher.pretrained={d}/vocab_mismatch"],
-     "model.teacher.pretrained|vocab_mismatch"),
-    ("kd with a black-box teacher file", ["loss=kd", NO_SCORER, "pairs.teacher_outputs={d}/teacher_ok.jsonl"],
-     "pairs.teacher_outputs"),
-    ("kd with a trained vs a pretrained tokenizer", ["loss=kd", "model.teacher.pretrained={d}/model_a"],
-     "model.tokenizer.pretrained"),
-    ("kd with two pretrained vocabularies", ["loss=kd", "model.teacher.pretrained={d}/model_a",
-                                             "model.student.pretrained={d}/model_b"], "model.student.pretrained"),
+    (
+        "pretrained dir without weights",
+        ["model.teacher.pretrained={d}/no_weights"],
+        "model.teacher.pretrained|no_weights",
+    ),
+    (
+        "tokenizer larger than the model's vocabulary",
+        ["model.teacher.pretrained={d}/vocab_mismatch"],
+        "model.teacher.pretrained|vocab_mismatch",
+    ),
+    (
+        "kd with a black-box teacher file",
+        ["loss=kd", NO_SCORER, "pairs.teacher_outputs={d}/teacher_ok.jsonl"],
+        "pairs.teacher_outputs",
+    ),
+    (
+        "kd with a trained vs a pretrained tokenizer",
+        ["loss=kd", "model.teacher.pretrained={d}/model_a"],
+        "model.tokenizer.pretrained",
+    ),
+    (
+        "kd with two pretrained vocabularies",
+        ["loss=kd", "model.teacher.pretrained={d}/model_a", "model.student.pretrained={d}/model_b"],
+        "model.student.pretrained",
+    ),
     # -- data files (task.source)
     ("missing data file", [SRC + "missing.jsonl"], "task.source|missing.jsonl"),
     ("unsupported data format", [SRC + "notes.txt"], "task.source|notes.txt"),
@@ -145,8 +182,11 @@ BAD_INPUTS = [
     ("malformed teacher line", ["pairs.teacher_outputs={d}/teacher_malformed.jsonl"], "pairs.teacher_outputs|line 2"),
     ("empty teacher output", ["pairs.teacher_outputs={d}/teacher_empty_output.jsonl"], "pairs.teacher_outputs|line 2"),
     # needs the loaded splits: checked by plad.stages.preflight.load_checked, before they are cached
-    ("teacher output for an unknown id", [NO_SCORER, "pairs.teacher_outputs={d}/teacher_unknown_id.jsonl"],
-     "pairs.teacher_outputs|no-such-prompt"),
+    (
+        "teacher output for an unknown id",
+        [NO_SCORER, "pairs.teacher_outputs={d}/teacher_unknown_id.jsonl"],
+        "pairs.teacher_outputs|no-such-prompt",
+    ),
 ]
 
 
@@ -162,11 +202,23 @@ def data_dir(tmp_path_factory) -> Path:
         (d / name).write_bytes(content if isinstance(content, bytes) else content.encode())
     corpus = [r["source_text"] + " " + r["target_text"] for r in rows()] * 4
     tok_a, tok_b = train_tokenizer(corpus, 300), train_tokenizer(corpus, 290)
-    spec = OmegaConf.create({"config": {"_target_": "transformers.LlamaConfig", "hidden_size": 8,
-                                        "intermediate_size": 16, "num_hidden_layers": 1,
-                                        "num_attention_heads": 2, "num_key_value_heads": 2}})
-    for name, tok, sized_for in [("model_a", tok_a, tok_a), ("model_b", tok_b, tok_b),
-                                 ("vocab_mismatch", tok_a, tok_b)]:  # 300 tokens, embedding of 290
+    spec = OmegaConf.create(
+        {
+            "config": {
+                "_target_": "transformers.LlamaConfig",
+                "hidden_size": 8,
+                "intermediate_size": 16,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+            }
+        }
+    )
+    for name, tok, sized_for in [
+        ("model_a", tok_a, tok_a),
+        ("model_b", tok_b, tok_b),
+        ("vocab_mismatch", tok_a, tok_b),
+    ]:  # 300 tokens, embedding of 290
         save_model(build_model(spec, sized_for, seed=0), tok, d / name)
     (d / "no_weights").mkdir()
     tok_a.save_pretrained(d / "no_weights")
@@ -177,14 +229,14 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def tripwires(monkeypatch):
     """SFT and generation raise ``Reached``: a case that gets that far failed to stop early."""
-    import plad.generation
-    import plad.fit
+    import plad.backends.hf_sampling
+    import plad.training.trainer
 
     def reached(*args, **kwargs):
         raise Reached("an expensive stage started")
 
-    monkeypatch.setattr(plad.fit, "fit_sft", reached)
-    monkeypatch.setattr(plad.generation, "generate", reached)
+    monkeypatch.setattr(plad.training.trainer, "fit_sft", reached)
+    monkeypatch.setattr(plad.backends.hf_sampling, "generate", reached)
 
 
 CONFIGS = ROOT / "configs"
@@ -200,7 +252,8 @@ def configure(log_dir: Path, run_dir: Path, *overrides: str) -> Any:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(
-        [f"paths.log_dir={log_dir}", f"paths.output_dir={run_dir}", *overrides])
+        [f"paths.log_dir={log_dir}", f"paths.output_dir={run_dir}", *overrides]
+    )
     groups = tuple(o.input_line for o in parsed if o.key_or_group in GROUPS)
     if groups not in _composed:
         _composed[groups] = compose_run_config(log_dir, run_dir, *groups)
@@ -220,11 +273,10 @@ def test_catalogue_is_large_and_unique():
 
 
 @pytest.mark.parametrize("overrides, expected", [pytest.param(o, e, id=n) for n, o, e in BAD_INPUTS])
-def test_bad_input_stops_before_expensive_work(overrides, expected, data_dir, processes, tmp_path, tripwires,
-                                               caplog):
+def test_bad_input_stops_before_expensive_work(overrides, expected, data_dir, processes, tmp_path, tripwires, caplog):
     """``processes`` is only requested to start the real processes early."""
-    from plad.pipeline import run
     from plad.cli import input_error
+    from plad.pipeline import run
 
     log_dir = tmp_path / "logs"
     (tmp_path / "run").mkdir()
@@ -253,8 +305,13 @@ def test_load_checked_stops_before_caching(data_dir, tmp_path):
     """The data-dependent check (teacher file vs unlabeled prompts) runs before the splits are cached."""
     from plad.stages.preflight import load_checked, preflight
 
-    cfg = configure(tmp_path / "logs", tmp_path / "run", "debug=fast", NO_SCORER,
-                    f"pairs.teacher_outputs={data_dir}/teacher_unknown_id.jsonl")
+    cfg = configure(
+        tmp_path / "logs",
+        tmp_path / "run",
+        "debug=fast",
+        NO_SCORER,
+        f"pairs.teacher_outputs={data_dir}/teacher_unknown_id.jsonl",
+    )
     task, _ = preflight(cfg)
     with pytest.raises(ValueError, match=r"^pairs\.teacher_outputs: 1 rows match no prompt \(first ids: no-such"):
         load_checked(cfg, task, tmp_path / "logs" / "cache")
@@ -281,10 +338,19 @@ def processes(data_dir, tmp_path_factory):
     root, procs = tmp_path_factory.mktemp("processes"), {}
     for name, overrides in PROCESSES.items():
         log_dir = root / name.replace(" ", "_")
-        cmd = [sys.executable, "train.py", "debug=fast", f"paths.log_dir={log_dir}",
-               *[o.format(d=data_dir) for o in overrides]]
-        procs[name] = (log_dir, forkserver.start(cmd, cwd=ROOT, env=forkserver.env(), stdout=subprocess.DEVNULL,
-                                                  stderr=subprocess.PIPE, text=True))
+        cmd = [
+            sys.executable,
+            "train.py",
+            "debug=fast",
+            f"paths.log_dir={log_dir}",
+            *[o.format(d=data_dir) for o in overrides],
+        ]
+        procs[name] = (
+            log_dir,
+            forkserver.start(
+                cmd, cwd=ROOT, env=forkserver.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            ),
+        )
     yield procs
     for _, proc in procs.values():
         try:

@@ -2,15 +2,16 @@
 finish with the same metrics, the cache ends with one whole entry per stage (every COMPLETE manifest
 verifies), nothing was discarded as damaged, and no temp copy, lock or partial dir is left over.
 The pair stage is built once: the second process waits for the first one's entry and reuses it."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from helpers import HANG_S
 from train_process import Job, results, reused, run
 
 from plad.cache import MARKER, verify
-from helpers import HANG_S
 
 ENTRIES = {"data": 1, "tokenizers": 1, "models": 4, "pairs": 1, "eval": 2}  # debug=fast: one per stage/system
 # (models: the teacher and the student, and the copy-pretrained start of each)
@@ -29,8 +30,7 @@ def test_two_runs_at_once_on_an_empty_cache_share_one_consistent_cache(tmp_path:
     markers = sorted(cache.rglob(MARKER))
     assert len(markers) == sum(ENTRIES.values()) + 1  # + the tokenized pair cache inside the pair entry
     assert [str(m.parent) for m in markers if verify(m.parent) is not None] == []
-    leftovers = [str(p) for p in cache.rglob("*")
-                 if any(t in p.name for t in (".tmp", ".trash-", ".lock", ".partial"))]
+    leftovers = [str(p) for p in cache.rglob("*") if any(t in p.name for t in (".tmp", ".trash-", ".lock", ".partial"))]
     assert leftovers == []
 
     assert results(jobs[0].run_dir) == results(jobs[1].run_dir)

@@ -4,18 +4,19 @@ metrics as the run that built the cache (same seed).
 
 The cache is built once per module by a real in-process ``debug=fast`` run; each case damages a
 copy of it and reruns the same job on the copy."""
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
-from conftest import compose_run_config
 from datasets import Dataset
+from helpers.configs import compose_run_config
 from train_process import results
 
 from plad.cache import MARKER, verify
@@ -27,11 +28,13 @@ SHARD_SIZE = 16  # debug=fast's pairs.shard_size (checked by the baseline fixtur
 
 def _flip(rel: str) -> Callable[[Path], None]:
     """Flip every bit of one byte in the middle of a file (same size, same name)."""
+
     def damage(entry: Path) -> None:
         f = entry / rel
         data = bytearray(f.read_bytes())
         data[len(data) // 2] ^= 0xFF
         f.write_bytes(bytes(data))
+
     return damage
 
 
@@ -39,6 +42,7 @@ def _truncate(rel: str) -> Callable[[Path], None]:
     def damage(entry: Path) -> None:
         f = entry / rel
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
     return damage
 
 
@@ -59,28 +63,58 @@ def _stale_partial(entry: Path) -> None:
 @dataclass(frozen=True)
 class Corruption:
     name: str
-    entry: str                       # glob (relative to the cache) of the one damaged entry
+    entry: str  # glob (relative to the cache) of the one damaged entry
     damage: Callable[[Path], None]
-    says: str                        # what the warning line must name
-    same_file: str | None = None     # a file whose rebuilt bytes must equal the baseline's
+    says: str  # what the warning line must name
+    same_file: str | None = None  # a file whose rebuilt bytes must equal the baseline's
 
 
 CORRUPTIONS = [
-    Corruption("truncated Arrow shard (task data)", "data/*", _truncate("splits/train/data-00000-of-00001.arrow"),
-               "splits/train/data-00000-of-00001.arrow has", same_file="splits/train/data-00000-of-00001.arrow"),
-    Corruption("bit-flipped Arrow shard (pair store)", "pairs/*", _flip("pairwise/data-00000-of-00001.arrow"),
-               "pairwise/data-00000-of-00001.arrow does not match its checksum",
-               same_file="pairwise/data-00000-of-00001.arrow"),
-    Corruption("model dir without model.safetensors", "models/*-student-*", _delete("model.safetensors"),
-               "model.safetensors is missing", same_file="model.safetensors"),
-    Corruption("corrupted model.safetensors", "models/*-teacher-*", _flip("model.safetensors"),
-               "model.safetensors does not match its checksum", same_file="model.safetensors"),
-    Corruption("empty COMPLETE marker (tokenized pairs)", "pairs/*/tokenized/*", lambda e: (e / MARKER).write_text(""),
-               "empty COMPLETE marker", same_file="data/data-00000-of-00001.arrow"),
-    Corruption("stale .partial from another config", "pairs/*", _stale_partial, "belongs to entry 0123456789abcdef",
-               same_file="pairwise/data-00000-of-00001.arrow"),
-    Corruption("COMPLETE marker cut mid-manifest (eval outputs)", "eval/teacher-*", _truncate(MARKER),
-               "no readable manifest"),  # outputs.json holds generation timings: not byte-stable
+    Corruption(
+        "truncated Arrow shard (task data)",
+        "data/*",
+        _truncate("splits/train/data-00000-of-00001.arrow"),
+        "splits/train/data-00000-of-00001.arrow has",
+        same_file="splits/train/data-00000-of-00001.arrow",
+    ),
+    Corruption(
+        "bit-flipped Arrow shard (pair store)",
+        "pairs/*",
+        _flip("pairwise/data-00000-of-00001.arrow"),
+        "pairwise/data-00000-of-00001.arrow does not match its checksum",
+        same_file="pairwise/data-00000-of-00001.arrow",
+    ),
+    Corruption(
+        "model dir without model.safetensors",
+        "models/*-student-*",
+        _delete("model.safetensors"),
+        "model.safetensors is missing",
+        same_file="model.safetensors",
+    ),
+    Corruption(
+        "corrupted model.safetensors",
+        "models/*-teacher-*",
+        _flip("model.safetensors"),
+        "model.safetensors does not match its checksum",
+        same_file="model.safetensors",
+    ),
+    Corruption(
+        "empty COMPLETE marker (tokenized pairs)",
+        "pairs/*/tokenized/*",
+        lambda e: (e / MARKER).write_text(""),
+        "empty COMPLETE marker",
+        same_file="data/data-00000-of-00001.arrow",
+    ),
+    Corruption(
+        "stale .partial from another config",
+        "pairs/*",
+        _stale_partial,
+        "belongs to entry 0123456789abcdef",
+        same_file="pairwise/data-00000-of-00001.arrow",
+    ),
+    Corruption(
+        "COMPLETE marker cut mid-manifest (eval outputs)", "eval/teacher-*", _truncate(MARKER), "no readable manifest"
+    ),  # outputs.json holds generation timings: not byte-stable
 ]
 
 
@@ -144,6 +178,9 @@ def test_damaged_entry_is_detected_discarded_and_rebuilt(case, baseline, run_pip
         original = baseline["cache"] / entry.relative_to(logs / "cache") / case.same_file
         assert _digest(entry / case.same_file) == _digest(original)  # rebuilt from scratch, not the damaged bytes
     assert results(results_["run_dir"]) == baseline["metrics"]
-    leftovers = [p.name for p in (logs / "cache").rglob("*") if ".tmp" in p.name or ".trash-" in p.name
-                 or p.name.endswith((".lock", ".partial"))]
+    leftovers = [
+        p.name
+        for p in (logs / "cache").rglob("*")
+        if ".tmp" in p.name or ".trash-" in p.name or p.name.endswith((".lock", ".partial"))
+    ]
     assert leftovers == []

@@ -2,6 +2,7 @@
 every metrics.json value except timings, the pair set's statistics and the distilled weights.
 Both runs are real ``train.py`` processes started together, with different hash seeds (set
 iteration order), as two users' runs would have."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +15,11 @@ PAIR_TIMINGS = ("seconds", "resumed_shards")
 
 
 def _without_timings(stats: dict) -> dict:
-    return {k: _without_timings(v) if isinstance(v, dict) else v for k, v in stats.items()
-            if not any(t in k for t in PAIR_TIMINGS)}
+    return {
+        k: _without_timings(v) if isinstance(v, dict) else v
+        for k, v in stats.items()
+        if not any(t in k for t in PAIR_TIMINGS)
+    }
 
 
 def test_same_command_with_fresh_caches_gives_identical_results(tmp_path: Path):

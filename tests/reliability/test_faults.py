@@ -4,6 +4,7 @@ and while evaluation writes its outputs, a pair shard that verifies but holds ot
 files that are not UTF-8 or hold a NaN, an empty unlabeled split, and a full disk while a cache
 entry is written. Nothing complete is lost, nothing half-written is trusted, and the rerun
 finishes (or the run stops in one line, before any training, where the input is at fault)."""
+
 from __future__ import annotations
 
 import json
@@ -12,15 +13,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from train_process import Job, complete_markers, results, run, weights_digest
 
 FAST = ("debug=fast",)
 # A student large enough that writing its weights takes a while (a kill must land inside the write).
-BIG_STUDENT = ("model.student.config.hidden_size=512", "model.student.config.intermediate_size=2048",
-               "model.student.config.num_hidden_layers=6", "model.student.config.num_attention_heads=8",
-               "model.student.config.num_key_value_heads=8", "++model.student.pretrain.max_steps=1",
-               "model.student.sft.max_steps=1")
+BIG_STUDENT = (
+    "model.student.config.hidden_size=512",
+    "model.student.config.intermediate_size=2048",
+    "model.student.config.num_hidden_layers=6",
+    "model.student.config.num_attention_heads=8",
+    "model.student.config.num_key_value_heads=8",
+    "++model.student.pretrain.max_steps=1",
+    "model.student.sft.max_steps=1",
+)
 
 
 def _one_line_error(job: Job, field: str) -> None:
@@ -32,8 +37,11 @@ def _one_line_error(job: Job, field: str) -> None:
 
 def _leftovers(cache: Path) -> list[str]:
     """Temp and trash dirs under the cache (a killed writer's; a finished run must leave none)."""
-    return sorted(str(p.relative_to(cache)) for p in cache.rglob(".*") if p.is_dir()
-                  and (".tmp-" in p.name or ".trash-" in p.name))
+    return sorted(
+        str(p.relative_to(cache))
+        for p in cache.rglob(".*")
+        if p.is_dir() and (".tmp-" in p.name or ".trash-" in p.name)
+    )
 
 
 def test_prompt_and_completion_past_the_positions_stop_before_any_training(tmp_path):
@@ -64,6 +72,7 @@ def test_a_kill_while_the_sft_model_is_written_leaves_nothing_trusted_and_the_re
 def test_a_kill_while_evaluation_writes_leaves_no_half_output_and_the_rerun_matches(tmp_path):
     """Killed between samples.jsonl and metrics.json: what is there is whole; the rerun's outputs
     equal those of an uninterrupted run."""
+
     def run_reference() -> Job:
         ref = Job(tmp_path / "reference")
         assert run(ref).returncode == 0, ref.text()[-3000:]
@@ -114,10 +123,13 @@ def test_a_pair_shard_that_verifies_but_holds_other_rows_is_built_again(tmp_path
     assert "student shard 0 does not hold the rows of its 16 prompts; building it again" in job.text()
 
 
-@pytest.mark.parametrize("content, named", [
-    (b'{"id": "anon-unlabeled-00000", "output": "caf\xe9"}\n', "line 1: expected UTF-8 text"),
-    (b'{"id": "anon-unlabeled-00000", "output": NaN}\n', "line 1: expected 'output' to be a string"),
-])
+@pytest.mark.parametrize(
+    "content, named",
+    [
+        (b'{"id": "anon-unlabeled-00000", "output": "caf\xe9"}\n', "line 1: expected UTF-8 text"),
+        (b'{"id": "anon-unlabeled-00000", "output": NaN}\n', "line 1: expected 'output' to be a string"),
+    ],
+)
 def test_a_teacher_file_that_is_not_utf8_or_holds_a_nan_stops_in_one_line(tmp_path, content, named):
     path = tmp_path / "teacher.jsonl"
     path.write_bytes(content)
@@ -130,15 +142,17 @@ def test_a_teacher_file_that_is_not_utf8_or_holds_a_nan_stops_in_one_line(tmp_pa
 def test_an_empty_unlabeled_split_stops_in_one_line_before_any_training(tmp_path):
     """A source whose unlabeled split is a CSV with a header and no row."""
     train = tmp_path / "train.csv"
-    train.write_text("source_text,target_text\n" + "".join(
-        f"Hi Ann {i}, call 555-01{i:02d},Hi [NAME] {i}, call [PHONE]\n" for i in range(80)))
+    train.write_text(
+        "source_text,target_text\n"
+        + "".join(f"Hi Ann {i}, call 555-01{i:02d},Hi [NAME] {i}, call [PHONE]\n" for i in range(80))
+    )
     (tmp_path / "unlabeled.csv").write_text("source_text,target_text\n")
     job = Job(tmp_path, overrides=(*FAST, f"task.source={{train:{train},unlabeled:{tmp_path / 'unlabeled.csv'}}}"))
     assert run(job).returncode == 2
     _one_line_error(job, "task.")
 
 
-DISK_FULL = '''
+DISK_FULL = """
 import errno, os
 import safetensors.torch as st
 
@@ -155,7 +169,7 @@ def save_file(tensors, filename, metadata=None):  # the student's weights meet a
 
 
 st.save_file = save_file
-'''
+"""
 
 
 def test_a_full_disk_while_a_cache_entry_is_written_loses_nothing_complete_and_the_rerun_finishes(tmp_path):
@@ -165,8 +179,11 @@ def test_a_full_disk_while_a_cache_entry_is_written_loses_nothing_complete_and_t
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(DISK_FULL)
-    job = Job(tmp_path / "logs", overrides=(*FAST, "stages=[sft]"),
-              env={"PYTHONPATH": str(hook), "DISK_FULL_ONCE": str(tmp_path / "full-once")})
+    job = Job(
+        tmp_path / "logs",
+        overrides=(*FAST, "stages=[sft]"),
+        env={"PYTHONPATH": str(hook), "DISK_FULL_ONCE": str(tmp_path / "full-once")},
+    )
     failed = run(job)
     assert failed.returncode not in (0, 2) and "No space left on device" in job.text(), job.text()[-3000:]
     assert (tmp_path / "full-once").exists()  # the fault did fire

@@ -6,17 +6,17 @@ weights of an uninterrupted run with the same seed.
 
 The uninterrupted reference and the kill cases run as concurrent processes (one thread each), so
 the file costs about as much wall time as its slowest chain on two cores."""
+
 from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
-
 from train_process import Job, Outcome, complete_markers, pair_stats, results, reused, run, weights_digest
 
 ALL_REUSED = {"teacher": True, "student_init": True, "pairs": True}
@@ -43,10 +43,10 @@ def _absent(pattern: str) -> Callable[[Job], bool]:
 class KillPoint:
     name: str
     reached: Callable[[Job], bool]  # kill as soon as this holds
-    inside: Callable[[Job], bool]   # after the kill: it landed inside the stage (its output is missing)
-    reused: dict[str, bool]         # run_summary.json "reused" of the rerun
+    inside: Callable[[Job], bool]  # after the kill: it landed inside the stage (its output is missing)
+    reused: dict[str, bool]  # run_summary.json "reused" of the rerun
     resumed_shards: int | None = None  # pair shards the rerun found finished
-    rerun_says: tuple[str, ...] = ()       # regexes the rerun's output must match ...
+    rerun_says: tuple[str, ...] = ()  # regexes the rerun's output must match ...
     rerun_never_says: tuple[str, ...] = ()  # ... and must not (work that was complete)
     seed: tuple[str, ...] = ()  # cache entries (globs) copied from the reference before the first run
 
@@ -56,27 +56,50 @@ BEFORE_PAIRS = ("data/*", "tokenizers/*", "models/*")
 
 KILL_POINTS = [
     # (a) SFT: the teacher is cached, the initial student is being fine-tuned.
-    KillPoint("sft", reached=_said(r"student: \w+ with [\d.]+M parameters, SFT on \d+ labeled examples for up to"),
-              inside=_all(_exists("cache/models/*-teacher-*/COMPLETE"), _exists("cache/tokenizers/*/COMPLETE"),
-                          _absent("cache/models/*-student-*/COMPLETE")),
-              reused={"teacher": True, "student_init": False, "pairs": False},
-              rerun_says=(r"student: \w+ with .* SFT on \d+ labeled examples for up to",),
-              rerun_never_says=(r"teacher: \w+ with .* SFT",)),
+    KillPoint(
+        "sft",
+        reached=_said(r"student: \w+ with [\d.]+M parameters, SFT on \d+ labeled examples for up to"),
+        inside=_all(
+            _exists("cache/models/*-teacher-*/COMPLETE"),
+            _exists("cache/tokenizers/*/COMPLETE"),
+            _absent("cache/models/*-student-*/COMPLETE"),
+        ),
+        reused={"teacher": True, "student_init": False, "pairs": False},
+        rerun_says=(r"student: \w+ with .* SFT on \d+ labeled examples for up to",),
+        rerun_never_says=(r"teacher: \w+ with .* SFT",),
+    ),
     # (b) pairs, mid-phase: both teacher shards and student shard 0 are sampled, student shard 1 is not.
-    KillPoint("pairs", reached=_exists("cache/pairs/*.partial/student/00000/COMPLETE"),
-              inside=_all(_exists("cache/pairs/*.partial/teacher/00001/COMPLETE"),
-                          _absent("cache/pairs/*.partial/student/00001/COMPLETE"), _absent("cache/pairs/*/COMPLETE")),
-              reused={"teacher": True, "student_init": True, "pairs": False}, resumed_shards=0,
-              rerun_says=(r"student shard 1",), rerun_never_says=(r"teacher shard", r"student shard 0"),
-              seed=BEFORE_PAIRS),
+    KillPoint(
+        "pairs",
+        reached=_exists("cache/pairs/*.partial/student/00000/COMPLETE"),
+        inside=_all(
+            _exists("cache/pairs/*.partial/teacher/00001/COMPLETE"),
+            _absent("cache/pairs/*.partial/student/00001/COMPLETE"),
+            _absent("cache/pairs/*/COMPLETE"),
+        ),
+        reused={"teacher": True, "student_init": True, "pairs": False},
+        resumed_shards=0,
+        rerun_says=(r"student shard 1",),
+        rerun_never_says=(r"teacher shard", r"student shard 0"),
+        seed=BEFORE_PAIRS,
+    ),
     # (c) distillation, after its first checkpoint and before the student is saved.
-    KillPoint("distill", reached=_exists("run/checkpoints/last.ckpt"),
-              inside=_all(_exists("cache/pairs/*/COMPLETE"), _absent("run/student/model.safetensors")),
-              reused=ALL_REUSED, seed=(*BEFORE_PAIRS, "pairs/*")),
+    KillPoint(
+        "distill",
+        reached=_exists("run/checkpoints/last.ckpt"),
+        inside=_all(_exists("cache/pairs/*/COMPLETE"), _absent("run/student/model.safetensors")),
+        reused=ALL_REUSED,
+        seed=(*BEFORE_PAIRS, "pairs/*"),
+    ),
     # (d) evaluation: the teacher's test outputs are cached, the other systems' are not.
-    KillPoint("evaluate", reached=_exists("cache/eval/teacher-*/COMPLETE"),
-              inside=_all(_exists("run/student/model.safetensors"), _absent("run/metrics.json")),
-              reused=ALL_REUSED, rerun_says=(r"evaluation: reusing teacher outputs",), seed=(*BEFORE_PAIRS, "pairs/*")),
+    KillPoint(
+        "evaluate",
+        reached=_exists("cache/eval/teacher-*/COMPLETE"),
+        inside=_all(_exists("run/student/model.safetensors"), _absent("run/metrics.json")),
+        reused=ALL_REUSED,
+        rerun_says=(r"evaluation: reusing teacher outputs",),
+        seed=(*BEFORE_PAIRS, "pairs/*"),
+    ),
 ]
 
 
@@ -115,8 +138,11 @@ def _kill_and_rerun(point: KillPoint, log_dir: Path, reference: Future) -> Case:
 
 def _selected(request: pytest.FixtureRequest) -> list[KillPoint]:
     """Only the kill points this session runs (``-k``), so one case costs one case."""
-    names = {item.callspec.params["point"].name for item in request.session.items
-             if item.module is request.module and hasattr(item, "callspec")}
+    names = {
+        item.callspec.params["point"].name
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec")
+    }
     return [p for p in KILL_POINTS if p.name in names]
 
 
@@ -134,8 +160,9 @@ def launched(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 @pytest.mark.parametrize("point", KILL_POINTS, ids=lambda p: p.name)
 def test_rerun_after_kill_reuses_what_was_complete_and_matches(point: KillPoint, launched: dict[str, Future]):
     case: Case = launched[point.name].result()
-    assert case.killed.killed, (f"the process ended (rc {case.killed.returncode}) before the kill point:\n"
-                                f"{case.killed_output[-2000:]}")
+    assert case.killed.killed, (
+        f"the process ended (rc {case.killed.returncode}) before the kill point:\n{case.killed_output[-2000:]}"
+    )
     assert case.inside, f"the kill missed the {point.name} stage:\n{case.killed_output[-2000:]}"
     assert case.rerun is not None and case.rerun.returncode == 0, case.rerun_output[-3000:]
 
@@ -145,9 +172,12 @@ def test_rerun_after_kill_reuses_what_was_complete_and_matches(point: KillPoint,
     assert reused(case.job.run_dir) == point.reused
     if point.resumed_shards is not None:
         assert pair_stats(case.job.cache)["resumed_shards"] == point.resumed_shards
-    said = {regex: re.search(regex, case.rerun_output) is not None
-            for regex in point.rerun_says + point.rerun_never_says}
-    assert all(said[r] for r in point.rerun_says), f"the rerun never said {[r for r in point.rerun_says if not said[r]]}"
+    said = {
+        regex: re.search(regex, case.rerun_output) is not None for regex in point.rerun_says + point.rerun_never_says
+    }
+    assert all(said[r] for r in point.rerun_says), (
+        f"the rerun never said {[r for r in point.rerun_says if not said[r]]}"
+    )
     redone = [r for r in point.rerun_never_says if said[r]]
     assert not redone, f"the rerun redid work that was complete: {redone}"
 

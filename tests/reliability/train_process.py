@@ -1,7 +1,8 @@
-"""A real ``train.py`` process (forked from ``tests/forkserver``'s pre-imported server, or a plain
+"""A real ``train.py`` process (forked from ``tests/helpers/forkserver``'s pre-imported server, or a plain
 one where that cannot be) that can be watched and killed with SIGKILL, and the comparisons the
 reliability tests make between finished runs (metrics without timings, distilled weights, cache
 entries' COMPLETE markers)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,13 +13,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import forkserver  # tests/: a fork of a pre-imported server where it can be
-from forkserver import env
-from helpers import HANG_S
+from helpers import (
+    HANG_S,
+    forkserver,  # tests/: a fork of a pre-imported server where it can be
+)
+from helpers.forkserver import env
 
 ROOT = Path(__file__).resolve().parents[2]
 # The whole loop at debug=fast, with the student's SFT and the distillation long enough (about a
@@ -47,8 +51,13 @@ class Job:
         return self.log_dir / "cache"
 
     def command(self) -> list[str]:
-        return [sys.executable, "train.py", *self.overrides, f"paths.log_dir={self.log_dir}",
-                f"hydra.run.dir={self.run_dir}"]
+        return [
+            sys.executable,
+            "train.py",
+            *self.overrides,
+            f"paths.log_dir={self.log_dir}",
+            f"hydra.run.dir={self.run_dir}",
+        ]
 
     def text(self) -> str:
         return "".join(self.output)
@@ -58,12 +67,17 @@ class Job:
 class Outcome:
     returncode: int
     killed: bool
-    seconds: float      # wall time
+    seconds: float  # wall time
     cpu_seconds: float  # user + system time of the process and its children
 
 
-def run(job: Job, kill_when: Callable[[Job], bool] | None = None, timeout: float = HANG_S,
-        poll: float = 0.005, hash_seed: int | None = None) -> Outcome:
+def run(
+    job: Job,
+    kill_when: Callable[[Job], bool] | None = None,
+    timeout: float = HANG_S,
+    poll: float = 0.005,
+    hash_seed: int | None = None,
+) -> Outcome:
     """Run ``job`` to the end, or SIGKILL its process group as soon as ``kill_when(job)`` holds.
 
     The condition is polled every ``poll`` seconds and may look at the file system and at
@@ -73,8 +87,9 @@ def run(job: Job, kill_when: Callable[[Job], bool] | None = None, timeout: float
     job.output = []
     start = time.monotonic()
     with open(job.log_dir / f"{job.name}.out", "ab") as log:
-        proc = forkserver.start(job.command(), cwd=ROOT, env=env(hash_seed, job.env), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
+        proc = forkserver.start(
+            job.command(), cwd=ROOT, env=env(hash_seed, job.env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         reader = threading.Thread(target=_pump, args=(proc, job, log), daemon=True)
         reader.start()
         killed, cpu = False, None

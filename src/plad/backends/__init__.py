@@ -1,6 +1,7 @@
 """Generation backends (``configs/generation/``): how samples are drawn for the pairs and the
 evaluation. ``hf`` (default) samples with HF ``generate`` in this process; ``vllm`` with vLLM's
 offline engine on GPUs. Both satisfy ``plad.backends.base.Backend``."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -9,34 +9,46 @@ and sent as token ids, so both backends see the same prompt tokens. vLLM's rando
 from ours: the two backends draw different (equally distributed) samples for one seed, which is
 why the backend is part of the pair and eval cache keys.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from plad.backends.base import Backend, GenerationOutput, Sampling
-from plad.generation import prompt_keys
+from plad.backends.base import Backend, GenerationOutput, Sampling, prompt_keys
+from plad.checks import InputError, integer
 from plad.models.encoding import encode_prompt
 from plad.models.ref import ModelRef
-from plad.checks import InputError
 
-MISSING = "generation=vllm: expected the optional extra `pip install -e \".[vllm]\"` (vllm is not installed)"
+MISSING = 'generation=vllm: expected the optional extra `pip install -e ".[vllm]"` (vllm is not installed)'
 
 
 class VLLMBackend(Backend):
     name = "vllm"
 
-    def __init__(self, dtype: str = "auto", gpu_memory_utilization: float = 0.85, tensor_parallel_size: int = 1,
-                 max_model_len: int | None = None, enforce_eager: bool = False) -> None:
+    def __init__(
+        self,
+        dtype: str = "auto",
+        gpu_memory_utilization: float = 0.85,
+        tensor_parallel_size: int = 1,
+        max_model_len: int | None = None,
+        enforce_eager: bool = False,
+    ) -> None:
         if not 0 < gpu_memory_utilization <= 1:
-            raise InputError(f"generation.gpu_memory_utilization: expected a value in (0, 1], got {gpu_memory_utilization!r}")
-        if not isinstance(tensor_parallel_size, int) or tensor_parallel_size < 1:
-            raise InputError(f"generation.tensor_parallel_size: expected an int >= 1, got {tensor_parallel_size!r}")
+            raise InputError(
+                f"generation.gpu_memory_utilization: expected a value in (0, 1], got {gpu_memory_utilization!r}"
+            )
+        integer(tensor_parallel_size, "generation.tensor_parallel_size")
         self.dtype, self.gpu_memory_utilization = dtype, gpu_memory_utilization
-        self.tensor_parallel_size, self.max_model_len, self.enforce_eager = tensor_parallel_size, max_model_len, enforce_eager
+        self.tensor_parallel_size, self.max_model_len, self.enforce_eager = (
+            tensor_parallel_size,
+            max_model_len,
+            enforce_eager,
+        )
         self._engine: tuple[str, Any] | None = None  # (model dir, vllm.LLM)
 
     def key(self) -> dict[str, Any]:
@@ -49,20 +61,30 @@ class VLLMBackend(Backend):
         import torch
 
         if not torch.cuda.is_available():
-            raise InputError("generation=vllm: expected a CUDA GPU (vLLM samples on GPUs), got none; "
-                             "use generation=hf on this machine")
+            raise InputError(
+                "generation=vllm: expected a CUDA GPU (vLLM samples on GPUs), got none; "
+                "use generation=hf on this machine"
+            )
         for role in ("teacher", "student"):
             spec = (model_cfg or {}).get(role) or {}
             if not spec.get("pretrained") and spec.get("config") and _is_encoder_decoder(spec["config"]):
-                raise InputError(f"generation=vllm: expected a decoder-only model, got an encoder-decoder "
-                                 f"model.{role}.config; use generation=hf for this family")
+                raise InputError(
+                    f"generation=vllm: expected a decoder-only model, got an encoder-decoder "
+                    f"model.{role}.config; use generation=hf for this family"
+                )
 
     # ------------------------------------------------------------------ translation (unit-tested)
     def llm_kwargs(self, model_dir: str) -> dict[str, Any]:
         """Arguments of ``vllm.LLM`` for a saved HF directory."""
-        kwargs = {"model": model_dir, "tokenizer": model_dir, "dtype": self.dtype, "seed": 0,
-                  "gpu_memory_utilization": self.gpu_memory_utilization,
-                  "tensor_parallel_size": self.tensor_parallel_size, "enforce_eager": self.enforce_eager}
+        kwargs = {
+            "model": model_dir,
+            "tokenizer": model_dir,
+            "dtype": self.dtype,
+            "seed": 0,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "enforce_eager": self.enforce_eager,
+        }
         if self.max_model_len is not None:
             kwargs["max_model_len"] = self.max_model_len
         return kwargs
@@ -71,9 +93,16 @@ class VLLMBackend(Backend):
     def sampling_kwargs(sampling: Sampling, seed: int) -> dict[str, Any]:
         """Arguments of ``vllm.SamplingParams`` for one prompt (greedy = temperature 0)."""
         s = sampling
-        return {"n": s.n, "max_tokens": s.max_new_tokens, "min_tokens": s.min_new_tokens, "seed": seed,
-                "temperature": s.temperature if s.do_sample else 0.0, "top_p": s.top_p if s.do_sample else 1.0,
-                "top_k": s.top_k if s.do_sample and s.top_k > 0 else -1, "skip_special_tokens": True}
+        return {
+            "n": s.n,
+            "max_tokens": s.max_new_tokens,
+            "min_tokens": s.min_new_tokens,
+            "seed": seed,
+            "temperature": s.temperature if s.do_sample else 0.0,
+            "top_p": s.top_p if s.do_sample else 1.0,
+            "top_k": s.top_k if s.do_sample and s.top_k > 0 else -1,
+            "skip_special_tokens": True,
+        }
 
     # ------------------------------------------------------------------ engine
     def _llm(self, ref: ModelRef) -> Any:
@@ -85,15 +114,25 @@ class VLLMBackend(Backend):
             self.check()
             config = json.loads((Path(model_dir) / "config.json").read_text())
             if config.get("is_encoder_decoder"):
-                raise InputError(f"generation=vllm: expected a decoder-only model, got encoder-decoder "
-                                 f"{config.get('model_type')!r}; use generation=hf for this family")
+                raise InputError(
+                    f"generation=vllm: expected a decoder-only model, got encoder-decoder "
+                    f"{config.get('model_type')!r}; use generation=hf for this family"
+                )
             from vllm import LLM
 
             self._engine = (model_dir, LLM(**self.llm_kwargs(model_dir)))
         return self._engine[1]
 
-    def generate(self, ref: ModelRef, prompts: Sequence[str], sampling: Sampling, *, batch_size: int = 16,
-                 desc: str = "generate", progress: bool = True) -> GenerationOutput:
+    def generate(
+        self,
+        ref: ModelRef,
+        prompts: Sequence[str],
+        sampling: Sampling,
+        *,
+        batch_size: int = 16,
+        desc: str = "generate",
+        progress: bool = True,
+    ) -> GenerationOutput:
         """``batch_size`` is unused: vLLM schedules its own batches."""
         from vllm import SamplingParams
 
@@ -132,6 +171,7 @@ def outputs_of(results: Sequence[Any], seconds: float) -> GenerationOutput:
     texts = [[c.text.strip() for c in r.outputs] for r in results]
     counts = [[len(c.token_ids) for c in r.outputs] for r in results]
     finished = [[c.finish_reason == "stop" for c in r.outputs] for r in results]
-    ids = [[list(c.token_ids)[:-1] if c.finish_reason == "stop" else list(c.token_ids) for c in r.outputs]
-           for r in results]
+    ids = [
+        [list(c.token_ids)[:-1] if c.finish_reason == "stop" else list(c.token_ids) for c in r.outputs] for r in results
+    ]
     return GenerationOutput(texts=texts, n_tokens=counts, seconds=seconds, finished=finished, token_ids=ids)

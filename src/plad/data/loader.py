@@ -7,13 +7,16 @@ every epoch itself, like ``DistributedSampler``: one (seed, epoch) permutation, 
 to a multiple of the world size, rank r taking positions r, r + world, ... So the trainer configs
 set ``use_distributed_sampler: false``: Lightning must not swap in its own sampler, which would
 lose the resumable position (and cannot re-instantiate this loader)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
 from plad.checks import InputError
 
 
@@ -27,8 +30,9 @@ class EpochShuffleSampler(Sampler[int]):
     """Shuffles with a generator seeded by (seed, epoch), takes this rank's share (``rank``/``world``
     default to torch.distributed's) and can skip the first ``start`` indices of it."""
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int | None = None,
-                 world: int | None = None) -> None:
+    def __init__(
+        self, n: int, seed: int, shuffle: bool = True, rank: int | None = None, world: int | None = None
+    ) -> None:
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.rank, self.world = (rank, world) if rank is not None and world is not None else dist_rank_world()
         if not 0 <= self.rank < self.world:
@@ -45,8 +49,8 @@ class EpochShuffleSampler(Sampler[int]):
             order = torch.randperm(self.n, generator=g).tolist()
         if self.world > 1:
             total = self._share() * self.world
-            order = (order * (-(-total // max(self.n, 1))))[:total][self.rank::self.world]
-        return iter(order[self.start:])
+            order = (order * (-(-total // max(self.n, 1))))[:total][self.rank :: self.world]
+        return iter(order[self.start :])
 
     def __len__(self) -> int:
         return self._share() - self.start
@@ -60,15 +64,26 @@ class ResumableLoader(DataLoader):
     ``load_state_dict``, which continues the saved epoch where it stopped.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, shuffle: bool = True,
-                 rank: int | None = None, world: int | None = None, accumulate: int = 1,
-                 counts: Callable[[dict[str, Any]], Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int | None = None,
+        world: int | None = None,
+        accumulate: int = 1,
+        counts: Callable[[dict[str, Any]], Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         """``accumulate`` > 1: batches come in windows of that many micro-batches (one optimizer
         step), each carrying ``window`` = [examples, first-sequence tokens, micro-batches] of its
         window (``counts`` gives a batch's first two), so losses can be normalised by the whole
         step's size before its first backward."""
         if accumulate < 1 or (accumulate > 1 and counts is None):
-            raise InputError(f"accumulate_grad_batches: expected an int >= 1 (and a counts function), got {accumulate!r}")
+            raise InputError(
+                f"accumulate_grad_batches: expected an int >= 1 (and a counts function), got {accumulate!r}"
+            )
         self.sampler_ = EpochShuffleSampler(len(dataset), seed, shuffle, rank, world)  # type: ignore[arg-type]
         self.accumulate, self.counts = accumulate, counts
         super().__init__(dataset, batch_size=batch_size, sampler=self.sampler_, **kwargs)

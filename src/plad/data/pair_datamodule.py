@@ -10,14 +10,16 @@ it disappears with it). ``PairCollator`` lays a batch out example-major (row b*K
 ``plad.models.logprobs`` format plus ``ref_logp`` / ``quality`` / ``mask`` / ``n_teacher`` [B, K].
 Validation holds out whole prompts, chosen by a seeded hash of the prompt id.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -26,11 +28,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from plad.cache import atomic_dir, is_complete, stage_key
+from plad.checks import InputError, integer
+from plad.data.loader import ResumableLoader
 from plad.models.encoding import encode_example, pad_batch, target_counts
 from plad.models.tokenizer import tokenizer_fingerprint
-from plad.data.loader import ResumableLoader
 from plad.pairs.store import quiet_datasets, save
-from plad.checks import InputError
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +72,16 @@ class PairCollator:
         feats, mask = [], []
         for r in rows:
             n = len(r["input_ids"])
-            feats += [{"input_ids": r["input_ids"][j if j < n else 0], "labels": r["labels"][j if j < n else 0]}
-                      for j in range(k)]
+            feats += [
+                {"input_ids": r["input_ids"][j if j < n else 0], "labels": r["labels"][j if j < n else 0]}
+                for j in range(k)
+            ]
             mask.append([j < n for j in range(k)])
         batch = pad_batch(feats, self.pad_token_id, self.encoder_decoder, self.padding_side)
         batch["mask"] = torch.tensor(mask, dtype=torch.bool)
         for key in ("ref_logp", "quality"):
             if key in rows[0]:
-                batch[key] = torch.tensor([list(r[key]) + [0.0] * (k - len(r[key])) for r in rows],
-                                          dtype=torch.float32)
+                batch[key] = torch.tensor([list(r[key]) + [0.0] * (k - len(r[key])) for r in rows], dtype=torch.float32)
         if "n_teacher" in rows[0]:
             batch["n_teacher"] = torch.tensor([r["n_teacher"] for r in rows], dtype=torch.long)
         return batch
@@ -91,11 +94,23 @@ def _completions(row: dict[str, Any], inputs: tuple[str, ...]) -> list[tuple[Any
     return [(row[c], True) if c == "reference" else (row[f"{c}_ids"], row[f"{c}_finished"]) for c in inputs]
 
 
-def _encode(row: dict[str, Any], *, tokenizer: Any, inputs: tuple[str, ...], encoder_decoder: bool,
-            max_prompt_tokens: int, max_completion_tokens: int, ref_cols: list[str] | None,
-            quality_cols: list[str] | None) -> dict[str, Any]:
-    feats = [encode_example(tokenizer, row["prompt"], c, encoder_decoder, max_prompt_tokens, max_completion_tokens,
-                            eos=bool(ends)) for c, ends in _completions(row, inputs)]
+def _encode(
+    row: dict[str, Any],
+    *,
+    tokenizer: Any,
+    inputs: tuple[str, ...],
+    encoder_decoder: bool,
+    max_prompt_tokens: int,
+    max_completion_tokens: int,
+    ref_cols: list[str] | None,
+    quality_cols: list[str] | None,
+) -> dict[str, Any]:
+    feats = [
+        encode_example(
+            tokenizer, row["prompt"], c, encoder_decoder, max_prompt_tokens, max_completion_tokens, eos=bool(ends)
+        )
+        for c, ends in _completions(row, inputs)
+    ]
     out: dict[str, Any] = {"input_ids": [f["input_ids"] for f in feats], "labels": [f["labels"] for f in feats]}
     listwise = inputs == ("candidates",)
     if ref_cols:
@@ -109,23 +124,39 @@ def _encode(row: dict[str, Any], *, tokenizer: Any, inputs: tuple[str, ...], enc
 
 def _pairs_as_lists(ds: Dataset) -> Dataset:
     """Pairwise rows in the listwise layout: candidates [chosen, rejected], one teacher sample."""
+
     def to_list(row: dict[str, Any]) -> dict[str, Any]:
-        out = {"candidates": [row["chosen"], row["rejected"]], "n_teacher": 1,
-               "candidates_ids": [row["chosen_ids"], row["rejected_ids"]],
-               "candidates_finished": [row["chosen_finished"], row["rejected_finished"]]}
+        out = {
+            "candidates": [row["chosen"], row["rejected"]],
+            "n_teacher": 1,
+            "candidates_ids": [row["chosen_ids"], row["rejected_ids"]],
+            "candidates_finished": [row["chosen_finished"], row["rejected_finished"]],
+        }
         if "ref_chosen_logp" in row:
             out["ref_candidates_logp"] = [row["ref_chosen_logp"], row["ref_rejected_logp"]]
         if "chosen_score" in row:
             out["scores"] = [row["chosen_score"], row["rejected_score"]]
         return out
+
     keep = [c for c in ("id", "prompt") if c in ds.column_names]
     return ds.map(to_list, remove_columns=[c for c in ds.column_names if c not in keep], keep_in_memory=True)
 
 
 class PairDataModule(L.LightningDataModule):
-    def __init__(self, pairs: Any, tokenizer: Any, encoder_decoder: bool,
-                 inputs: Sequence[str] = ("chosen", "rejected"), batch_size: int = 8, max_prompt_tokens: int = 256, max_completion_tokens: int = 64,
-                 val_size: float = 0.05, seed: int = 0, num_workers: int = 0, accumulate_grad_batches: int = 1) -> None:
+    def __init__(
+        self,
+        pairs: Any,
+        tokenizer: Any,
+        encoder_decoder: bool,
+        inputs: Sequence[str] = ("chosen", "rejected"),
+        batch_size: int = 8,
+        max_prompt_tokens: int = 256,
+        max_completion_tokens: int = 64,
+        val_size: float = 0.05,
+        seed: int = 0,
+        num_workers: int = 0,
+        accumulate_grad_batches: int = 1,
+    ) -> None:
         super().__init__()
         self.path = Path(getattr(pairs, "path", pairs))
         self.accumulate = accumulate_grad_batches
@@ -133,18 +164,25 @@ class PairDataModule(L.LightningDataModule):
         self.encoder_decoder = encoder_decoder
         self.inputs = tuple(inputs)
         if not self.inputs or ("candidates" in self.inputs and self.inputs != ("candidates",)):
-            raise InputError(f"inputs: expected pairwise columns like ('chosen', 'rejected') or ('candidates',), "
-                             f"got {self.inputs}")
-        if batch_size < 1:
-            raise InputError(f"batch_size: expected an int >= 1, got {batch_size}")
+            raise InputError(
+                f"inputs: expected pairwise columns like ('chosen', 'rejected') or ('candidates',), got {self.inputs}"
+            )
+        integer(batch_size, "batch_size")
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.max_prompt_tokens, self.max_completion_tokens = max_prompt_tokens, max_completion_tokens
         self.val_size = val_size
-        self.collator = PairCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                                     else tokenizer.eos_token_id, encoder_decoder)
+        self.collator = PairCollator(
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id, encoder_decoder
+        )
         self.table = "listwise" if self.inputs == ("candidates",) else "pairwise"
-        key = stage_key("pair_tokens", tokenizer_fingerprint(tokenizer), encoder_decoder, self.inputs,
-                        max_prompt_tokens, max_completion_tokens)
+        key = stage_key(
+            "pair_tokens",
+            tokenizer_fingerprint(tokenizer),
+            encoder_decoder,
+            self.inputs,
+            max_prompt_tokens,
+            max_completion_tokens,
+        )
         self.cache_dir = self.path / "tokenized" / key
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
@@ -181,8 +219,10 @@ class PairDataModule(L.LightningDataModule):
         mine = {"max_prompt_tokens": self.max_prompt_tokens, "max_completion_tokens": self.max_completion_tokens}
         for key, value in used.items():
             if mine.get(key) != value:
-                raise InputError(f"distill.datamodule.pairs.{key}: expected {value}, the length the pair set's "
-                                 f"ref_logp were computed with ({self.path}), got {mine.get(key)}")
+                raise InputError(
+                    f"distill.datamodule.pairs.{key}: expected {value}, the length the pair set's "
+                    f"ref_logp were computed with ({self.path}), got {mine.get(key)}"
+                )
 
     def prepare_data(self) -> None:
         """Tokenise once (Lightning runs this on local rank 0 only)."""
@@ -197,11 +237,23 @@ class PairDataModule(L.LightningDataModule):
             ref_cols = ref_cols if all(c in ds.column_names for c in ref_cols) else None
             quality_cols = [f"{c}_score" for c in self.inputs]
             quality_cols = quality_cols if all(c in ds.column_names for c in quality_cols) else None
-        fn_kwargs = {"tokenizer": self.tokenizer, "inputs": self.inputs, "encoder_decoder": self.encoder_decoder,
-                     "max_prompt_tokens": self.max_prompt_tokens, "max_completion_tokens": self.max_completion_tokens,
-                     "ref_cols": ref_cols, "quality_cols": quality_cols}
-        encoded = ds.map(_encode, fn_kwargs=fn_kwargs, remove_columns=[c for c in ds.column_names if c != "id"],
-                         keep_in_memory=True, new_fingerprint=self.cache_dir.name, desc="tokenize pairs")
+        fn_kwargs = {
+            "tokenizer": self.tokenizer,
+            "inputs": self.inputs,
+            "encoder_decoder": self.encoder_decoder,
+            "max_prompt_tokens": self.max_prompt_tokens,
+            "max_completion_tokens": self.max_completion_tokens,
+            "ref_cols": ref_cols,
+            "quality_cols": quality_cols,
+        }
+        encoded = ds.map(
+            _encode,
+            fn_kwargs=fn_kwargs,
+            remove_columns=[c for c in ds.column_names if c != "id"],
+            keep_in_memory=True,
+            new_fingerprint=self.cache_dir.name,
+            desc="tokenize pairs",
+        )
         with atomic_dir(self.cache_dir) as tmp, quiet_datasets():
             save(encoded, tmp / "data")
 
@@ -222,8 +274,14 @@ class PairDataModule(L.LightningDataModule):
         ds = ds.with_format(columns=[c for c in ds.column_names if c != "id"])
         kw = dict(collate_fn=self.collator, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
         if shuffle:
-            return ResumableLoader(ds, self.batch_size, seed=self.seed, accumulate=self.accumulate,
-                                   counts=partial(target_counts, encoder_decoder=self.encoder_decoder), **kw)
+            return ResumableLoader(
+                ds,
+                self.batch_size,
+                seed=self.seed,
+                accumulate=self.accumulate,
+                counts=partial(target_counts, encoder_decoder=self.encoder_decoder),
+                **kw,
+            )
         return DataLoader(ds, batch_size=self.batch_size, **kw)
 
     def train_dataloader(self) -> DataLoader:

@@ -5,10 +5,11 @@ word sequence ("the camera camera camera is ready") or any character 8+ times in
 Separators between words are ignored, so "[NAME], [NAME], [NAME]" also counts: three identical
 placeholders in a row are a loop too in this project's tasks.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 WORD = re.compile(r"\w+")
 REPEATED_CHAR = re.compile(r"(.)\1{7,}", re.DOTALL)
@@ -20,7 +21,7 @@ def is_degenerate(text: str) -> bool:
     if REPEATED_CHAR.search(text):
         return True
     words = [w.lower() for w in WORD.findall(text)]
-    return any(len(set(words[i:i + WORD_RUN])) == 1 for i in range(len(words) - WORD_RUN + 1))
+    return any(len(set(words[i : i + WORD_RUN])) == 1 for i in range(len(words) - WORD_RUN + 1))
 
 
 def degenerate_share(outputs: Sequence[str]) -> float:

@@ -7,48 +7,33 @@ against a finished run never regenerates or needs its weights. A task's model-fr
 any system; calibration skips them (no model). Everything lands in ``out_dir``:
 ``metrics.json`` (what ``plad.report`` aggregates), ``samples.jsonl`` and PNG plots.
 """
+
 from __future__ import annotations
 
 import json
 import logging
-import math
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from plad.backends.base import Backend
 from plad.cache import atomic_dir, atomic_write, is_complete
+from plad.checks import InputError
 from plad.evaluation import plots
 from plad.evaluation.calibration import calibration_diagnostics
 from plad.evaluation.decoding import DECODERS, decoding_settings
 from plad.evaluation.degenerate import degenerate_share
 from plad.evaluation.judges import win_rate
+from plad.jsonable import plain, strict
 from plad.models.ref import ModelRef
-from plad.checks import InputError
+from plad.tasks.base import Task
 
 log = logging.getLogger(__name__)
 MAX_PLOTTED_METRICS = 6
-
-
-def _plain(cfg: Any) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
-
-
-def _jsonable(obj: Any) -> Any:
-    """Strict JSON: NaN/inf become null, numpy scalars become Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _examples(test: Any, max_examples: int | None) -> list[dict[str, Any]]:
@@ -77,8 +62,10 @@ def read_outputs(path: str | Path, prompts: Sequence[str], system: str | None = 
                 by_prompt[row["prompt"]].append(row["outputs"][system or row["main_system"]])
     missing = sum(1 for p in prompts if not by_prompt.get(p))
     if missing:
-        raise InputError(f"baseline_outputs: expected outputs for every test prompt in {path}, "
-                         f"got {missing} of {len(prompts)} missing")
+        raise InputError(
+            f"baseline_outputs: expected outputs for every test prompt in {path}, "
+            f"got {missing} of {len(prompts)} missing"
+        )
     return [by_prompt[p].popleft() for p in prompts]
 
 
@@ -87,9 +74,14 @@ def _plotted_metrics(cfg: dict[str, Any], task_metric_names: list[str]) -> list[
     return list(dict.fromkeys(chosen))[:MAX_PLOTTED_METRICS]
 
 
-def _generate_all(backend: Backend, systems: dict[str, ModelRef], prompts: list[str], cfg: dict[str, Any],
-                  progress: bool, output_cache: dict[str, Path] | None = None
-                  ) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
+def _generate_all(
+    backend: Backend,
+    systems: dict[str, ModelRef],
+    prompts: list[str],
+    cfg: dict[str, Any],
+    progress: bool,
+    output_cache: dict[str, Path] | None = None,
+) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
     """Each system's outputs with ``eval.decoding``; a system with an ``output_cache`` entry (fixed
     models such as the teacher and the initial student, keyed by their fingerprint and the decoding
     settings) reuses them."""
@@ -106,17 +98,17 @@ def _generate_all(backend: Backend, systems: dict[str, ModelRef], prompts: list[
         outputs[name], stats[name] = decode(backend, ref, prompts, cfg, progress, name)
         if entry is not None:
             with atomic_dir(entry) as tmp:
-                (tmp / "outputs.json").write_text(json.dumps({"prompts": prompts, "outputs": outputs[name],
-                                                              "stats": stats[name]}))
+                (tmp / "outputs.json").write_text(
+                    json.dumps({"prompts": prompts, "outputs": outputs[name], "stats": stats[name]})
+                )
     return outputs, stats
 
 
-def peer_outputs(task: Any, examples: list[dict[str, Any]]) -> dict[str, list[str]]:
+def peer_outputs(task: Task, examples: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Outputs of the task's model-free peer systems (``task.peer_systems()``: name -> function of
-    the rows), for tasks that have them; one output per example."""
-    hook = getattr(task, "peer_systems", None)
+    the rows; none for most tasks); one output per example."""
     out = {}
-    for name, fn in (hook() if callable(hook) else {}).items():
+    for name, fn in task.peer_systems().items():
         outs = [str(o) for o in fn(examples)]
         if len(outs) != len(examples):
             raise InputError(f"peer_systems.{name}: expected {len(examples)} outputs, got {len(outs)}")
@@ -124,16 +116,24 @@ def peer_outputs(task: Any, examples: list[dict[str, Any]]) -> dict[str, list[st
     return out
 
 
-def _judge_all(judge: Any, task: Any, main: str, outputs: dict[str, list[str]], examples: list[dict[str, Any]],
-               boot: dict[str, Any], progress: bool) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
+def _judge_all(
+    judge: Any,
+    task: Task,
+    main: str,
+    outputs: dict[str, list[str]],
+    examples: list[dict[str, Any]],
+    boot: dict[str, Any],
+    progress: bool,
+) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
     """Per-prompt judge scores of ``main`` against every other system, and their win rates."""
     prompts = [ex["prompt"] for ex in examples]
     scores, rates = {}, {}
     others = [o for o in outputs if o != main]
     for other in tqdm(others, desc=f"judge[{getattr(judge, 'name', 'judge')}]", disable=not progress, leave=False):
         scores[other] = [float(s) for s in judge.bind(task).compare(prompts, outputs[main], outputs[other], examples)]
-        rates[f"{main}_vs_{other}"] = win_rate(scores[other], n_boot=int(boot.get("n", 1000)),
-                                               seed=int(boot.get("seed", 0)))
+        rates[f"{main}_vs_{other}"] = win_rate(
+            scores[other], n_boot=int(boot.get("n", 1000)), seed=int(boot.get("seed", 0))
+        )
     return scores, rates
 
 
@@ -150,8 +150,14 @@ def check_calibration_systems(names: Any) -> list[str]:
     return names
 
 
-def _calibrate_all(backend: Backend, systems: dict[str, ModelRef], task: Any, examples: list[dict[str, Any]],
-                   cfg: dict[str, Any], progress: bool) -> tuple[dict[str, dict], dict[str, dict]]:
+def _calibrate_all(
+    backend: Backend,
+    systems: dict[str, ModelRef],
+    task: Task,
+    examples: list[dict[str, Any]],
+    cfg: dict[str, Any],
+    progress: bool,
+) -> tuple[dict[str, dict], dict[str, dict]]:
     """Calibration summary and raw (score, quality) points for each configured system with a model."""
     cal, gen = dict(cfg.get("calibration") or {}), dict(cfg.get("generation") or {})
     summaries, points = {}, {}
@@ -162,22 +168,39 @@ def _calibrate_all(backend: Backend, systems: dict[str, ModelRef], task: Any, ex
             log.info("calibration: this run has no %r, skipped", name)
             continue
         res = calibration_diagnostics(
-            backend, systems[name], task, examples[: int(cal.get("n_prompts", len(examples)))], k=int(cal.get("k", 8)),
-            temperature=float(cal.get("temperature", 1.0)), top_p=float(cal.get("top_p", 1.0)),
+            backend,
+            systems[name],
+            task,
+            examples[: int(cal.get("n_prompts", len(examples)))],
+            k=int(cal.get("k", 8)),
+            temperature=float(cal.get("temperature", 1.0)),
+            top_p=float(cal.get("top_p", 1.0)),
             top_k=int(cal.get("top_k", 0)),
             max_new_tokens=int(cal.get("max_new_tokens") or gen.get("max_new_tokens", 64)),
-            batch_size=int(cfg.get("batch_size", 16)), seed=int(cal.get("seed", gen.get("seed", 0))),
-            max_prompt_tokens=int(gen.get("max_prompt_tokens", 256)), progress=progress, name=name)
+            batch_size=int(cfg.get("batch_size", 16)),
+            seed=int(cal.get("seed", gen.get("seed", 0))),
+            max_prompt_tokens=int(gen.get("max_prompt_tokens", 256)),
+            progress=progress,
+            name=name,
+        )
         points[name] = res.pop("points")
         summaries[name] = res
     return summaries, points
 
 
-def evaluate(systems: dict[str, ModelRef], task: Any, test: Any, cfg: Any, judge: Any,
-             out_dir: str | Path, main_system: str = "student",
-             baseline_outputs: dict[str, str | Path] | None = None,
-             output_cache: dict[str, Path] | None = None, extra: dict[str, Any] | None = None,
-             backend: Backend | None = None) -> dict[str, Any]:
+def evaluate(
+    systems: dict[str, ModelRef],
+    task: Task,
+    test: Any,
+    cfg: Any,
+    judge: Any,
+    out_dir: str | Path,
+    main_system: str = "student",
+    baseline_outputs: dict[str, str | Path] | None = None,
+    output_cache: dict[str, Path] | None = None,
+    extra: dict[str, Any] | None = None,
+    backend: Backend | None = None,
+) -> dict[str, Any]:
     """Evaluate every system on the test split and write metrics.json, samples.jsonl and plots.
     ``backend`` samples the outputs (default: HF in this process); it holds one model at a time.
 
@@ -189,7 +212,7 @@ def evaluate(systems: dict[str, ModelRef], task: Any, test: Any, cfg: Any, judge
     n_prompts, rank_acc, n_pairs, mean_quality}}, the caller's ``extra`` top-level entries (e.g.
     oracle, diagnostics) and plots (PNG file names in ``out_dir``).
     """
-    cfg = _plain(cfg)
+    cfg = plain(cfg) or {}
     decoding = decoding_settings(cfg)
     progress = bool(cfg.get("progress", True))
     out_dir = Path(out_dir)
@@ -222,28 +245,66 @@ def evaluate(systems: dict[str, ModelRef], task: Any, test: Any, cfg: Any, judge
     for name, outs in outputs.items():
         task_metrics = {k: float(v) for k, v in task.metrics(outs, examples).items()}
         task_metric_names = list(dict.fromkeys([*task_metric_names, *task_metrics]))
-        system_metrics[name] = {**task_metrics, "quality": float(np.mean(quality[name])),
-                                "degenerate": degenerate_share(outs), **gen_stats.get(name, {})}
+        system_metrics[name] = {
+            **task_metrics,
+            "quality": float(np.mean(quality[name])),
+            "degenerate": degenerate_share(outs),
+            **gen_stats.get(name, {}),
+        }
 
-    judge_scores, win_rates = ({}, {}) if judge is None else _judge_all(
-        judge, task, main_system, outputs, examples, cfg.get("bootstrap") or {}, progress)
+    judge_scores, win_rates = (
+        ({}, {})
+        if judge is None
+        else _judge_all(judge, task, main_system, outputs, examples, cfg.get("bootstrap") or {}, progress)
+    )
 
-    metrics = _jsonable({
-        "task": getattr(task, "name", type(task).__name__), "main_system": main_system,
-        "main_metric": task.main_metric, "higher_is_better": bool(task.higher_is_better),
-        "judge": getattr(judge, "name", None), "split": cfg.get("split", "test"), "decoding": decoding["mode"],
-        **({"rerank": decoding["rerank"]} if "rerank" in decoding else {}), "n_examples": len(examples),
-        "systems": system_metrics, "peer_systems": list(peers), "win_rate": win_rates, "calibration": calibration,
-        **(extra or {}),
-    })
-    atomic_write(out_dir / "samples.jsonl", "".join(json.dumps(_jsonable({
-        "id": i, "prompt": ex["prompt"], "reference": ex["reference"], "main_system": main_system,
-        "outputs": {n: outputs[n][i] for n in outputs}, "quality": {n: quality[n][i] for n in outputs},
-        "judge": {f"{main_system}_vs_{o}": s[i] for o, s in judge_scores.items()},
-    })) + "\n" for i, ex in enumerate(examples)))
+    metrics = strict(
+        {
+            "task": task.name,
+            "main_system": main_system,
+            "main_metric": task.main_metric,
+            "higher_is_better": bool(task.higher_is_better),
+            "judge": getattr(judge, "name", None),
+            "split": cfg.get("split", "test"),
+            "decoding": decoding["mode"],
+            **({"rerank": decoding["rerank"]} if "rerank" in decoding else {}),
+            "n_examples": len(examples),
+            "systems": system_metrics,
+            "peer_systems": list(peers),
+            "win_rate": win_rates,
+            "calibration": calibration,
+            **(extra or {}),
+        }
+    )
+    atomic_write(
+        out_dir / "samples.jsonl",
+        "".join(
+            json.dumps(
+                strict(
+                    {
+                        "id": i,
+                        "prompt": ex["prompt"],
+                        "reference": ex["reference"],
+                        "main_system": main_system,
+                        "outputs": {n: outputs[n][i] for n in outputs},
+                        "quality": {n: quality[n][i] for n in outputs},
+                        "judge": {f"{main_system}_vs_{o}": s[i] for o, s in judge_scores.items()},
+                    }
+                )
+            )
+            + "\n"
+            for i, ex in enumerate(examples)
+        ),
+    )
 
-    pngs = [plots.metric_bars(system_metrics, _plotted_metrics(cfg, task_metric_names),
-                              out_dir / "metrics.png", main_metric=task.main_metric)]
+    pngs = [
+        plots.metric_bars(
+            system_metrics,
+            _plotted_metrics(cfg, task_metric_names),
+            out_dir / "metrics.png",
+            main_metric=task.main_metric,
+        )
+    ]
     if win_rates:
         pngs.append(plots.win_rate_bars(win_rates, out_dir / "win_rate.png"))
     if points:

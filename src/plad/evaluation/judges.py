@@ -6,14 +6,18 @@ Swapping A and B gives ``1 - score`` for every judge, so a win rate never depend
 system was put on. Judges are picked with Hydra (``configs/judge/*.yaml``) and bound to the task by
 ``evaluate`` because the metric judge needs the task's quality score.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
 from plad.checks import InputError
+from plad.tasks.base import Task
 
 DEFAULT_LLM_TEMPLATE = (
     "Which response follows the instruction better?\n\n"
@@ -29,24 +33,31 @@ class Judge:
 
     name: str = "judge"
 
-    def __init__(self, task: Any = None) -> None:
+    def __init__(self, task: Task | None = None) -> None:
         self.task = task
 
-    def bind(self, task: Any) -> "Judge":
+    def bind(self, task: Task) -> Judge:
         """Give the judge the task (for quality scores); returns self for chaining."""
         self.task = task
         return self
 
-    def compare(self, prompts: Sequence[str], outputs_a: Sequence[str], outputs_b: Sequence[str],
-                examples: Sequence[dict[str, Any]]) -> list[float]:
+    def compare(
+        self,
+        prompts: Sequence[str],
+        outputs_a: Sequence[str],
+        outputs_b: Sequence[str],
+        examples: Sequence[dict[str, Any]],
+    ) -> list[float]:
         raise NotImplementedError
 
 
 def _check_lengths(prompts: Sequence, outputs_a: Sequence, outputs_b: Sequence, examples: Sequence) -> None:
     n = len(prompts)
     if not len(outputs_a) == len(outputs_b) == len(examples) == n:
-        raise InputError(f"judge.compare: expected prompts, outputs_a, outputs_b, examples of equal length, "
-                         f"got {n}, {len(outputs_a)}, {len(outputs_b)}, {len(examples)}")
+        raise InputError(
+            f"judge.compare: expected prompts, outputs_a, outputs_b, examples of equal length, "
+            f"got {n}, {len(outputs_a)}, {len(outputs_b)}, {len(examples)}"
+        )
 
 
 def _versus(a: float, b: float, tie_eps: float) -> float:
@@ -60,7 +71,7 @@ class MetricJudge(Judge):
 
     name = "metric"
 
-    def __init__(self, task: Any = None, tie_eps: float = 1e-9) -> None:
+    def __init__(self, task: Task | None = None, tie_eps: float = 1e-9) -> None:
         super().__init__(task)
         self.tie_eps = tie_eps
 
@@ -68,8 +79,10 @@ class MetricJudge(Judge):
         _check_lengths(prompts, outputs_a, outputs_b, examples)
         if self.task is None:
             raise InputError("judge.task: expected a Task (call judge.bind(task)), got None")
-        return [_versus(self.task.quality(a, ex), self.task.quality(b, ex), self.tie_eps)
-                for a, b, ex in zip(outputs_a, outputs_b, examples)]
+        return [
+            _versus(self.task.quality(a, ex), self.task.quality(b, ex), self.tie_eps)
+            for a, b, ex in zip(outputs_a, outputs_b, examples)
+        ]
 
 
 def _device(device: str | None) -> torch.device:
@@ -90,9 +103,17 @@ class _HFJudge(Judge):
 
     auto_class: str = ""
 
-    def __init__(self, model: str, task: Any = None, batch_size: int = 8, max_length: int = 1024,
-                 use_chat_template: bool | None = None, device: str | None = None,
-                 dtype: str | None = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        model: str,
+        task: Task | None = None,
+        batch_size: int = 8,
+        max_length: int = 1024,
+        use_chat_template: bool | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        progress: bool = True,
+    ) -> None:
         super().__init__(task)
         if not model:
             raise InputError(f"judge.model: expected a model name or path, got {model!r}")
@@ -109,6 +130,7 @@ class _HFJudge(Judge):
     def load(self) -> tuple[Any, Any]:
         if self._model is None:
             import transformers
+
             tok = transformers.AutoTokenizer.from_pretrained(self.model_name)
             model = getattr(transformers, self.auto_class).from_pretrained(self.model_name, dtype=self.dtype)
             if tok.pad_token_id is None:
@@ -147,12 +169,20 @@ class RewardModelJudge(_HFJudge):
         chat = self._chat(tok)
         out: list[float] = []
         for i in self._batches(len(prompts), f"reward[{self.model_name}]"):
-            p, o = list(prompts[i:i + self.batch_size]), list(outputs[i:i + self.batch_size])
+            p, o = list(prompts[i : i + self.batch_size]), list(outputs[i : i + self.batch_size])
             if chat:
-                chats = [[{"role": "user", "content": pp}, {"role": "assistant", "content": oo}] for pp, oo in zip(p, o)]
+                chats = [
+                    [{"role": "user", "content": pp}, {"role": "assistant", "content": oo}] for pp, oo in zip(p, o)
+                ]
                 texts = [tok.apply_chat_template(c, tokenize=False) for c in chats]
-                enc = tok(texts, add_special_tokens=False, padding=True, truncation=True,
-                          max_length=self.max_length, return_tensors="pt")
+                enc = tok(
+                    texts,
+                    add_special_tokens=False,
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                )
             else:
                 enc = tok(p, o, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
             logits = model(**{k: v.to(self.device) for k, v in enc.items()}).logits.float()
@@ -176,8 +206,15 @@ class LLMJudge(_HFJudge):
     name = "llm"
     auto_class = "AutoModelForCausalLM"
 
-    def __init__(self, model: str, template: str = DEFAULT_LLM_TEMPLATE, choices: Sequence[str] = ("A", "B"),
-                 answer_prefix: str = "\nAnswer:", max_chars: int = 4000, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        template: str = DEFAULT_LLM_TEMPLATE,
+        choices: Sequence[str] = ("A", "B"),
+        answer_prefix: str = "\nAnswer:",
+        max_chars: int = 4000,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model, **kwargs)
         for key in ("{prompt}", "{a}", "{b}"):
             if key not in template:
@@ -193,15 +230,18 @@ class LLMJudge(_HFJudge):
         m = self.max_chars
         body = self.template.format(prompt=prompt[-m:], a=a[:m], b=b[:m])
         if chat:
-            return tok.apply_chat_template([{"role": "user", "content": body}], tokenize=False,
-                                           add_generation_prompt=True)
+            return tok.apply_chat_template(
+                [{"role": "user", "content": body}], tokenize=False, add_generation_prompt=True
+            )
         return body + self.answer_prefix
 
     def _choice_ids(self, tok: Any) -> list[int]:
         ids = [tok.encode(c, add_special_tokens=False) for c in self.choices]
         if any(len(i) != 1 for i in ids) or ids[0] == ids[1]:
-            raise InputError(f"judge.choices: expected two strings that are one distinct token each, "
-                             f"got {list(self.choices)} -> {ids}")
+            raise InputError(
+                f"judge.choices: expected two strings that are one distinct token each, "
+                f"got {list(self.choices)} -> {ids}"
+            )
         return [i[0] for i in ids]
 
     @torch.inference_mode()
@@ -212,8 +252,14 @@ class LLMJudge(_HFJudge):
         ids = torch.tensor(self._choice_ids(tok), device=self.device)
         out: list[float] = []
         for i in self._batches(len(texts), f"judge[{self.model_name}]"):
-            enc = tok(list(texts[i:i + self.batch_size]), add_special_tokens=False, padding=True,
-                      truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+            enc = tok(
+                list(texts[i : i + self.batch_size]),
+                add_special_tokens=False,
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
             # Positions follow the mask so a left-padded row scores as if it were alone.
             positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
             logits = model(**enc, position_ids=positions, use_cache=False, logits_to_keep=1).logits[:, -1]

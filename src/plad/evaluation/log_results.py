@@ -3,12 +3,14 @@
 Each logger gets what it can show: W&B scalars + a samples table + images, TensorBoard scalars +
 images + a text sample preview, CSV scalars only. Nothing here needs a network (W&B offline works).
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,8 +54,9 @@ def _read_png(path: Path) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3]) if img.ndim == 3 else img
 
 
-def _log_wandb(logger: Any, flat: dict[str, float], samples: Sequence[dict], plots: Sequence[Path],
-               prefix: str) -> None:
+def _log_wandb(
+    logger: Any, flat: dict[str, float], samples: Sequence[dict], plots: Sequence[Path], prefix: str
+) -> None:
     import wandb
 
     logger.log_metrics(flat)
@@ -66,8 +69,9 @@ def _log_wandb(logger: Any, flat: dict[str, float], samples: Sequence[dict], plo
     run.log(payload)
 
 
-def _log_tensorboard(logger: Any, flat: dict[str, float], samples: Sequence[dict], plots: Sequence[Path],
-                     prefix: str, step: int) -> None:
+def _log_tensorboard(
+    logger: Any, flat: dict[str, float], samples: Sequence[dict], plots: Sequence[Path], prefix: str, step: int
+) -> None:
     logger.log_metrics(flat, step=step)
     writer = logger.experiment
     for p in plots:
@@ -75,8 +79,10 @@ def _log_tensorboard(logger: Any, flat: dict[str, float], samples: Sequence[dict
     columns, rows = sample_rows(samples[:N_TEXT_SAMPLES])
     if columns:
         esc = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-        table = "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-                          + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows])
+        table = "\n".join(
+            ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+        )
         writer.add_text(f"{prefix}/samples", table, global_step=step)
     writer.flush()
 
@@ -89,9 +95,14 @@ def read_eval_dir(out_dir: str | Path, metrics: dict[str, Any]) -> tuple[list[di
     return samples, [out_dir / name for name in metrics.get("plots", [])]
 
 
-def log_results(loggers: Sequence[Any], metrics: dict[str, Any],
-                samples: Sequence[dict[str, Any]] | str | Path, plots: Sequence[str | Path] | None = None,
-                prefix: str = "eval", step: int = 0) -> dict[str, float]:
+def log_results(
+    loggers: Sequence[Any],
+    metrics: dict[str, Any],
+    samples: Sequence[dict[str, Any]] | str | Path,
+    plots: Sequence[str | Path] | None = None,
+    prefix: str = "eval",
+    step: int = 0,
+) -> dict[str, float]:
     """Log one evaluation to every logger; returns the flattened scalars that were logged.
 
     ``samples`` is the list of samples.jsonl rows, or the folder ``evaluate`` wrote to (then the

@@ -3,10 +3,12 @@ report's intervals (differences with their CI) and step curves.
 
 Headless (Agg) so they render on clusters; each function writes one file and returns its path.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -28,8 +30,9 @@ def _save(fig: Any, path: Path) -> Path:
     return atomic_write(path, buf.getvalue())
 
 
-def metric_bars(systems: dict[str, dict[str, float]], metrics: Sequence[str], path: Path,
-                main_metric: str | None = None) -> Path:
+def metric_bars(
+    systems: dict[str, dict[str, float]], metrics: Sequence[str], path: Path, main_metric: str | None = None
+) -> Path:
     """One panel per metric, one bar per system; the main metric comes first."""
     metrics = list(dict.fromkeys([m for m in [main_metric, *metrics] if m]))
     names = list(systems)
@@ -57,25 +60,33 @@ def win_rate_bars(win_rates: dict[str, dict[str, float]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def calibration_scatter(points: dict[str, dict[str, list[list[float]]]],
-                        summaries: dict[str, dict[str, float]], path: Path) -> Path:
+def calibration_scatter(
+    points: dict[str, dict[str, list[list[float]]]], summaries: dict[str, dict[str, float]], path: Path
+) -> Path:
     """Score vs quality, one panel per system (side by side, shared axes), colored by prompt."""
     names = list(points)
-    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(3.6 * max(len(names), 1), 3.4),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(3.6 * max(len(names), 1), 3.4), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], names):
         for j, (s, q) in enumerate(zip(points[name]["scores"], points[name]["qualities"])):
             ax.scatter(s, q, s=10, alpha=0.7, color=plt.cm.tab20(j % 20))
         summ = summaries.get(name, {})
-        ax.set_title(f"{name}\nspearman={summ.get('spearman', np.nan):.2f} "
-                     f"rank_acc={summ.get('rank_acc', np.nan):.2f}", fontsize=9)
+        ax.set_title(
+            f"{name}\nspearman={summ.get('spearman', np.nan):.2f} rank_acc={summ.get('rank_acc', np.nan):.2f}",
+            fontsize=9,
+        )
         ax.set_xlabel("mean log-likelihood")
     axes[0][0].set_ylabel("quality")
     return _save(fig, path)
 
 
-def interval_chart(items: dict[str, tuple[float, float, float]], path: Path, ylabel: str, title: str = "",
-                   zero_line: bool = True, reference: float | None = None) -> Path:
+def interval_chart(
+    items: dict[str, tuple[float, float, float]],
+    path: Path,
+    ylabel: str,
+    title: str = "",
+    zero_line: bool = True,
+    reference: float | None = None,
+) -> Path:
     """One point per method with its interval (center, low, high), on an axis fitted to the data.
 
     Used for differences to a reference (a 0 line marks "no change"; green/red: the interval
@@ -87,12 +98,20 @@ def interval_chart(items: dict[str, tuple[float, float, float]], path: Path, yla
     center = np.array([items[n][0] for n in names], dtype=float)
     low = np.array([items[n][1] for n in names], dtype=float)
     high = np.array([items[n][2] for n in names], dtype=float)
-    colors = ["tab:blue" if not zero_line else "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:gray"
-              for lo, hi in zip(low, high)]
+    colors = [
+        "tab:blue" if not zero_line else "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:gray"
+        for lo, hi in zip(low, high)
+    ]
     fig, ax = plt.subplots(figsize=(0.9 * len(names) + 2.5, 3.6))
     for i, (c, lo, hi, color) in enumerate(zip(center, low, high, colors)):
-        ax.errorbar([i], [c], yerr=[[max(c - lo, 0.0)], [max(hi - c, 0.0)]] if np.isfinite([lo, hi]).all() else None,
-                    fmt="o", color=color, capsize=4)
+        ax.errorbar(
+            [i],
+            [c],
+            yerr=[[max(c - lo, 0.0)], [max(hi - c, 0.0)]] if np.isfinite([lo, hi]).all() else None,
+            fmt="o",
+            color=color,
+            capsize=4,
+        )
     if zero_line:
         ax.axhline(0.0, color="black", linewidth=1)
     if reference is not None and np.isfinite(reference):

@@ -1,4 +1,5 @@
 """Calibration losses and baselines; each is built from ``configs/loss/<name>.yaml`` via Hydra."""
+
 from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
 from plad.losses.dpo import DPOLoss
 from plad.losses.ipo import IPOLoss
@@ -11,6 +12,16 @@ from plad.losses.sft import SFTLoss
 from plad.losses.simpo import SimPOLoss
 
 __all__ = [
-    "CalibrationLoss", "SequenceScores", "check_score_mode", "DPOLoss", "IPOLoss", "KDLoss",
-    "ListwiseLoss", "MarginLoss", "RankingLoss", "SeqKDLoss", "SFTLoss", "SimPOLoss",
+    "CalibrationLoss",
+    "SequenceScores",
+    "check_score_mode",
+    "DPOLoss",
+    "IPOLoss",
+    "KDLoss",
+    "ListwiseLoss",
+    "MarginLoss",
+    "RankingLoss",
+    "SeqKDLoss",
+    "SFTLoss",
+    "SimPOLoss",
 ]

@@ -6,17 +6,18 @@ A batch holds, per example, K sequences scored by the student in one concatenate
 the student's), ``("candidates",)`` for listwise ones (teacher samples first), ``("reference",)``
 or ``("chosen",)`` for the cross-entropy baselines. The data module serves exactly those columns.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
+
 from plad.checks import InputError
 
-
 SCORE_MODES = ("mean", "sum")
+LOSS_KINDS = ("plad", "baseline", "oracle")  # CalibrationLoss.kind
 
 
 def check_score_mode(score: str) -> str:
@@ -28,15 +29,15 @@ def check_score_mode(score: str) -> str:
 
 @dataclass
 class SequenceScores:
-    logp: Tensor                      # [B, K] summed log-likelihood of each sequence under the student
-    n_tokens: Tensor                  # [B, K] number of scored tokens (EOS included)
-    ref_logp: Tensor | None = None    # [B, K] same under the reference (initial student), precomputed
-    quality: Tensor | None = None     # [B, K] task quality scores (higher is better), when available
-    mask: Tensor | None = None        # [B, K] bool, False for padding candidates (listwise, ragged K)
-    n_teacher: Tensor | None = None   # [B] number of leading teacher samples among the candidates
-    logits: Tensor | None = None      # [B*K, L, V] student logits (white-box KD only)
+    logp: Tensor  # [B, K] summed log-likelihood of each sequence under the student
+    n_tokens: Tensor  # [B, K] number of scored tokens (EOS included)
+    ref_logp: Tensor | None = None  # [B, K] same under the reference (initial student), precomputed
+    quality: Tensor | None = None  # [B, K] task quality scores (higher is better), when available
+    mask: Tensor | None = None  # [B, K] bool, False for padding candidates (listwise, ragged K)
+    n_teacher: Tensor | None = None  # [B] number of leading teacher samples among the candidates
+    logits: Tensor | None = None  # [B*K, L, V] student logits (white-box KD only)
     teacher_logits: Tensor | None = None  # [B*K, L, V] teacher logits aligned with ``logits``
-    labels: Tensor | None = None      # [B*K, L] targets aligned with ``logits`` (-100 = ignored)
+    labels: Tensor | None = None  # [B*K, L] targets aligned with ``logits`` (-100 = ignored)
     # Size of the GLOBAL batch (all ranks, all accumulation micro-batches) that one optimizer step
     # averages over: examples, and target tokens of the first sequences. Set by the training module;
     # None = this batch alone. Every loss divides sums by these, so 2 ranks x batch b, batch 2b and
@@ -83,13 +84,25 @@ class CalibrationLoss(nn.Module):
 
     inputs: ClassVar[tuple[str, ...]] = ("chosen", "rejected")
     needs_reference: ClassVar[bool] = False  # reads ``ref_logp``
-    needs_quality: ClassVar[bool] = False    # reads ``quality``
-    needs_teacher: ClassVar[bool] = False    # reads ``teacher_logits`` (white-box)
+    needs_quality: ClassVar[bool] = False  # reads ``quality``
+    needs_teacher: ClassVar[bool] = False  # reads ``teacher_logits`` (white-box)
     # Where training data comes from: "pairs" (the pair cache of the unlabeled prompts) or
     # "train_split" (the labeled train split's (prompt, reference) rows, e.g. continued SFT).
     data_source: ClassVar[str] = "pairs"
     # Trains on references of the unlabeled prompts (an oracle): needs pairs.oracle_references=true.
     needs_oracle_references: ClassVar[bool] = False
+    # How plad.report shows the loss's runs, read from the saved ``loss._target_``: "plad" rows are
+    # compared against every "baseline" row (paired bootstrap on the same texts); "oracle" rows
+    # (trained on labels PLaD never sees) are shown, never compared. ``order`` places the rows in
+    # a table, lowest first (ties: by config name, so ranking_no_reg follows ranking). A loss that
+    # declares neither is a baseline listed after the built-in losses.
+    kind: ClassVar[str] = "baseline"
+    order: ClassVar[int] = 1000
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind not in LOSS_KINDS:  # a typo would silently drop the loss from the comparisons
+            raise TypeError(f"{cls.__name__}.kind: expected one of {', '.join(LOSS_KINDS)}, got {cls.kind!r}")
 
     def __init__(self, reg_weight: float = 0.0) -> None:
         super().__init__()
@@ -102,9 +115,13 @@ class CalibrationLoss(nn.Module):
 
     def check_inputs(self, s: SequenceScores) -> None:
         """Fail early, naming the missing field, when a batch lacks what this loss declares it reads."""
-        needed = {"ref_logp": self.needs_reference, "quality": self.needs_quality,
-                  "teacher_logits": self.needs_teacher, "logits": self.needs_teacher,
-                  "labels": self.needs_teacher}
+        needed = {
+            "ref_logp": self.needs_reference,
+            "quality": self.needs_quality,
+            "teacher_logits": self.needs_teacher,
+            "logits": self.needs_teacher,
+            "labels": self.needs_teacher,
+        }
         for field, needs in needed.items():
             if needs and getattr(s, field) is None:
                 raise InputError(f"{field}: {type(self).__name__} needs it in SequenceScores, got None")

@@ -6,16 +6,19 @@
 eps = label_smoothing is cDPO's probability that a pair is flipped (TRL's CPO ``sigmoid``; TRL's
 DPOTrainer ``sigmoid`` has no smoothing and equals eps = 0). ``ref_logp`` is precomputed once.
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from plad.losses.base import CalibrationLoss, SequenceScores
 from plad.checks import InputError
+from plad.losses.base import CalibrationLoss, SequenceScores
 
 
 class DPOLoss(CalibrationLoss):
+    kind = "baseline"
+    order = 70
     inputs = ("chosen", "rejected")
     needs_reference = True
 

@@ -6,15 +6,18 @@
 TRL normalises by completion length (confirmed with the IPO authors) so beta does not depend on
 output length; ``score="sum"`` gives the unnormalised paper form.
 """
+
 from __future__ import annotations
 
 from torch import Tensor
 
-from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
 from plad.checks import InputError
+from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
 
 
 class IPOLoss(CalibrationLoss):
+    kind = "baseline"
+    order = 80
     inputs = ("chosen", "rejected")
     needs_reference = True
 

@@ -7,6 +7,7 @@ student must share a tokenizer; ``check_compatible`` lets the pipeline fail befo
 Models with one tokenizer often pad their embedding matrices to different widths: set
 ``vocab_size`` (e.g. the value ``check_compatible`` returns) to compare only the real tokens.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,17 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from plad.checks import InputError
 from plad.losses.base import CalibrationLoss, SequenceScores
 from plad.models.logprobs import IGNORE_INDEX
-from plad.checks import InputError
 
 
 class KDLoss(CalibrationLoss):
+    kind = "baseline"
+    order = 30
     inputs = ("chosen",)
     needs_teacher = True
 
-    def __init__(self, temperature: float = 1.0, vocab_size: int | None = None,
-                 reg_weight: float = 0.0) -> None:
+    def __init__(self, temperature: float = 1.0, vocab_size: int | None = None, reg_weight: float = 0.0) -> None:
         super().__init__(reg_weight)
         if temperature <= 0:
             raise InputError(f"loss.temperature: expected a value > 0, got {temperature}")
@@ -44,7 +46,8 @@ class KDLoss(CalibrationLoss):
             raise InputError(
                 "loss=kd needs teacher and student to share a tokenizer: vocabularies differ "
                 f"(teacher {len(teacher_vocab)}, student {len(student_vocab)} tokens; {only_t} only in "
-                f"teacher, {only_s} only in student); use a black-box loss (seqkd, ranking, ...) instead")
+                f"teacher, {only_s} only in student); use a black-box loss (seqkd, ranking, ...) instead"
+            )
         return len(student_vocab)
 
     def compute(self, s: SequenceScores) -> tuple[Tensor, dict[str, Tensor]]:
@@ -56,10 +59,13 @@ class KDLoss(CalibrationLoss):
             raise InputError(
                 "loss=kd needs teacher and student to share a tokenizer: logits have vocab sizes "
                 f"{teacher.shape[-1]} (teacher) and {student.shape[-1]} (student); set loss.vocab_size "
-                "if only the embedding padding differs")
+                "if only the embedding padding differs"
+            )
         if student.shape[:-1] != teacher.shape[:-1] or student.shape[:-1] != labels.shape:
-            raise InputError(f"teacher_logits: expected the student's [N, L] = {list(labels.shape)} "
-                             f"positions, got student {list(student.shape[:-1])}, teacher {list(teacher.shape[:-1])}")
+            raise InputError(
+                f"teacher_logits: expected the student's [N, L] = {list(labels.shape)} "
+                f"positions, got student {list(student.shape[:-1])}, teacher {list(teacher.shape[:-1])}"
+            )
         mask = labels != IGNORE_INDEX
         t = self.temperature
         log_p_student = F.log_softmax(student[mask].float() / t, dim=-1)

@@ -12,22 +12,26 @@ a partial order; with scores s_i (optionally divided by ``temperature``):
 
 Padding candidates (``mask`` False) are ignored; the loss is the mean over lists.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
 from plad.checks import InputError
+from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
 
 METHODS = ("listmle", "softmax")
 
 
 class ListwiseLoss(CalibrationLoss):
+    kind = "plad"
+    order = 60
     inputs = ("candidates",)
 
-    def __init__(self, method: str = "listmle", score: str = "mean", temperature: float = 1.0,
-                 reg_weight: float = 0.0) -> None:
+    def __init__(
+        self, method: str = "listmle", score: str = "mean", temperature: float = 1.0, reg_weight: float = 0.0
+    ) -> None:
         super().__init__(reg_weight)
         if method not in METHODS:
             raise InputError(f"loss.method: expected one of {METHODS}, got {method!r}")

@@ -5,16 +5,19 @@
 A pair whose student output is *better* than the teacher's (negative gap) only asks that the
 student not prefer y+ by more than beta * |gap|, so noisy pseudo-preferences are softened.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
 from plad.checks import InputError
+from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
 
 
 class MarginLoss(CalibrationLoss):
+    kind = "plad"
+    order = 50
     inputs = ("chosen", "rejected")
     needs_quality = True
 

@@ -9,20 +9,24 @@ log-likelihoods): hinge_b = b * ranking(beta=1/b, score="sum"); with b = 1 they 
 raises y+ where the hinge is active (a sample-weighted NLL on y+) and never lowers the student's own
 samples; it separates what PLaD's signal does through y- from what it does through y+.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
 from plad.checks import InputError
+from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
 
 
 class RankingLoss(CalibrationLoss):
+    kind = "plad"
+    order = 40
     inputs = ("chosen", "rejected")
 
-    def __init__(self, beta: float = 1.0, score: str = "mean", reg_weight: float = 0.0,
-                 rejected_grad: bool = True) -> None:
+    def __init__(
+        self, beta: float = 1.0, score: str = "mean", reg_weight: float = 0.0, rejected_grad: bool = True
+    ) -> None:
         super().__init__(reg_weight)
         if beta < 0:
             raise InputError(f"loss.beta: expected a margin >= 0, got {beta}")

@@ -4,11 +4,14 @@
 
 The same token-averaged loss as SFT; only the data differs (teacher samples instead of references).
 """
+
 from __future__ import annotations
 
 from plad.losses.sft import SFTLoss
 
 
 class SeqKDLoss(SFTLoss):
+    kind = "baseline"
+    order = 20
     inputs = ("chosen",)
     data_source = "pairs"  # teacher samples on the unlabeled prompts

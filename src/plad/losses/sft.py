@@ -8,17 +8,20 @@ training the initial student on the LABELED train split, so a distillation metho
 extra supervised steps, not just the initial student. ``SFTOracleLoss`` trains on the references
 of the unlabeled distillation prompts instead: labels PLaD never sees, hence an oracle row.
 """
+
 from __future__ import annotations
 
 from torch import Tensor
 
-from plad.losses.base import CalibrationLoss, SequenceScores
 from plad.checks import InputError
+from plad.losses.base import CalibrationLoss, SequenceScores
 
 
 class SFTLoss(CalibrationLoss):
     """Continued SFT on the labeled train split's (prompt, reference) rows."""
 
+    kind = "baseline"
+    order = 10
     inputs = ("reference",)
     data_source = "train_split"
 
@@ -32,5 +35,7 @@ class SFTLoss(CalibrationLoss):
 class SFTOracleLoss(SFTLoss):
     """SFT on the references of the unlabeled prompts, read from the pair cache (an oracle)."""
 
+    kind = "oracle"
+    order = 100
     data_source = "pairs"
     needs_oracle_references = True

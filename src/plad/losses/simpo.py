@@ -6,6 +6,7 @@
 mean_* = token-averaged log-likelihood. eps = 0 is the paper's loss; eps > 0 matches TRL's CPO
 ``loss_type="simpo"`` with ``label_smoothing``. Defaults follow the paper (beta 2, gamma/beta 0.5).
 """
+
 from __future__ import annotations
 
 import math
@@ -13,15 +14,18 @@ import math
 import torch.nn.functional as F
 from torch import Tensor
 
-from plad.losses.base import CalibrationLoss, SequenceScores
 from plad.checks import InputError
+from plad.losses.base import CalibrationLoss, SequenceScores
 
 
 class SimPOLoss(CalibrationLoss):
+    kind = "baseline"
+    order = 90
     inputs = ("chosen", "rejected")
 
-    def __init__(self, beta: float = 2.0, gamma: float = 1.0, label_smoothing: float = 0.0,
-                 reg_weight: float = 0.0) -> None:
+    def __init__(
+        self, beta: float = 2.0, gamma: float = 1.0, label_smoothing: float = 0.0, reg_weight: float = 0.0
+    ) -> None:
         super().__init__(reg_weight)
         if beta <= 0:
             raise InputError(f"loss.beta: expected a value > 0, got {beta}")

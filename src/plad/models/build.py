@@ -6,6 +6,7 @@ config (``config`` with ``_target_``) to build a randomly initialised model. Eve
 module returns is a plain float model that ``save_pretrained`` can write and the matching
 ``AutoModelFor*.from_pretrained`` can read back, so the pipeline caches all of them the same way.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,16 +19,29 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
-                          PretrainedConfig, PreTrainedModel)
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.initialization import no_init_weights
 
 from plad.cache import atomic_dir, entry_dir, is_complete, stage_key
+from plad.checks import InputError, integer, number
 from plad.models.lora import ADAPTER_DIR, is_lora, merged, save_adapter, validate_training_spec
 from plad.models.student_init import init_spec, validate_init_spec
-from plad.models.tokenizer import (MIN_VOCAB, ensure_pad, load_tokenizer, obtain_tokenizer,  # noqa: F401
-                                   resolve_pretrained, source_key, train_tokenizer)
-from plad.checks import InputError
+from plad.models.tokenizer import (  # noqa: F401
+    MIN_VOCAB,
+    ensure_pad,
+    load_tokenizer,
+    obtain_tokenizer,
+    resolve_pretrained,
+    source_key,
+    train_tokenizer,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "org/name"
@@ -36,6 +50,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.inde
 
 
 # ----------------------------------------------------------------------------- validation
+
 
 def _looks_local(p: str) -> bool:
     """True when ``p`` can only mean a path on disk (hub names look like "org/name")."""
@@ -47,7 +62,9 @@ def _looks_local(p: str) -> bool:
 def _check_pretrained(spec: DictConfig, field: str, weights: bool = True) -> None:
     pretrained, gguf_file = spec.get("pretrained"), spec.get("gguf_file")
     if gguf_file and not pretrained:
-        raise InputError(f"{field}.gguf_file: expected `pretrained` (a dir or hub repo holding it), got pretrained=null")
+        raise InputError(
+            f"{field}.gguf_file: expected `pretrained` (a dir or hub repo holding it), got pretrained=null"
+        )
     if not pretrained:
         return
     path = resolve_pretrained(str(pretrained), field=f"{field}.pretrained")
@@ -76,27 +93,25 @@ def _check_local_dir(path: str, field: str, name: str, weights: bool) -> None:
         vocab_size = json.loads(Path(path, "config.json").read_text()).get("vocab_size")
         n_tokens = len(AutoTokenizer.from_pretrained(path))
     except (OSError, ValueError) as e:
-        raise InputError(f"{field}: expected a readable config.json and tokenizer in {name}, "
-                         f"got {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        raise InputError(
+            f"{field}: expected a readable config.json and tokenizer in {name}, "
+            f"got {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
     if isinstance(vocab_size, int) and n_tokens > vocab_size:
-        raise InputError(f"{field}: expected a tokenizer of at most {vocab_size} tokens (the model's vocab_size), "
-                         f"got {n_tokens} tokens in {name}")
-
-
-def _check_number(value: Any, field: str, minimum: float, strict: bool, integer: bool) -> None:
-    kind = "integer" if integer else "number"
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or (value <= minimum if strict else value < minimum):
-        what = f"a positive {kind}" if strict else f"a non-negative {kind}"
-        raise InputError(f"{field}: expected {what}, got {value!r}")
+        raise InputError(
+            f"{field}: expected a tokenizer of at most {vocab_size} tokens (the model's vocab_size), "
+            f"got {n_tokens} tokens in {name}"
+        )
 
 
 def validate_model_spec(spec: DictConfig, field: str) -> None:
     """Fail fast, naming the field, before any data loading or training (``field`` e.g. "model.teacher")."""
     _check_pretrained(spec, field)
     if not spec.get("pretrained") and not init_spec(spec) and not (spec.get("config") and spec.config.get("_target_")):
-        raise InputError(f"{field}.config: expected a transformers config with _target_ when pretrained and "
-                         f"init_from_teacher are null, got {spec.get('config')!r}")
+        raise InputError(
+            f"{field}.config: expected a transformers config with _target_ when pretrained and "
+            f"init_from_teacher are null, got {spec.get('config')!r}"
+        )
     dtype = spec.get("dtype", "float32")
     if dtype not in DTYPES:
         raise InputError(f"{field}.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
@@ -104,19 +119,22 @@ def validate_model_spec(spec: DictConfig, field: str) -> None:
     if pre is not None and not isinstance(pre, (dict, DictConfig)):
         raise InputError(f"{field}.pretrain: expected null or a mapping with max_steps, got {pre!r}")
     for part, schedule in (("sft", spec.get("sft") or {}), ("pretrain", pre or {})):
-        for key, minimum, strict, integer in [("max_steps", 0, False, True), ("batch_size", 0, True, True),
-                                              ("lr", 0, True, False), ("warmup_steps", 0, False, True),
-                                              ("weight_decay", 0, False, False)]:
+        for key, check in [
+            ("max_steps", lambda v, f: integer(v, f, minimum=0)),
+            ("batch_size", integer),
+            ("lr", lambda v, f: number(v, f, positive=True)),
+            ("warmup_steps", lambda v, f: integer(v, f, minimum=0)),
+            ("weight_decay", number),
+        ]:
             if key in schedule:
-                _check_number(schedule[key], f"{field}.{part}.{key}", minimum, strict, integer)
-    examples = (spec.get("sft") or {}).get("train_examples")
-    if examples is not None:
-        _check_number(examples, f"{field}.sft.train_examples", 0, True, True)
+                check(schedule[key], f"{field}.{part}.{key}")
+    integer((spec.get("sft") or {}).get("train_examples"), f"{field}.sft.train_examples", null=True)
     if pre is not None:
         unknown = sorted(set(pre) - set(PRETRAIN_KEYS))
         if unknown or "max_steps" not in pre:
-            raise InputError(f"{field}.pretrain: expected max_steps and keys among {list(PRETRAIN_KEYS)}, "
-                             f"got {sorted(pre)}")
+            raise InputError(
+                f"{field}.pretrain: expected max_steps and keys among {list(PRETRAIN_KEYS)}, got {sorted(pre)}"
+            )
         template = pre.get("template", COPY_TEMPLATE)
         if not isinstance(template, str) or "{text}" not in template:
             raise InputError(f"{field}.pretrain.template: expected a string containing '{{text}}', got {template!r}")
@@ -156,16 +174,20 @@ def pretrain_spec(spec: DictConfig) -> DictConfig | None:
         return None
     sft = spec.get("sft") or {}
     filled = {k: sft[k] for k in PRETRAIN_KEYS if k in sft} | {"template": COPY_TEMPLATE}
-    return OmegaConf.create(filled | OmegaConf.to_container(pre, resolve=True))  # lora + gradient_checkpointing (PEFT finds the target modules)
+    return OmegaConf.create(
+        filled | OmegaConf.to_container(pre, resolve=True)
+    )  # lora + gradient_checkpointing (PEFT finds the target modules)
 
 
 def validate_tokenizer_spec(spec: DictConfig, field: str = "model.tokenizer") -> None:
     _check_pretrained(spec, field, weights=False)
     vocab_size = spec.get("vocab_size")
-    if not spec.get("pretrained") and (not isinstance(vocab_size, int) or isinstance(vocab_size, bool)
-                                       or vocab_size < MIN_VOCAB):
-        raise InputError(f"{field}.vocab_size: expected an integer >= {MIN_VOCAB} when pretrained is null, "
-                         f"got {vocab_size!r}")
+    if not spec.get("pretrained") and (
+        not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < MIN_VOCAB
+    ):
+        raise InputError(
+            f"{field}.vocab_size: expected an integer >= {MIN_VOCAB} when pretrained is null, got {vocab_size!r}"
+        )
 
 
 def validate_family(cfg_model: DictConfig, field: str = "model") -> None:
@@ -174,8 +196,9 @@ def validate_family(cfg_model: DictConfig, field: str = "model") -> None:
     for role in ("teacher", "student"):
         validate_model_spec(cfg_model[role], f"{field}.{role}")
     if init_spec(cfg_model.teacher) is not None:
-        raise InputError(f"{field}.teacher.init_from_teacher: expected null (a student option), "
-                         f"got {init_spec(cfg_model.teacher)!r}")
+        raise InputError(
+            f"{field}.teacher.init_from_teacher: expected null (a student option), got {init_spec(cfg_model.teacher)!r}"
+        )
     validate_init_spec(cfg_model.student, cfg_model.teacher, f"{field}.student")
 
 
@@ -194,6 +217,7 @@ def tokenizer_source(cfg_model: DictConfig, role: str) -> tuple[str, str | None]
 
 # ----------------------------------------------------------------------------- building / loading
 
+
 def _auto_class(config: PretrainedConfig) -> type:
     return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
 
@@ -205,9 +229,14 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 def build_model(spec: DictConfig, tokenizer: Any, seed: int) -> PreTrainedModel:
     """A randomly initialised model from ``spec.config``, sized to ``tokenizer``; same seed, same weights."""
-    config = instantiate(spec.config, _convert_="all", vocab_size=len(tokenizer),
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
+    config = instantiate(
+        spec.config,
+        _convert_="all",
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     if config.is_encoder_decoder:
         config.decoder_start_token_id = tokenizer.pad_token_id  # T5 convention: decoding starts at pad
     with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's RNG stream
@@ -250,8 +279,9 @@ def obtain_pretrained(spec: DictConfig, cache_root: str | os.PathLike) -> tuple[
     if not spec.get("gguf_file"):
         return load_pretrained(spec)
     dtype = spec.get("dtype", "float32")
-    fp = stage_key("models", "gguf", str(spec.pretrained), spec.gguf_file, dtype,
-                   source_key(spec.pretrained, spec.gguf_file))
+    fp = stage_key(
+        "models", "gguf", str(spec.pretrained), spec.gguf_file, dtype, source_key(spec.pretrained, spec.gguf_file)
+    )
     final = entry_dir(cache_root, "models", f"gguf-{fp}")
     if not is_complete(final):
         model, tok = load_pretrained(spec)

@@ -10,16 +10,17 @@ Instruct models expect their chat format: a tokenizer flagged with ``CHAT_TEMPLA
 wrapped as one user turn by its chat template, here and only here, so SFT, sampling, scoring and
 evaluation see the same tokens. Its EOS must then be the end-of-turn token (SmolLM2: <|im_end|>).
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from plad.models.logprobs import IGNORE_INDEX
 from plad.checks import InputError
-
+from plad.models.logprobs import IGNORE_INDEX
 
 CHAT_TEMPLATE_FLAG = "plad_chat_template"  # tokenizer init kwarg: wrap prompts with its chat template
 CHAT_TEMPLATE_OPTIONS = ("auto", "none")  # task.chat_template: auto = when the tokenizer has one
@@ -37,8 +38,9 @@ def uses_chat_template(tokenizer: Any) -> bool:
 
 
 def _user_turn(tokenizer: Any, content: str) -> str:
-    return tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                         tokenize=False)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+    )
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -53,15 +55,19 @@ def _chat_prompt(tokenizer: Any, prompt: str, max_prompt_tokens: int) -> list[in
         return ids
     parts = _user_turn(tokenizer, _SLOT).split(_SLOT)
     if len(parts) != 2:
-        raise InputError(f"tokenizer.chat_template: expected the user content once in the rendered turn, "
-                         f"got it {len(parts) - 1} times")
+        raise InputError(
+            f"tokenizer.chat_template: expected the user content once in the rendered turn, "
+            f"got it {len(parts) - 1} times"
+        )
     head, tail = _ids(tokenizer, parts[0]), _ids(tokenizer, parts[1])
     budget = max_prompt_tokens - len(head) - len(tail)
     if budget < 1:
-        raise InputError(f"task.max_prompt_tokens: expected more than {len(head) + len(tail)} (the chat "
-                         f"template's own tokens), got {max_prompt_tokens}")
+        raise InputError(
+            f"task.max_prompt_tokens: expected more than {len(head) + len(tail)} (the chat "
+            f"template's own tokens), got {max_prompt_tokens}"
+        )
     content = _ids(tokenizer, prompt)
-    return head + content[max(len(content) - budget, 0):] + tail
+    return head + content[max(len(content) - budget, 0) :] + tail
 
 
 def encode_prompt(tokenizer: Any, prompt: str, encoder_decoder: bool, max_prompt_tokens: int) -> list[int]:
@@ -76,15 +82,20 @@ def encode_prompt(tokenizer: Any, prompt: str, encoder_decoder: bool, max_prompt
         return ids[: max(max_prompt_tokens - 1, 0)] + [tokenizer.eos_token_id]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     # Keep the prompt's end (next to the completion); a plain ids[-k:] would keep everything at k == 0.
-    return bos + ids[max(len(ids) - (max_prompt_tokens - len(bos)), 0):]
+    return bos + ids[max(len(ids) - (max_prompt_tokens - len(bos)), 0) :]
 
 
 Completion = str | Sequence[int]  # a text (a reference: tokenised here) or generated token ids (as is)
 
 
 def encode_example(
-    tokenizer: Any, prompt: str, completion: Completion, encoder_decoder: bool,
-    max_prompt_tokens: int, max_completion_tokens: int | None, eos: bool = True,
+    tokenizer: Any,
+    prompt: str,
+    completion: Completion,
+    encoder_decoder: bool,
+    max_prompt_tokens: int,
+    max_completion_tokens: int | None,
+    eos: bool = True,
 ) -> dict[str, list[int]]:
     """One example as ``input_ids`` + ``labels`` (lists; padding happens in ``pad_batch``).
 
@@ -94,13 +105,15 @@ def encode_example(
     EOS, and scoring one it did not generate would misstate its likelihood (and teach the model not
     to stop). ``max_completion_tokens=None`` keeps the whole completion."""
     prompt_ids = encode_prompt(tokenizer, prompt, encoder_decoder, max_prompt_tokens)
-    completion_ids = (tokenizer(completion, add_special_tokens=False)["input_ids"] if isinstance(completion, str)
-                      else [int(t) for t in completion])
+    completion_ids = (
+        tokenizer(completion, add_special_tokens=False)["input_ids"]
+        if isinstance(completion, str)
+        else [int(t) for t in completion]
+    )
     completion_ids = (completion_ids + [tokenizer.eos_token_id] * eos)[:max_completion_tokens]
     if encoder_decoder:
         return {"input_ids": prompt_ids, "labels": completion_ids}
-    return {"input_ids": prompt_ids + completion_ids,
-            "labels": [IGNORE_INDEX] * len(prompt_ids) + completion_ids}
+    return {"input_ids": prompt_ids + completion_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + completion_ids}
 
 
 def _pad(seqs: Sequence[Sequence[int]], value: int, side: str) -> Tensor:
@@ -109,14 +122,15 @@ def _pad(seqs: Sequence[Sequence[int]], value: int, side: str) -> Tensor:
     for i, s in enumerate(seqs):
         if len(s):
             if side == "left":
-                out[i, width - len(s):] = torch.as_tensor(s)
+                out[i, width - len(s) :] = torch.as_tensor(s)
             else:
                 out[i, : len(s)] = torch.as_tensor(s)
     return out
 
 
-def pad_batch(features: Sequence[dict[str, Sequence[int]]], pad_token_id: int,
-              encoder_decoder: bool, padding_side: str = "right") -> dict[str, Tensor]:
+def pad_batch(
+    features: Sequence[dict[str, Sequence[int]]], pad_token_id: int, encoder_decoder: bool, padding_side: str = "right"
+) -> dict[str, Tensor]:
     """Pad encoded examples to the longest one. Decoder-only inputs may be left or right padded;
     encoder-decoder labels are always right padded (they are decoder targets)."""
     ids = [f["input_ids"] for f in features]

@@ -12,6 +12,7 @@ SFT, pair scoring and calibration consumes its output. Batches use one layout fo
 Which tokens count is decided by ``labels != -100`` and never by comparing with ``pad_token_id``,
 so a completion's EOS is scored even when pad == eos.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -48,17 +49,22 @@ def sequence_logprobs(
     """Summed completion log-probability and token count per example, in one forward pass."""
     if is_encoder_decoder(model):
         decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                       decoder_input_ids=decoder_input_ids, use_cache=False).logits
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids, use_cache=False
+        ).logits
         targets = labels
     else:
         # Positions follow the attention mask so left padding gives the same result as none.
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         # Only positions that predict a completion token need logits: start at the first one.
         keep = _first_label_position(labels)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                       position_ids=position_ids, use_cache=False,
-                       logits_to_keep=input_ids.shape[1] - keep + 1).logits
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            logits_to_keep=input_ids.shape[1] - keep + 1,
+        ).logits
         logits = logits[:, :-1]
         targets = labels[:, keep:]
     token_logp = -F.cross_entropy(

@@ -8,6 +8,7 @@ and ``load_saved`` read it, so caches, pairs and evaluation never need PEFT) plu
 under ``<dir>/adapter`` (``PeftModel.from_pretrained(base, "<dir>/adapter")``; its base is the model
 before this training stage: the SFT'd student for a distilled one, ``base_model_name_or_path``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,10 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 
+from plad.checks import InputError, integer, is_number
+from plad.jsonable import plain
 from plad.models.logprobs import is_encoder_decoder
-from plad.checks import InputError
 
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 LORA_DEFAULTS: dict[str, Any] = {"r": None, "alpha": 16, "dropout": 0.0, "target_modules": None}
@@ -29,45 +31,39 @@ REFERENCES = ("cached", "adapters_off")
 ADAPTER_DIR = "adapter"
 
 
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
-
-
 def lora_settings(spec: Mapping | None) -> dict[str, Any] | None:
     """The spec with defaults filled in, or None when LoRA is off (no spec, or ``r: null``)."""
-    spec = _plain(spec)
+    spec = plain(spec)
     if spec is None or spec.get("r") is None:
         return None
     return {**LORA_DEFAULTS, **spec}
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def validate_lora(spec: Any, field: str) -> None:
     """One line naming the field for a bad value (``field`` e.g. "model.student.lora")."""
-    spec = _plain(spec)
+    spec = plain(spec)
     if spec is None:
         return
     if not isinstance(spec, Mapping):
-        raise InputError(f"{field}: expected a mapping with keys {list(LORA_KEYS)} (r: null = full fine-tuning), "
-                         f"got {spec!r}")
+        raise InputError(
+            f"{field}: expected a mapping with keys {list(LORA_KEYS)} (r: null = full fine-tuning), got {spec!r}"
+        )
     unknown = sorted(set(spec) - set(LORA_KEYS))
     if unknown:
         raise InputError(f"{field}: expected keys among {list(LORA_KEYS)}, got unknown {unknown}")
     s = {**LORA_DEFAULTS, **spec}
     r, alpha, dropout, targets = s["r"], s["alpha"], s["dropout"], s["target_modules"]
-    if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
-        raise InputError(f"{field}.r: expected a positive integer or null, got {r!r}")
-    if not _is_number(alpha) or alpha <= 0:
+    integer(r, f"{field}.r", null=True)  # null: full fine-tuning
+    if not is_number(alpha) or alpha <= 0:
         raise InputError(f"{field}.alpha: expected a positive number, got {alpha!r}")
-    if not _is_number(dropout) or not 0 <= dropout < 1:
+    if not is_number(dropout) or not 0 <= dropout < 1:
         raise InputError(f"{field}.dropout: expected a number in [0, 1), got {dropout!r}")
     ok_list = isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)
     if targets is not None and not (isinstance(targets, str) and targets) and not ok_list:
-        raise InputError(f"{field}.target_modules: expected null (PEFT's default for the model type), a module "
-                         f"name or a non-empty list of names, got {targets!r}")
+        raise InputError(
+            f"{field}.target_modules: expected null (PEFT's default for the model type), a module "
+            f"name or a non-empty list of names, got {targets!r}"
+        )
 
 
 def validate_training_spec(spec: DictConfig, field: str) -> None:
@@ -103,14 +99,14 @@ def _model_config(spec: DictConfig) -> Any:
     return AutoConfig.from_pretrained(path)
 
 
-def validate_reference(reference: Any, lora: Any, field: str = "distill.reference",
-                       lora_field: str = "model.student.lora.r") -> None:
+def validate_reference(
+    reference: Any, lora: Any, field: str = "distill.reference", lora_field: str = "model.student.lora.r"
+) -> None:
     """``adapters_off`` reads the reference from the student with its adapters disabled, so it needs LoRA."""
     if reference not in REFERENCES:
         raise InputError(f"{field}: expected one of {list(REFERENCES)}, got {reference!r}")
     if reference == "adapters_off" and lora_settings(lora) is None:
-        raise InputError(f"{field}: 'adapters_off' needs a LoRA student ({lora_field}), got r=null "
-                         "(use 'cached')")
+        raise InputError(f"{field}: 'adapters_off' needs a LoRA student ({lora_field}), got r=null (use 'cached')")
 
 
 def wrap(model: torch.nn.Module, spec: Mapping, field: str = "lora") -> Any:
@@ -120,16 +116,22 @@ def wrap(model: torch.nn.Module, spec: Mapping, field: str = "lora") -> Any:
     s = lora_settings(spec)
     if s is None:
         raise InputError(f"{field}.r: expected a positive integer to wrap a model with LoRA, got null")
-    config = LoraConfig(r=s["r"], lora_alpha=s["alpha"], lora_dropout=s["dropout"],
-                        target_modules=s["target_modules"],
-                        task_type=TaskType.SEQ_2_SEQ_LM if is_encoder_decoder(model) else TaskType.CAUSAL_LM)
+    config = LoraConfig(
+        r=s["r"],
+        lora_alpha=s["alpha"],
+        lora_dropout=s["dropout"],
+        target_modules=s["target_modules"],
+        task_type=TaskType.SEQ_2_SEQ_LM if is_encoder_decoder(model) else TaskType.CAUSAL_LM,
+    )
     try:
         return get_peft_model(model, config)
     except ValueError as e:  # unknown model type without target_modules, or names that match nothing
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        raise InputError(f"{field}.target_modules: expected module names of a {model_type!r} model (null: PEFT's "
-                         f"default, where PEFT has one), got {s['target_modules']!r}: {reason}") from None
+        raise InputError(
+            f"{field}.target_modules: expected module names of a {model_type!r} model (null: PEFT's "
+            f"default, where PEFT has one), got {s['target_modules']!r}: {reason}"
+        ) from None
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module, field: str = "gradient_checkpointing") -> None:
@@ -142,12 +144,14 @@ def enable_gradient_checkpointing(model: torch.nn.Module, field: str = "gradient
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     except ValueError as e:
-        raise InputError(f"{field}: expected a model that supports it, got {type(model).__name__}: "
-                         f"{str(e).splitlines()[0]}") from None
+        raise InputError(
+            f"{field}: expected a model that supports it, got {type(model).__name__}: {str(e).splitlines()[0]}"
+        ) from None
 
 
-def prepare(model: torch.nn.Module, lora: Mapping | None, gradient_checkpointing: bool = False,
-            field: str = "model.student") -> Any:
+def prepare(
+    model: torch.nn.Module, lora: Mapping | None, gradient_checkpointing: bool = False, field: str = "model.student"
+) -> Any:
     """The model a training stage fits: checkpointing on when asked, then wrapped with LoRA when
     ``lora.r`` is set (the PeftModel is returned; its base model is changed in place)."""
     if gradient_checkpointing:
@@ -187,4 +191,3 @@ def save_adapter(model: Any, path: str | os.PathLike) -> None:
 
 def trainable_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-

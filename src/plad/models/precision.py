@@ -2,17 +2,29 @@
 computed the way Lightning will compute the policy's during training (its own precision plugins:
 autocast for ``*-mixed``, a cast for ``*-true``), so DPO/IPO log-ratios start at 0 instead of
 carrying a systematic bf16-vs-fp32 offset."""
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from plad.checks import InputError  # torch is imported where it is used: the warm pair cache needs none
 
+if TYPE_CHECKING:
+    import torch
+
 # Lightning's precision names, and the legacy spellings it still accepts.
-ALIASES = {"32": "32-true", 32: "32-true", "64": "64-true", 64: "64-true", "16": "16-mixed", 16: "16-mixed",
-           "bf16": "bf16-mixed"}
+ALIASES = {
+    "32": "32-true",
+    32: "32-true",
+    "64": "64-true",
+    64: "64-true",
+    "16": "16-mixed",
+    16: "16-mixed",
+    "bf16": "bf16-mixed",
+}
 KNOWN = ("64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed")
 
 
@@ -39,6 +51,8 @@ def scoring_precision(precision: str, model: torch.nn.Module) -> Iterator[torch.
     """``model`` (a converted copy for ``*-true`` precisions other than 32) under the forward
     context Lightning's plugin uses in training."""
     plugin = _plugin(canonical_precision(precision), next(model.parameters()).device)
-    converted = model if precision in ("32-true", "16-mixed", "bf16-mixed") else plugin.convert_module(copy.deepcopy(model))
+    converted = (
+        model if precision in ("32-true", "16-mixed", "bf16-mixed") else plugin.convert_module(copy.deepcopy(model))
+    )
     with plugin.forward_context():
         yield converted

@@ -6,18 +6,20 @@ from what the teacher knows instead of a random init that a few hundred CPU step
 Spec: ``model.student.init_from_teacher: {layers: k}`` keeps k of the teacher's n layers, evenly
 spaced with the first and last included (``kept_layers``); ``null`` builds the student as before.
 """
+
 from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from transformers import PreTrainedModel
 from transformers.initialization import no_init_weights
-from plad.checks import InputError
+
+from plad.checks import InputError, integer
 
 FIELD = "init_from_teacher"
 PER_LAYER_LISTS = ("layer_types", "attention_layers")  # config lists with one entry per layer
@@ -44,11 +46,12 @@ def validate_init_spec(spec: DictConfig, teacher_spec: DictConfig, field: str = 
     if not isinstance(init, Mapping) or set(init) != {"layers"}:
         raise InputError(f"{field}.{FIELD}: expected null or {{layers: <positive integer>}}, got {init!r}")
     layers = init["layers"]
-    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-        raise InputError(f"{field}.{FIELD}.layers: expected a positive integer, got {layers!r}")
+    integer(layers, f"{field}.{FIELD}.layers")
     if spec.get("pretrained"):
-        raise InputError(f"{field}.pretrained: expected null with {FIELD} (the weights come from the teacher), "
-                         f"got {spec.pretrained!r}")
+        raise InputError(
+            f"{field}.pretrained: expected null with {FIELD} (the weights come from the teacher), "
+            f"got {spec.pretrained!r}"
+        )
     n = _teacher_layers(teacher_spec)
     if n is not None and layers > n:
         raise InputError(f"{field}.{FIELD}.layers: expected at most {n} (the teacher's layers), got {layers}")
@@ -66,11 +69,15 @@ def kept_layers(n_layers: int, k: int, field: str = f"model.student.{FIELD}.laye
 def _layer_stack(model: PreTrainedModel) -> str:
     """State-dict prefix of the decoder's layer list (``model.layers``, ``transformer.h``, ...)."""
     n = model.config.num_hidden_layers
-    stacks = [name for name, module in model.named_modules() if isinstance(module, torch.nn.ModuleList)
-              and len(module) == n and name.split(".")[-1] in ("layers", "h")]
+    stacks = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n and name.split(".")[-1] in ("layers", "h")
+    ]
     if getattr(model.config, "is_encoder_decoder", False) or len(stacks) != 1:
-        raise InputError(f"model.student.{FIELD}: expected a decoder-only teacher with one layer stack, "
-                         f"got {type(model).__name__}")
+        raise InputError(
+            f"model.student.{FIELD}: expected a decoder-only teacher with one layer stack, got {type(model).__name__}"
+        )
     return stacks[0]
 
 

@@ -5,21 +5,23 @@ student does not spend most of its weights on a 50k-token embedding. Byte-level 
 ``decode(encode(x)) == x`` for every string, so ROUGE and PII matching see exactly what the model
 wrote. Trained (and GGUF-converted) tokenizers are cached, content-addressed, like every stage.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from omegaconf import DictConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from plad.cache import atomic_dir, content_key, entry_dir, fingerprint, is_complete, stage_key
-from plad.models.encoding import CHAT_TEMPLATE_FLAG, check_chat_template
 from plad.checks import InputError
+from plad.models.encoding import CHAT_TEMPLATE_FLAG, check_chat_template
 
 log = logging.getLogger("plad")
 PKG_PREFIX = "pkg://"
@@ -37,8 +39,9 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         from datasets.fingerprint import Hasher
 
         body = Hasher.hash(tokenizer)
-    return fingerprint(type(tokenizer).__name__, body, tokenizer.bos_token_id, tokenizer.eos_token_id,
-                       tokenizer.pad_token_id)
+    return fingerprint(
+        type(tokenizer).__name__, body, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    )
 
 
 def resolve_pretrained(name: str | None, field: str = "pretrained") -> str | None:
@@ -49,7 +52,7 @@ def resolve_pretrained(name: str | None, field: str = "pretrained") -> str | Non
     """
     if name is None or not str(name).startswith(PKG_PREFIX):
         return None if name is None else os.path.expanduser(str(name))
-    package, _, sub = str(name)[len(PKG_PREFIX):].partition("/")
+    package, _, sub = str(name)[len(PKG_PREFIX) :].partition("/")
     spec = importlib.util.find_spec(package) if package else None
     if spec is None or not spec.submodule_search_locations:
         raise InputError(f"{field}: expected an installed Python package after {PKG_PREFIX}, got {name!r}")
@@ -82,8 +85,10 @@ def source_key(pretrained: str | None, gguf_file: str | None = None) -> dict[str
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Byte-level BPE with <pad>, <s>, </s>, <unk> (ids 0-3); pad != eos so padding is never scored."""
     if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB:
-        raise InputError(f"tokenizer.vocab_size: expected an integer >= {MIN_VOCAB} "
-                         f"(256 bytes + 4 special tokens), got {vocab_size!r}")
+        raise InputError(
+            f"tokenizer.vocab_size: expected an integer >= {MIN_VOCAB} "
+            f"(256 bytes + 4 special tokens), got {vocab_size!r}"
+        )
     tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -123,8 +128,9 @@ def load_tokenizer(pretrained: str, gguf_file: str | None = None) -> Any:
     return ensure_pad(AutoTokenizer.from_pretrained(path, **kwargs))
 
 
-def obtain_tokenizer(spec_tokenizer: DictConfig, texts: Callable[[], Iterable[str]], data_fp: str,
-                     cache_root: str | os.PathLike) -> Any:
+def obtain_tokenizer(
+    spec_tokenizer: DictConfig, texts: Callable[[], Iterable[str]], data_fp: str, cache_root: str | os.PathLike
+) -> Any:
     """The family's tokenizer: ``pretrained`` if set, else BPE trained on ``texts()`` and cached.
 
     ``texts`` is a thunk so a cache hit never touches the data. Converting a GGUF vocabulary takes
@@ -139,7 +145,11 @@ def obtain_tokenizer(spec_tokenizer: DictConfig, texts: Callable[[], Iterable[st
         fp = stage_key("tokenizers", spec_tokenizer.get("vocab_size"), data_fp)
     final = entry_dir(cache_root, "tokenizers", fp)
     if not is_complete(final):
-        tok = load_tokenizer(pretrained, gguf_file) if pretrained else train_tokenizer(texts(), spec_tokenizer.get("vocab_size"))
+        tok = (
+            load_tokenizer(pretrained, gguf_file)
+            if pretrained
+            else train_tokenizer(texts(), spec_tokenizer.get("vocab_size"))
+        )
         with atomic_dir(final) as tmp:
             tok.save_pretrained(tmp)
     return ensure_pad(AutoTokenizer.from_pretrained(str(final)))

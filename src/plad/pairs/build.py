@@ -12,27 +12,30 @@ Under torchrun / Lightning DDP (RANK, WORLD_SIZE) rank r builds shards k with k 
 0 merges, and the others wait for the entry. Models are handed over as ``ModelRef``s and loaded
 only when a shard needs them: a warm cache or a black-box teacher never loads the teacher.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from datasets import Dataset, concatenate_datasets
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from plad.backends.base import Backend
+from plad.backends.base import Backend, check_sampling
 from plad.cache import STAGE_VERSIONS, entry_dir, file_hash, fingerprint, is_complete, locked, stage_key
+from plad.checks import InputError, integer
 from plad.models.precision import canonical_precision, scoring_precision
 from plad.models.ref import ModelRef
 from plad.pairs import store
 from plad.pairs.rows import CUT_SAMPLES_DEFAULT, Sample, check_cut_samples
-from plad.checks import InputError
+from plad.tasks.base import Task
 
 log = logging.getLogger(__name__)
 # Keys that change how a run proceeds but not what it produces (never part of the cache key).
@@ -50,14 +53,17 @@ class PairSet:
     reused: bool = False  # served from the cache by this call
 
 
-def _check_cfg(cfg: DictConfig) -> None:
+def check_pairs(cfg: DictConfig) -> None:
+    """The pair stage's settings (``pairs``): sizes, each role's sampling, ``cut_samples``. The one
+    check of them: the preflight runs it before any stage, ``obtain_pairs`` for callers without one.
+    (The black-box teacher file is checked by ``plad.pairs.teacher_file``.)"""
     for key in ("n_teacher", "n_student", "shard_size", "batch_size"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise InputError(f"pairs.{key}: expected an int >= 1, got {cfg[key]!r}")
+        integer(cfg[key], f"pairs.{key}")
     for role in ("teacher", "student"):
         extra = set(cfg[role]) - set(SAMPLING_KEYS)
         if extra:
             raise InputError(f"pairs.{role}: expected keys among {list(SAMPLING_KEYS)}, got {sorted(extra)}")
+        check_sampling(cfg[role], f"pairs.{role}")
     check_cut_samples(cfg.get("cut_samples", CUT_SAMPLES_DEFAULT))
 
 
@@ -142,10 +148,20 @@ def _concat(parts: list[Dataset]) -> Dataset:
     return concatenate_datasets(nonempty) if nonempty else parts[0]
 
 
-def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, teacher: ModelRef, student: ModelRef,
-                 cache_root: Path, max_prompt_tokens: int, max_new_tokens: int, seed: int,
-                 lookup_only: bool = False, backend: Backend | None = None,
-                 precision: str | int = "32-true") -> PairSet | None:
+def obtain_pairs(
+    cfg: DictConfig,
+    prompts: Dataset,
+    task: Task,
+    teacher: ModelRef,
+    student: ModelRef,
+    cache_root: Path,
+    max_prompt_tokens: int,
+    max_new_tokens: int,
+    seed: int,
+    lookup_only: bool = False,
+    backend: Backend | None = None,
+    precision: str | int = "32-true",
+) -> PairSet | None:
     """The pair set for these prompts and models: from the cache when it is complete and intact.
     ``backend`` draws the samples (default: HF in this process); ``precision`` is the trainer's, in
     which the reference log-probs are computed. ``lookup_only``: never build; None when the cache
@@ -155,7 +171,7 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, teacher: ModelRef
 
         backend = HFBackend()
     started = time.time()
-    _check_cfg(cfg)
+    check_pairs(cfg)
     rank, world = dist_info()
     if len(prompts) == 0:
         raise InputError("prompts: expected at least one unlabeled prompt, got an empty split")
@@ -166,7 +182,7 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, teacher: ModelRef
     if cfg.get("scorer") is not None:
         from hydra.utils import instantiate
 
-        from plad.pairs.scorers import check_scorer
+        from plad.pairs.quality import check_scorer
 
         check_scorer(cfg)
         scorer = instantiate(cfg.scorer)
@@ -175,9 +191,19 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, teacher: ModelRef
     teacher_key = {"file": file_hash(black_box)} if black_box else {"model": teacher.fingerprint}
     generation_cfg = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RUN_KEYS}
     precision = canonical_precision(precision)
-    fp = stage_key("pairs", teacher_key, student.fingerprint, _hash_prompts(ids, texts), generation_cfg,
-                   scorer.fingerprint(task) if scorer else None, max_prompt_tokens, max_new_tokens, seed,
-                   backend.key(), precision)
+    fp = stage_key(
+        "pairs",
+        teacher_key,
+        student.fingerprint,
+        _hash_prompts(ids, texts),
+        generation_cfg,
+        scorer.fingerprint(task) if scorer else None,
+        max_prompt_tokens,
+        max_new_tokens,
+        seed,
+        backend.key(),
+        precision,
+    )
     entry = entry_dir(cache_root, "pairs", fp)
     if lookup_only:
         return _try_load(entry, fp, warn=False)
@@ -210,9 +236,24 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, teacher: ModelRef
         listwise = (max(map(len, teacher_outputs)) if teacher_outputs else cfg.n_teacher) + cfg.n_student > 2
         has_reference = "reference" in prompts.column_names and all(isinstance(r, str) for r in prompts["reference"])
         with backend:
-            _build_shards(cfg, entry, mine, examples, teacher_outputs, task, scorer, teacher, student, backend,
-                          listwise=listwise, has_reference=has_reference, max_prompt_tokens=max_prompt_tokens,
-                          max_new_tokens=max_new_tokens, seed=seed, precision=precision)
+            _build_shards(
+                cfg,
+                entry,
+                mine,
+                examples,
+                teacher_outputs,
+                task,
+                scorer,
+                teacher,
+                student,
+                backend,
+                listwise=listwise,
+                has_reference=has_reference,
+                max_prompt_tokens=max_prompt_tokens,
+                max_new_tokens=max_new_tokens,
+                seed=seed,
+                precision=precision,
+            )
 
         if rank != 0:
             return _wait_for_entry(entry, fp, timeout, poll, f"rank 0 to merge {entry}")
@@ -222,48 +263,89 @@ def obtain_pairs(cfg: DictConfig, prompts: Dataset, task: Any, teacher: ModelRef
         stats: dict[str, Any] = {}
         for _, meta in shards:
             _add(stats, meta)
-        tables = {name: _concat([t[name] for t, _ in shards]) if listwise or name == "pairwise" else None
-                  for name in store.TABLES}
-        stats = {"fingerprint": fp, "version": STAGE_VERSIONS["pairs"], "n_prompts": len(ids), "n_shards": n_shards,
-                 "resumed_shards": resumed, "world_size": world, "teacher_source": "file" if black_box else "model",
-                 "backend": backend.key(), "precision": precision,
-                 "oracle": bool(cfg.get("oracle_references", False)),
-                 "ref_lengths": {"max_prompt_tokens": max_prompt_tokens, "max_completion_tokens": max_new_tokens},
-                 "rows": {name: len(t) if t is not None else 0 for name, t in tables.items()}, **stats}
+        tables = {
+            name: _concat([t[name] for t, _ in shards]) if listwise or name == "pairwise" else None
+            for name in store.TABLES
+        }
+        stats = {
+            "fingerprint": fp,
+            "version": STAGE_VERSIONS["pairs"],
+            "n_prompts": len(ids),
+            "n_shards": n_shards,
+            "resumed_shards": resumed,
+            "world_size": world,
+            "teacher_source": "file" if black_box else "model",
+            "backend": backend.key(),
+            "precision": precision,
+            "oracle": bool(cfg.get("oracle_references", False)),
+            "ref_lengths": {"max_prompt_tokens": max_prompt_tokens, "max_completion_tokens": max_new_tokens},
+            "rows": {name: len(t) if t is not None else 0 for name, t in tables.items()},
+            **stats,
+        }
         store.write_entry(entry, tables, stats, replace=bool(cfg.rebuild))
         store.remove(store.partial_dir(entry))
         log.info("pairs: %d pairwise rows in %s", stats["rows"]["pairwise"], entry)
         return _load(entry, fp)
 
 
-def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[dict[str, Any]],
-                  teacher_outputs: list[list[str]] | None, task: Any, scorer: Any, teacher: ModelRef,
-                  student: ModelRef, backend: Backend, *, listwise: bool, has_reference: bool,
-                  max_prompt_tokens: int, max_new_tokens: int, seed: int, precision: str) -> None:
+def _build_shards(
+    cfg: DictConfig,
+    entry: Path,
+    mine: list[int],
+    examples: list[dict[str, Any]],
+    teacher_outputs: list[list[str]] | None,
+    task: Task,
+    scorer: Any,
+    teacher: ModelRef,
+    student: ModelRef,
+    backend: Backend,
+    *,
+    listwise: bool,
+    has_reference: bool,
+    max_prompt_tokens: int,
+    max_new_tokens: int,
+    seed: int,
+    precision: str,
+) -> None:
     """Phases 1-2: each role's samples per shard (one model in the backend at a time), with their
     generated ids; phase 3: pair rows per shard, scored by the student's HF model."""
     from plad.backends.base import Sampling, sampled
-    from plad.models.scoring import score_completions
+    from plad.models.likelihood import score_completions
     from plad.models.tokenizer import tokenizer_fingerprint
     from plad.pairs.rows import build_rows
 
     size = cfg.shard_size
 
     def rows_of(k: int) -> list[dict[str, Any]]:
-        return examples[k * size:(k + 1) * size]
+        return examples[k * size : (k + 1) * size]
 
     def sample_shards(ref: ModelRef, role: str, n: int, todo: list[int]) -> None:
-        sampling = Sampling(n=n, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
-                            seed=_role_seed(seed, role), **OmegaConf.to_container(cfg[role], resolve=True))
+        sampling = Sampling(
+            n=n,
+            max_new_tokens=max_new_tokens,
+            max_prompt_tokens=max_prompt_tokens,
+            seed=_role_seed(seed, role),
+            **OmegaConf.to_container(cfg[role], resolve=True),
+        )
         tokenizer_fp = tokenizer_fingerprint(ref.tokenizer()) if todo else None  # whose ids these are
         for k in tqdm(todo, desc=f"{role} shards", disable=len(todo) < 2):
-            out = backend.generate(ref, [r["prompt"] for r in rows_of(k)], sampling, batch_size=cfg.batch_size,
-                                   desc=f"{role} shard {k}")
-            meta = {"samples": len(out.texts) * n, "tokens": out.total_tokens, "seconds": out.seconds,
-                    "empty": sum(not t.strip() for ts in out.texts for t in ts),
-                    "cut": sum(not f for fs in out.finished for f in fs), "tokenizers": {tokenizer_fp: 1}}
-            outputs = {"prompt_id": [r["id"] for r in rows_of(k)], "texts": out.texts,
-                       "ids": sampled(out, f"generation={backend.name}"), "finished": out.finished}
+            out = backend.generate(
+                ref, [r["prompt"] for r in rows_of(k)], sampling, batch_size=cfg.batch_size, desc=f"{role} shard {k}"
+            )
+            meta = {
+                "samples": len(out.texts) * n,
+                "tokens": out.total_tokens,
+                "seconds": out.seconds,
+                "empty": sum(not t.strip() for ts in out.texts for t in ts),
+                "cut": sum(not f for fs in out.finished for f in fs),
+                "tokenizers": {tokenizer_fp: 1},
+            }
+            outputs = {
+                "prompt_id": [r["id"] for r in rows_of(k)],
+                "texts": out.texts,
+                "ids": sampled(out, f"generation={backend.name}"),
+                "finished": out.finished,
+            }
             store.write_shard(entry, role, k, {"outputs": Dataset.from_dict(outputs)}, meta)
 
     def intact(kind: str, k: int, n: int = 0) -> bool:
@@ -279,11 +361,16 @@ def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[
             ok = rows is not None and set(rows["id"]) <= set(ids) and len(rows) == meta["pairwise"]["kept"]
         else:
             out = tables.get("outputs")
-            ok = (out is not None and "prompt_id" in out.column_names and list(out["prompt_id"]) == ids
-                  and all(len(t) == len(i) == len(f) == n for t, i, f in zip(out["texts"], out["ids"], out["finished"])))
+            ok = (
+                out is not None
+                and "prompt_id" in out.column_names
+                and list(out["prompt_id"]) == ids
+                and all(len(t) == len(i) == len(f) == n for t, i, f in zip(out["texts"], out["ids"], out["finished"]))
+            )
         if not ok:
-            log.warning("pairs: %s shard %d does not hold the rows of its %d prompts; building it again",
-                        kind, k, len(ids))
+            log.warning(
+                "pairs: %s shard %d does not hold the rows of its %d prompts; building it again", kind, k, len(ids)
+            )
             store.remove(store.shard_dir(entry, kind, k))
         return ok
 
@@ -297,23 +384,45 @@ def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[
     score_fn = (lambda outs, exs: scorer(outs, exs, task)) if scorer is not None else None
     student_tokenizer = tokenizer_fingerprint(tok)
 
-    def encoded(texts: list[list[str]], ids: list[list[list[int]]] | None,
-                finished: list[list[bool]] | None) -> list[list[Sample]]:
-        return [[Sample(t, tuple(ids[i][j]) if ids is not None else tuple(tok(t, add_special_tokens=False)["input_ids"]),
-                        bool(finished[i][j]) if finished is not None else True)
-                 for j, t in enumerate(ts)] for i, ts in enumerate(texts)]
+    def encoded(
+        texts: list[list[str]], ids: list[list[list[int]]] | None, finished: list[list[bool]] | None
+    ) -> list[list[Sample]]:
+        return [
+            [
+                Sample(
+                    t,
+                    tuple(ids[i][j]) if ids is not None else tuple(tok(t, add_special_tokens=False)["input_ids"]),
+                    bool(finished[i][j]) if finished is not None else True,
+                )
+                for j, t in enumerate(ts)
+            ]
+            for i, ts in enumerate(texts)
+        ]
 
     def logp_fn(ps: list[str], cs: list, finished: list[bool]) -> list[float]:  # training's layout and precision
         with scoring_precision(precision, model) as scoring_model:
-            return score_completions(scoring_model, tok, ps, cs, max_prompt_tokens=max_prompt_tokens,
-                                     max_completion_tokens=max_new_tokens, finished=finished,
-                                     batch_size=cfg.batch_size, desc="reference log-probs").sum_logp
+            return score_completions(
+                scoring_model,
+                tok,
+                ps,
+                cs,
+                max_prompt_tokens=max_prompt_tokens,
+                max_completion_tokens=max_new_tokens,
+                finished=finished,
+                batch_size=cfg.batch_size,
+                desc="reference log-probs",
+            ).sum_logp
 
     for k in tqdm(todo, desc="pair shards", disable=len(todo) < 2):
         if teacher_outputs is not None:  # text only: tokenised once, and it ended
-            t_texts = teacher_outputs[k * size:(k + 1) * size]
-            t_meta = {"samples": sum(map(len, t_texts)), "tokens": 0, "seconds": 0.0,
-                      "empty": sum(not t.strip() for ts in t_texts for t in ts), "cut": 0}
+            t_texts = teacher_outputs[k * size : (k + 1) * size]
+            t_meta = {
+                "samples": sum(map(len, t_texts)),
+                "tokens": 0,
+                "seconds": 0.0,
+                "empty": sum(not t.strip() for ts in t_texts for t in ts),
+                "cut": 0,
+            }
             t_samples = encoded(t_texts, None, None)
         else:
             t_tables, t_meta = store.read_shard(entry, "teacher", k)
@@ -325,10 +434,17 @@ def _build_shards(cfg: DictConfig, entry: Path, mine: list[int], examples: list[
         s_tables, s_meta = store.read_shard(entry, "student", k)
         s_out = s_tables["outputs"]
         t0 = time.perf_counter()
-        tables, stats = build_rows(rows_of(k), t_samples, encoded(s_out["texts"], s_out["ids"], s_out["finished"]),
-                                   listwise=listwise, has_reference=has_reference,
-                                   filter_by_score=bool(cfg.filter_by_score), score_fn=score_fn, logp_fn=logp_fn,
-                                   cut_samples=cfg.get("cut_samples", CUT_SAMPLES_DEFAULT))
+        tables, stats = build_rows(
+            rows_of(k),
+            t_samples,
+            encoded(s_out["texts"], s_out["ids"], s_out["finished"]),
+            listwise=listwise,
+            has_reference=has_reference,
+            filter_by_score=bool(cfg.filter_by_score),
+            score_fn=score_fn,
+            logp_fn=logp_fn,
+            cut_samples=cfg.get("cut_samples", CUT_SAMPLES_DEFAULT),
+        )
         stats |= {"teacher": t_meta, "student": s_meta, "rows_seconds": time.perf_counter() - t0}
         store.write_shard(entry, "shards", k, tables, stats)
     if scorer is not None:

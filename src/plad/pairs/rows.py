@@ -9,16 +9,20 @@ Each row carries the initial student's summed log-likelihoods of exactly those i
 reference-based losses (DPO, IPO) need no reference model during training. Every dropped pair or
 candidate is counted by reason in the shard stats.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from datasets import Dataset, Features, Sequence as Seq, Value
+from datasets import Dataset, Features, Value
+from datasets import Sequence as Seq
+
 from plad.checks import InputError
 
 CUT_SAMPLES = ("keep", "drop")  # pairs.cut_samples: what happens to a sample cut at max_new_tokens
-CUT_SAMPLES_DEFAULT = "keep"     # configs/pairs/default.yaml says why
+CUT_SAMPLES_DEFAULT = "keep"  # configs/pairs/default.yaml says why
 
 
 def check_cut_samples(value: Any) -> str:
@@ -31,6 +35,7 @@ def check_cut_samples(value: Any) -> str:
 class Sample:
     """One generated output: its text, its token ids in the student's tokenizer (without EOS) and
     whether it ended with EOS."""
+
     text: str
     ids: tuple[int, ...]
     finished: bool
@@ -43,12 +48,24 @@ LogpFn = Callable[[list[str], list["tuple[int, ...] | str"], list[bool]], list[f
 
 def features(has_reference: bool, has_scores: bool) -> tuple[Features, Features]:
     """Arrow schemas of the pairwise and listwise tables (fixed, so empty shards concatenate)."""
-    pair = {"id": Value("string"), "prompt": Value("string"), "chosen": Value("string"),
-            "rejected": Value("string"), "chosen_ids": Seq(Value("int32")), "rejected_ids": Seq(Value("int32")),
-            "chosen_finished": Value("bool"), "rejected_finished": Value("bool")}
-    lst = {"id": Value("string"), "prompt": Value("string"), "candidates": Seq(Value("string")),
-           "candidates_ids": Seq(Seq(Value("int32"))), "candidates_finished": Seq(Value("bool")),
-           "n_teacher": Value("int32")}
+    pair = {
+        "id": Value("string"),
+        "prompt": Value("string"),
+        "chosen": Value("string"),
+        "rejected": Value("string"),
+        "chosen_ids": Seq(Value("int32")),
+        "rejected_ids": Seq(Value("int32")),
+        "chosen_finished": Value("bool"),
+        "rejected_finished": Value("bool"),
+    }
+    lst = {
+        "id": Value("string"),
+        "prompt": Value("string"),
+        "candidates": Seq(Value("string")),
+        "candidates_ids": Seq(Seq(Value("int32"))),
+        "candidates_finished": Seq(Value("bool")),
+        "n_teacher": Value("int32"),
+    }
     if has_reference:
         pair["reference"] = lst["reference"] = Value("string")
     if has_scores:
@@ -90,27 +107,44 @@ def _pair_drop_reason(t: Sample, s: Sample, drop_cut: bool, filtered: Callable[[
     return "filtered_by_score" if filtered() else None
 
 
-def build_rows(examples: Sequence[dict[str, Any]], teacher: Sequence[Sequence[Sample]],
-               student: Sequence[Sequence[Sample]], *, listwise: bool, has_reference: bool, filter_by_score: bool,
-               score_fn: ScoreFn | None, logp_fn: LogpFn,
-               cut_samples: str = CUT_SAMPLES_DEFAULT) -> tuple[dict[str, Dataset], dict[str, Any]]:
+def build_rows(
+    examples: Sequence[dict[str, Any]],
+    teacher: Sequence[Sequence[Sample]],
+    student: Sequence[Sequence[Sample]],
+    *,
+    listwise: bool,
+    has_reference: bool,
+    filter_by_score: bool,
+    score_fn: ScoreFn | None,
+    logp_fn: LogpFn,
+    cut_samples: str = CUT_SAMPLES_DEFAULT,
+) -> tuple[dict[str, Dataset], dict[str, Any]]:
     """Pairwise (+ listwise) tables of one shard and its drop counts (``has_reference`` is decided
     for the whole prompt split, so every shard has the same schema)."""
     drop_cut = check_cut_samples(cut_samples) == "drop"
     scores: dict[tuple[int, str], float] = {}
     if score_fn is not None:  # a quality judgment of the text
-        keys = sorted({(i, x.text) for i, outs in enumerate(zip(teacher, student)) for x in outs[0] + outs[1]
-                       if not _empty(x)})
+        keys = sorted(
+            {(i, x.text) for i, outs in enumerate(zip(teacher, student)) for x in outs[0] + outs[1] if not _empty(x)}
+        )
         scores = dict(zip(keys, score_fn([t for _, t in keys], [examples[i] for i, _ in keys])))
 
-    dropped = {"empty_chosen": 0, "empty_rejected": 0, "cut_chosen": 0, "cut_rejected": 0, "identical": 0,
-               "filtered_by_score": 0}
+    dropped = {
+        "empty_chosen": 0,
+        "empty_rejected": 0,
+        "cut_chosen": 0,
+        "cut_rejected": 0,
+        "identical": 0,
+        "filtered_by_score": 0,
+    }
     pairs: list[tuple[int, Sample, Sample]] = []
     for i, (t_outs, s_outs) in enumerate(zip(teacher, student)):
         for t in t_outs:
             for s in s_outs:
-                reason = _pair_drop_reason(t, s, drop_cut, lambda: filter_by_score and score_fn is not None
-                                           and scores[i, s.text] >= scores[i, t.text])
+                scored_at_least_as_high = lambda i=i, s=s, t=t: (  # noqa: E731 (scores only when asked)
+                    filter_by_score and score_fn is not None and scores[i, s.text] >= scores[i, t.text]
+                )
+                reason = _pair_drop_reason(t, s, drop_cut, scored_at_least_as_high)
                 if reason:
                     dropped[reason] += 1
                 else:
@@ -138,17 +172,28 @@ def build_rows(examples: Sequence[dict[str, Any]], teacher: Sequence[Sequence[Sa
     if has_reference:  # oracle runs: the reference text, which ends
         need |= {(i, examples[i]["reference"], True) for i in {p[0] for p in pairs}}
     keys = sorted(need, key=lambda k: (k[0], isinstance(k[1], str), str(k[1]), k[2]))
-    logp = dict(zip(keys, logp_fn([examples[i]["prompt"] for i, _, _ in keys], [c for _, c, _ in keys],
-                                  [f for _, _, f in keys])))
+    logp = dict(
+        zip(
+            keys, logp_fn([examples[i]["prompt"] for i, _, _ in keys], [c for _, c, _ in keys], [f for _, _, f in keys])
+        )
+    )
 
     pair_feats, list_feats = features(has_reference, score_fn is not None)
     pw: dict[str, list[Any]] = {k: [] for k in pair_feats}
     for i, t, s in pairs:
         ex = examples[i]
-        row = {"id": ex["id"], "prompt": ex["prompt"], "chosen": t.text, "rejected": s.text,
-               "chosen_ids": list(t.ids), "rejected_ids": list(s.ids), "chosen_finished": t.finished,
-               "rejected_finished": s.finished, "ref_chosen_logp": logp[i, t.ids, t.finished],
-               "ref_rejected_logp": logp[i, s.ids, s.finished]}
+        row = {
+            "id": ex["id"],
+            "prompt": ex["prompt"],
+            "chosen": t.text,
+            "rejected": s.text,
+            "chosen_ids": list(t.ids),
+            "rejected_ids": list(s.ids),
+            "chosen_finished": t.finished,
+            "rejected_finished": s.finished,
+            "ref_chosen_logp": logp[i, t.ids, t.finished],
+            "ref_rejected_logp": logp[i, s.ids, s.finished],
+        }
         if has_reference:
             row |= {"reference": ex["reference"], "ref_reference_logp": logp[i, ex["reference"], True]}
         if score_fn is not None:
@@ -158,9 +203,15 @@ def build_rows(examples: Sequence[dict[str, Any]], teacher: Sequence[Sequence[Sa
     lw: dict[str, list[Any]] = {k: [] for k in list_feats}
     for i, cands, n_teacher in lists:
         ex = examples[i]
-        row = {"id": ex["id"], "prompt": ex["prompt"], "candidates": [c.text for c in cands],
-               "candidates_ids": [list(c.ids) for c in cands], "candidates_finished": [c.finished for c in cands],
-               "n_teacher": n_teacher, "ref_candidates_logp": [logp[i, c.ids, c.finished] for c in cands]}
+        row = {
+            "id": ex["id"],
+            "prompt": ex["prompt"],
+            "candidates": [c.text for c in cands],
+            "candidates_ids": [list(c.ids) for c in cands],
+            "candidates_finished": [c.finished for c in cands],
+            "n_teacher": n_teacher,
+            "ref_candidates_logp": [logp[i, c.ids, c.finished] for c in cands],
+        }
         if has_reference:
             row["reference"] = ex["reference"]
         if score_fn is not None:
@@ -172,10 +223,15 @@ def build_rows(examples: Sequence[dict[str, Any]], teacher: Sequence[Sequence[Sa
     if listwise:
         tables["listwise"] = Dataset.from_dict(lw, features=list_feats)
     stats = {
-        "pairwise": {"candidates": sum(len(t) * len(s) for t, s in zip(teacher, student)),
-                     "kept": len(pairs), "dropped": dropped},
+        "pairwise": {
+            "candidates": sum(len(t) * len(s) for t, s in zip(teacher, student)),
+            "kept": len(pairs),
+            "dropped": dropped,
+        },
         "listwise": {"rows": len(lists), "dropped_prompts": dropped_prompts, "dropped_candidates": cand_dropped},
-        "cut": {"teacher": sum(not x.finished for ts in teacher for x in ts),
-                "student": sum(not x.finished for ss in student for x in ss)},
+        "cut": {
+            "teacher": sum(not x.finished for ts in teacher for x in ts),
+            "student": sum(not x.finished for ss in student for x in ss),
+        },
     }
     return tables, stats

@@ -9,6 +9,7 @@ intact shards. The merged entry ``<entry>/`` holds Arrow datasets, ``stats.json`
 ``manifest.json`` (row counts + a checksum of every file); its COMPLETE manifest is verified on
 load, so a truncated or garbled entry is rebuilt instead of silently used.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,10 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import datasets
 from datasets import Dataset, load_from_disk
@@ -127,8 +129,7 @@ def _table_files(table_dir: Path, root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): file_hash(p) for p in sorted(table_dir.rglob("*")) if p.is_file()}
 
 
-def write_entry(entry: Path, tables: dict[str, Dataset | None], stats: dict[str, Any],
-                replace: bool = False) -> None:
+def write_entry(entry: Path, tables: dict[str, Dataset | None], stats: dict[str, Any], replace: bool = False) -> None:
     """Save the merged tables with a manifest; the entry appears only once it is whole. ``replace``
     (pairs.rebuild): swap out an existing entry instead of keeping it (``plad.cache.atomic_dir``)."""
     with atomic_dir(entry, replace=replace) as tmp, quiet_datasets():

@@ -10,13 +10,16 @@ student to stop at once.
 ``check_teacher_file`` validates the file on its own (run before any expensive stage);
 ``read_teacher_outputs`` also matches it against the unlabeled prompts.
 """
+
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
 from plad.checks import InputError
 
 FIELD = "pairs.teacher_outputs"
@@ -25,8 +28,8 @@ FIELD = "pairs.teacher_outputs"
 @dataclass
 class TeacherRow:
     lineno: int
-    key: str          # "id" or "prompt"
-    name: str         # the id or prompt text it answers
+    key: str  # "id" or "prompt"
+    name: str  # the id or prompt text it answers
     texts: list[str]  # whitespace-stripped outputs
 
 
@@ -66,16 +69,18 @@ def check_teacher_file(path: str | Path) -> list[TeacherRow]:
     """The file's rows, or a one-line ValueError: missing file, bad encoding, bad line, no rows."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{FIELD}: expected a JSONL file, got {str(path)!r} "
-                         f"({'a directory' if path.is_dir() else 'not found'})")
+        raise InputError(
+            f"{FIELD}: expected a JSONL file, got {str(path)!r} ({'a directory' if path.is_dir() else 'not found'})"
+        )
     rows: list[TeacherRow] = []
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise InputError(f"{FIELD}: line {lineno}: expected UTF-8 text, got byte "
-                                 f"{raw[e.start]:#04x} at column {e.start + 1}") from e
+                raise InputError(
+                    f"{FIELD}: line {lineno}: expected UTF-8 text, got byte {raw[e.start]:#04x} at column {e.start + 1}"
+                ) from e
             if line.strip():
                 rows.append(_parse_line(line, lineno))
     if not rows:

@@ -1,5 +1,6 @@
 """Stage 5: the distilled student, trained with the configured loss on the data its class declares
 (the pair set, or the labeled train split for continued SFT); saved run-locally, never cached."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,12 +11,14 @@ from omegaconf import DictConfig
 from plad.models.ref import ModelRef
 
 
-def run(cfg: DictConfig, student0: ModelRef, teacher: ModelRef, pairs: Any, data: Any, loggers: list[Any],
-        run_dir: Path) -> ModelRef:
+def run(
+    cfg: DictConfig, student0: ModelRef, teacher: ModelRef, pairs: Any, data: Any, loggers: list[Any], run_dir: Path
+) -> ModelRef:
     """``pairs``: the PairSet of the pairs stage (None for losses trained on the labeled split)."""
     from plad import distributed
     from plad.models.build import save_model
-    from plad.fit import fit_distill, full_state, is_sharded, trained_model
+    from plad.training.trainer import fit_distill
+    from plad.training.weights import full_state, is_sharded, trained_model
 
     pairs_path = pairs.path if pairs is not None else None
     module, trainer = fit_distill(cfg, student0.path, teacher.path, pairs_path, loggers, run_dir, data=data)

@@ -1,40 +1,51 @@
 """Stage 4: pseudo-preference pairs on the unlabeled prompts (cached by ``plad.pairs.build``, keyed
 by both models' fingerprints, the run seed, the generation backend and the trainer's precision),
 and the diagnostics that explain a run's outcome."""
+
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from plad.models.ref import ModelRef
+from plad.tasks.base import Task
 
-log = logging.getLogger("plad")
 
-
-def run(cfg: DictConfig, teacher: ModelRef, student0: ModelRef, data: Any, task: Any, cache: Path,
-        lookup_only: bool = False) -> Any:
+def run(
+    cfg: DictConfig,
+    teacher: ModelRef,
+    student0: ModelRef,
+    data: Any,
+    task: Task,
+    cache: Path,
+    lookup_only: bool = False,
+) -> Any:
     """The pair set (``plad.pairs.build.PairSet``); samples are seeded by the run seed. With
     ``lookup_only`` the cached set or None, without loading any model."""
     from plad.backends import make_backend
     from plad.pairs.build import obtain_pairs
 
-    return obtain_pairs(cfg.pairs, data["unlabeled"], task, teacher, student0, cache, cfg.task.max_prompt_tokens,
-                        cfg.task.max_new_tokens, cfg.seed, lookup_only=lookup_only, backend=make_backend(cfg.get("generation")),
-                        precision=cfg.trainer.get("precision"))
+    return obtain_pairs(
+        cfg.pairs,
+        data["unlabeled"],
+        task,
+        teacher,
+        student0,
+        cache,
+        cfg.task.max_prompt_tokens,
+        cfg.task.max_new_tokens,
+        cfg.seed,
+        lookup_only=lookup_only,
+        backend=make_backend(cfg.get("generation")),
+        precision=cfg.trainer.get("precision"),
+    )
 
 
-
-def diagnostics(pairs: Any, unlabeled: Any, task: Any) -> dict[str, Any]:
+def diagnostics(pairs: Any, unlabeled: Any, task: Task) -> dict[str, Any]:
     """Pseudo-label noise of the pair set: how often the student's sample beats the teacher's by the
     task metric (read against the unlabeled split's references, for diagnosis only)."""
-    try:
-        from plad.pairs.diagnostics import pseudo_label_noise
-    except ModuleNotFoundError as e:  # until plad.pairs.diagnostics lands
-        if e.name != "plad.pairs.diagnostics":
-            raise
-        log.info("pairs: plad.pairs.diagnostics not available, no pseudo-label noise diagnostics")
-        return {}
+    from plad.pairs.diagnostics import pseudo_label_noise
+
     return {"pseudo_label_noise": pseudo_label_noise(pairs.pairwise, unlabeled, task)}

@@ -7,12 +7,14 @@ so an unmet input fails in one line instead of silently skipping work.
     distill   <- sft (initial student; the teacher for white-box losses) + pairs (pair-trained losses)
     evaluate  <- sft (teacher, initial student) + distill when it is in ``stages``
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+
 from plad.checks import InputError
 
-ORDER = ("sft", "pairs", "distill", "evaluate")
+STAGES = ("sft", "pairs", "distill", "evaluate")  # every stage ``stages`` may list, in the order they run
 
 
 def inputs_of(stage: str, loss_cls: type) -> list[str]:
@@ -25,9 +27,14 @@ def inputs_of(stage: str, loss_cls: type) -> list[str]:
     return []
 
 
-def check_order(stages: list[str]) -> None:
-    if [s for s in ORDER if s in stages] != list(stages):
-        raise InputError(f"stages: expected stages in the order {list(ORDER)}, got {list(stages)}")
+def check_stages(stages: list[str]) -> None:
+    """``stages`` names known stages, in the order they run (inputs of stages left out are checked
+    against the cache later, by ``check_inputs``)."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise InputError(f"stages: expected a subset of {list(STAGES)}, got unknown {unknown}")
+    if [s for s in STAGES if s in stages] != list(stages):
+        raise InputError(f"stages: expected stages in the order {list(STAGES)}, got {list(stages)}")
 
 
 def needed_from_cache(stages: list[str], loss_cls: type) -> list[str]:
@@ -43,5 +50,7 @@ def check_inputs(stages: list[str], loss_cls: type, missing: dict[str, Callable[
                 continue
             absent = missing[need]()
             if absent:
-                raise InputError(f"stages: '{s}' needs the output of '{need}', which is not in {list(stages)} "
-                                 f"and not cached ({absent}); expected '{need}' in stages")
+                raise InputError(
+                    f"stages: '{s}' needs the output of '{need}', which is not in {list(stages)} "
+                    f"and not cached ({absent}); expected '{need}' in stages"
+                )

@@ -1,32 +1,58 @@
-"""Checks of the whole run's configuration that must fail before any expensive stage, with one line
-naming the field: plain values, every instantiated object, the input files it names, and the
-protocol's rules (an oracle loss needs the oracle switch; a white-box loss needs the teacher model;
-SFT selection and decoding settings are valid). ``load_checked`` loads the task's splits and checks
-them against the run's other inputs before they are cached: call it instead of ``task.load``."""
+"""The one preflight: every check of a run's inputs that must fail before any expensive stage, with
+one line naming the field (``plad.checks.InputError``). ``preflight`` runs them in order:
+
+1. plain values (``check_config``): sizes, rates and seeds by type and sign, the stage list;
+2. every object the config names (task, loss, scorer, judge) imports and builds;
+3. each package's own settings, checked by the package (``plad.pairs.build.check_pairs``, the
+   backend, the model family, the trainer, SFT selection) and the evaluation block (``check_eval``);
+4. the protocol's rules: an oracle loss needs the oracle switch, a white-box loss needs the teacher
+   model (``check_white_box``), prompts and completions fit the models' positions.
+
+``load_checked`` is the one check that needs the loaded splits: call it instead of ``task.load``, so
+the splits are checked against the run's other inputs before they are cached."""
+
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_class
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from plad.config_checks import check_config
+from plad.backends.base import Sampling, check_sampling
+from plad.checks import InputError, integer, number
 from plad.distributed import check_trainer
 from plad.stages import plan
-from plad.stages.input_checks import build, check_data, check_eval, check_pairs, check_white_box, import_target
-from plad.checks import InputError
+from plad.tasks.base import SPLITS, Task
+
+# Plain values every run has. Objects built with ``instantiate`` (task, loss, judge) check their own.
+POSITIVE_INTS = [
+    "distill.batch_size",
+    "distill.val_check_interval",
+    "distill.max_nonfinite",
+    "task.max_prompt_tokens",
+    "task.max_new_tokens",
+]
+NON_NEGATIVE_INTS = ["distill.max_steps", "distill.warmup_steps", "distill.val_size", "base_seed", "seed"]
+POSITIVE_FLOATS = ["distill.lr"]
+NON_NEGATIVE_FLOATS = ["distill.weight_decay"]
+# eval.generation holds the settings of one sample per prompt: Sampling's fields but ``n``.
+EVAL_GENERATE_KEYS = {f.name for f in fields(Sampling)} - {"n"}
 
 
-def preflight(cfg: DictConfig) -> tuple[Any, type]:
+def preflight(cfg: DictConfig) -> tuple[Task, type]:
     """Validate ``cfg``; returns the task object and the loss class."""
     from plad.backends import make_backend
     from plad.evaluation.decoding import decoding_settings
     from plad.losses.base import CalibrationLoss
     from plad.models.build import validate_family
     from plad.models.precision import canonical_precision
-    from plad.module import build_loss
-    from plad.pairs.scorers import check_scorer
-    from plad.fit import check_monitor, check_sft_selection
+    from plad.pairs.build import check_pairs
+    from plad.pairs.quality import check_scorer
+    from plad.pairs.teacher_file import check_teacher_file
+    from plad.training.modules import build_loss
+    from plad.training.trainer import check_monitor, check_sft_selection
 
     check_config(cfg)
     check_trainer(cfg.trainer)
@@ -35,13 +61,16 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
     loss_cls = import_target(cfg.loss, "loss", CalibrationLoss)
     build_loss(cfg.loss)
     if loss_cls.needs_oracle_references and not oracle_references(cfg):
-        raise InputError(f"pairs.oracle_references: {loss_cls.__name__} trains on the references of the unlabeled "
-                         "prompts (an oracle); expected true, got false")
-    check_pairs(cfg.pairs)  # the teacher file's format, before rules that mention it
+        raise InputError(
+            f"pairs.oracle_references: {loss_cls.__name__} trains on the references of the unlabeled "
+            "prompts (an oracle); expected true, got false"
+        )
+    check_pairs(cfg.pairs)
+    if cfg.pairs.get("teacher_outputs"):  # the teacher file's format, before rules that mention it
+        check_teacher_file(cfg.pairs.teacher_outputs)
     if cfg.pairs.get("scorer") is not None:
         import_target(cfg.pairs.scorer, "pairs.scorer")
     check_scorer(cfg.pairs)
-    plan.check_order(list(cfg.stages))  # inputs of stages left out are checked against the cache later
     validate_family(cfg.model)
     check_positions(cfg)
     check_lora(cfg)  # distill.reference against the student's lora
@@ -54,13 +83,101 @@ def preflight(cfg: DictConfig) -> tuple[Any, type]:
             check_monitor(sft.monitor, f"model.{role}.sft.monitor")
         budget = sft.get("train_examples")
         if budget is not None and cfg.task.get("source") is None and budget > cfg.task.n_train:
-            raise InputError(f"model.{role}.sft.train_examples: expected at most task.n_train "
-                             f"({cfg.task.n_train}), got {budget}")
+            raise InputError(
+                f"model.{role}.sft.train_examples: expected at most task.n_train ({cfg.task.n_train}), got {budget}"
+            )
     check_eval(cfg.eval, task)
     decoding_settings(OmegaConf.to_container(cfg.eval, resolve=True))
     if cfg.get("judge") is not None:
         import_target(cfg.judge, "judge")
     return task, loss_cls
+
+
+def _get(cfg: DictConfig, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        if part not in node:
+            raise InputError(f"{dotted}: missing from the config")
+        node = node[part]
+    return node
+
+
+def check_config(cfg: DictConfig) -> None:
+    """The plain values above, the stage list, and the checkpoint ``ckpt_path`` names: cheap, first."""
+    for key in POSITIVE_INTS + NON_NEGATIVE_INTS:
+        integer(_get(cfg, key), key, minimum=1 if key in POSITIVE_INTS else 0)
+    for key in POSITIVE_FLOATS + NON_NEGATIVE_FLOATS:
+        number(_get(cfg, key), key, positive=key in POSITIVE_FLOATS)
+    plan.check_stages(list(cfg.stages))  # inputs of stages left out are checked against the cache later
+    if cfg.ckpt_path not in (None, "last"):
+        from plad.training.resume import resolve_ckpt_path
+
+        resolve_ckpt_path(cfg)  # a missing checkpoint file or run directory fails here, in one line
+
+
+def import_target(node: Any, field: str, base: type | None = None) -> type:
+    """The class ``node._target_`` names; a typo fails here, not as a traceback from ``instantiate``."""
+    target = node.get("_target_") if node is not None else None
+    try:
+        cls = get_class(str(target))
+    except Exception as e:  # noqa: BLE001  (ImportError, AttributeError, ValueError alike)
+        raise InputError(f"{field}._target_: expected an importable class, got {target!r}") from e
+    if base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
+        raise InputError(f"{field}._target_: expected a subclass of {base.__name__}, got {target!r}")
+    return cls
+
+
+def build(node: DictConfig, field: str) -> Any:
+    """``instantiate(node)``, with an unknown or missing argument named in one line (a ValueError the
+    object raises itself passes through unchanged)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    cls = import_target(node, field)
+    try:
+        return instantiate(node)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, TypeError):
+            raise InputError(f"{field}: expected the arguments of {cls.__name__}, got {e.__cause__}") from e
+        raise
+
+
+def check_eval(ev: DictConfig, task: Task | None = None) -> None:
+    """The evaluation block (``eval``): its splits among the task's, sizes, and sampling settings."""
+    splits = [*SPLITS, *(task.extra_splits if task is not None else ())]  # anonymization adds ood
+    if ev.get("split", "test") not in splits:
+        raise InputError(f"eval.split: expected one of {splits}, got {ev.get('split')!r}")
+    extra = ev.get("extra_splits") or []
+    if not isinstance(extra, (list, ListConfig)) or any(s not in splits or s == ev.get("split", "test") for s in extra):
+        raise InputError(
+            f"eval.extra_splits: expected a list of splits among {splits} other than eval.split, "
+            f"got {OmegaConf.to_container(extra) if isinstance(extra, ListConfig) else extra!r}"
+        )
+    integer(ev.get("batch_size", 16), "eval.batch_size")
+    if ev.get("max_examples") is not None:
+        integer(ev.max_examples, "eval.max_examples")
+    gen = ev.get("generation") or {}
+    unknown = sorted(set(gen) - EVAL_GENERATE_KEYS)
+    if unknown:
+        raise InputError(f"eval.generation: expected keys among {sorted(EVAL_GENERATE_KEYS)}, got {unknown}")
+    for key in ("max_new_tokens", "max_prompt_tokens"):
+        if key in gen:
+            integer(gen[key], f"eval.generation.{key}")
+    check_sampling(gen, "eval.generation")
+    if ev.get("decoding") == "rerank":
+        check_sampling(ev.rerank, "eval.rerank")
+    cal = ev.get("calibration") or {}
+    if cal.get("enabled", False):
+        integer(cal.get("n_prompts", 1), "eval.calibration.n_prompts")
+        integer(cal.get("k", 8), "eval.calibration.k", minimum=2)  # a ranking needs two candidates
+        if cal.get("max_new_tokens") is not None:
+            integer(cal.max_new_tokens, "eval.calibration.max_new_tokens")
+        check_sampling(cal, "eval.calibration")
+        from plad.evaluation.evaluate import check_calibration_systems
+
+        check_calibration_systems(cal.get("systems"))
+    if "bootstrap" in ev:
+        integer(ev.bootstrap.get("n", 1000), "eval.bootstrap.n")
 
 
 def check_positions(cfg: DictConfig) -> None:
@@ -74,10 +191,15 @@ def check_positions(cfg: DictConfig) -> None:
         limit = max_positions(cfg.model, role)
         completion = max(new, prompt) if pretrain_spec(cfg.model[role]) is not None else new
         if limit is not None and prompt + completion > limit:
-            what = (f"task.max_prompt_tokens + task.max_new_tokens ({prompt} + {new})" if completion == new else
-                    f"2 x task.max_prompt_tokens ({prompt} + {prompt}, model.{role}.pretrain copies whole prompts)")
-            raise InputError(f"task.max_prompt_tokens: expected {what} <= {limit}, the positions of "
-                             f"model.{role}, got {prompt + completion}")
+            what = (
+                f"task.max_prompt_tokens + task.max_new_tokens ({prompt} + {new})"
+                if completion == new
+                else f"2 x task.max_prompt_tokens ({prompt} + {prompt}, model.{role}.pretrain copies whole prompts)"
+            )
+            raise InputError(
+                f"task.max_prompt_tokens: expected {what} <= {limit}, the positions of "
+                f"model.{role}, got {prompt + completion}"
+            )
 
 
 def check_lora(cfg: DictConfig) -> None:
@@ -87,10 +209,77 @@ def check_lora(cfg: DictConfig) -> None:
     validate_reference(cfg.distill.get("reference", "cached"), cfg.model.student.get("lora"))
 
 
-def load_checked(cfg: DictConfig, task: Any, cache: str | os.PathLike) -> Any:
+def check_white_box(cfg: DictConfig, loss_cls: type) -> None:
+    """A loss that reads the teacher's logits (kd) needs the teacher model itself, sharing the
+    student's tokenizer; both are known from the config, long before distillation would find out."""
+    if not getattr(loss_cls, "needs_teacher", False):
+        return
+    if cfg.pairs.get("teacher_outputs"):
+        raise InputError(
+            f"pairs.teacher_outputs: {loss_cls.__name__} reads the teacher model's token "
+            "distributions (white-box), which a file of texts lacks; expected null, "
+            f"got {cfg.pairs.teacher_outputs!r}"
+        )
+    from plad.models.build import tokenizer_source
+
+    teacher, student = tokenizer_source(cfg.model, "teacher"), tokenizer_source(cfg.model, "student")
+    if teacher == student:
+        return
+    if teacher is None or student is None:  # a trained BPE never equals a pretrained vocabulary
+        field = "model.tokenizer.pretrained" if student is None else "model.teacher.pretrained"
+        raise InputError(
+            f"{field}: {loss_cls.__name__} needs teacher and student to share a tokenizer; "
+            f"expected one source, got teacher: {_source(teacher)}, student: {_source(student)}"
+        )
+    from plad.models.tokenizer import load_tokenizer
+
+    try:
+        same = load_tokenizer(*teacher).get_vocab() == load_tokenizer(*student).get_vocab()
+    except OSError:  # e.g. a hub name not in the local cache: the SFT stage reports it
+        return
+    if not same:
+        raise InputError(
+            f"model.student.pretrained: {loss_cls.__name__} needs teacher and student to share a "
+            f"tokenizer; expected the vocabulary of {teacher[0]!r}, got a different one in {student[0]!r}"
+        )
+
+
+def _source(source: tuple[str, str | None] | None) -> str:
+    if source is None:
+        return "a BPE trained on the task"
+    return repr(source[0]) + (f" ({source[1]})" if source[1] else "")
+
+
+def load_checked(cfg: DictConfig, task: Task, cache: str | os.PathLike) -> Any:
     """The task's splits (``task.load``), checked against the run's other inputs (the black-box
     teacher file must answer exactly the unlabeled prompts) before they are cached and before SFT."""
     return task.load(cache, validate=lambda data: check_data(cfg, data))
+
+
+def check_data(cfg: DictConfig, data: Any) -> None:
+    """Checks that need the loaded splits (cheap; run before they are cached and before SFT)."""
+    from plad.models.build import pretrain_spec
+
+    for role in ("teacher", "student"):  # a label budget the train split can meet
+        budget = (cfg.model[role].get("sft") or {}).get("train_examples")
+        if budget is not None and budget > len(data["train"]):
+            raise InputError(
+                f"model.{role}.sft.train_examples: expected at most the {len(data['train'])} rows "
+                f"of the train split, got {budget}"
+            )
+    readers = [f"model.{r}.pretrain" for r in ("teacher", "student") if pretrain_spec(cfg.model[r]) is not None]
+    readers += ["pairs"] if "pairs" in cfg.stages else []
+    if readers and len(data["unlabeled"]) == 0:
+        raise InputError(
+            f"task.n_unlabeled: expected unlabeled prompts ({' and '.join(readers)} read them), "
+            "got an empty unlabeled split"
+        )
+    path = cfg.pairs.get("teacher_outputs")
+    if path and "pairs" in cfg.stages:
+        from plad.pairs.teacher_file import read_teacher_outputs
+
+        unlabeled = data["unlabeled"]
+        read_teacher_outputs(path, [str(i) for i in unlabeled["id"]], list(unlabeled["prompt"]))
 
 
 def oracle_references(cfg: DictConfig) -> bool:

@@ -6,15 +6,17 @@ error and bad bytes as a codec message without the file name; these helpers turn
 ``task.source: ...`` line. Row values are checked because ``convert`` would otherwise turn a
 missing cell into the string "None" (or a CSV gap into "nan") and train on it.
 """
+
 from __future__ import annotations
 
 import codecs
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
 from plad.checks import InputError
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,9 @@ def check_utf8(path: Path) -> None:
                 decoder.decode(chunk)
             except UnicodeDecodeError as e:
                 where = lineno + e.object.count(b"\n", 0, e.start)  # e.object: carried-over bytes + chunk
-                raise InputError(f"{FIELD}: line {where} of {path}: expected UTF-8 text, "
-                                 f"got byte {e.object[e.start]:#04x}") from e
+                raise InputError(
+                    f"{FIELD}: line {where} of {path}: expected UTF-8 text, got byte {e.object[e.start]:#04x}"
+                ) from e
             lineno += chunk.count(b"\n")
     try:
         decoder.decode(b"", final=True)
@@ -87,8 +90,9 @@ def check_value(column: str, value: Any, row: str) -> None:
         shown = "nan"
     else:
         shown = repr(value)[:60] if value is None or isinstance(value, str) else f"{type(value).__name__} {value!r:.60}"
-    raise InputError(f"task.columns.{column}: expected a non-empty string in every row, got {shown} "
-                     f"in source row {row}")
+    raise InputError(
+        f"task.columns.{column}: expected a non-empty string in every row, got {shown} in source row {row}"
+    )
 
 
 def check_unique_ids(ids: Sequence[str]) -> None:
@@ -112,9 +116,17 @@ def warn_long_texts(data: Mapping[str, Any], max_prompt_tokens: int, max_new_tok
         counts["reference"] += sum(len(r.split()) > max_new_tokens for r in split["reference"])
     n = sum(len(split) for split in data.values())
     if counts["prompt"]:
-        log.warning("task.max_prompt_tokens: %d of %d prompts are longer than %d tokens and will be truncated",
-                    counts["prompt"], n, max_prompt_tokens)
+        log.warning(
+            "task.max_prompt_tokens: %d of %d prompts are longer than %d tokens and will be truncated",
+            counts["prompt"],
+            n,
+            max_prompt_tokens,
+        )
     if counts["reference"]:
-        log.warning("task.max_new_tokens: %d of %d references are longer than %d tokens and will be truncated "
-                    "(without EOS)", counts["reference"], n, max_new_tokens)
+        log.warning(
+            "task.max_new_tokens: %d of %d references are longer than %d tokens and will be truncated (without EOS)",
+            counts["reference"],
+            n,
+            max_new_tokens,
+        )
     return counts

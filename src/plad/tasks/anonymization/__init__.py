@@ -1,0 +1,11 @@
+"""The anonymization task: replace every piece of personal data by a typed placeholder.
+
+``task`` holds ``AnonymizationTask`` (what ``configs/task/anonymization.yaml`` instantiates);
+``generator`` the embedded data (sentence templates, filler pools, PII makers); ``metrics`` the
+leak and keep rates; ``ood`` the shipped hand-written out-of-distribution set (``ood.jsonl``);
+``rule_based`` the model-free peer system evaluated next to the trained ones.
+"""
+
+from plad.tasks.anonymization.task import AnonymizationTask
+
+__all__ = ["AnonymizationTask"]

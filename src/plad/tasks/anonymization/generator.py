@@ -1,0 +1,299 @@
+"""The embedded anonymization data: sentence templates, filler pools and PII value makers.
+
+A template mixes PII slots (upper case: ``{NAME}``, ``{EMAIL}`` ...; a trailing digit makes a
+second, distinct value of the same kind) with filler slots (lower case: ``{w}``, ``{words}`` ...)
+drawn afresh at every occurrence from large pools, so the text around the PII must be copied.
+
+Some PII is made to look like ordinary words (names such as "Rose Hill" or "Will Young",
+usernames such as "quiet" or "quietriver"): a model that copies text without understanding where PII sits
+leaks exactly these, so leak rate separates weak systems from strong ones.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+
+from faker import Faker
+from faker.providers.lorem.en_US import Provider as LoremProvider
+
+# Slot -> placeholder type. Upper-case slots are PII; a trailing digit makes a second, distinct
+# value of the same kind. Lower-case slots are non-PII fillers, drawn afresh at every occurrence,
+# that must be copied unchanged.
+SLOT_TYPES = {
+    "NAME": "NAME",
+    "FIRST": "NAME",
+    "EMAIL": "EMAIL",
+    "PHONE": "PHONE",
+    "ADDRESS": "ADDRESS",
+    "DATE": "DATE",
+    "CARD": "CARD",
+    "IBAN": "IBAN",
+    "ID": "ID",
+    "IP": "IP",
+    "USER": "USERNAME",
+}
+PII_TYPES = tuple(sorted(set(SLOT_TYPES.values())))
+
+TEMPLATES = (  # short sentences, each with at least one PII slot and free words ({w}) to copy
+    "Hi {FIRST}, call {NAME2} at {PHONE} about the {words}.",
+    "Your card {CARD} paid {n} dollars for the {words}.",
+    "Send the {words} to {EMAIL} before {day}.",
+    "{NAME} moved to {ADDRESS} near the {words}.",
+    "Wire the {w} deposit to {IBAN} for {NAME}, {words}.",
+    "{FIRST} has a {words} visit on {DATE} at {time}.",
+    "User {USER} signed in from {IP} to {w} the {w}.",
+    "Patient {NAME} has the {w} insurance number {ID}, {w}.",
+    "My new email is {EMAIL}, said {FIRST}, {words}.",
+    "Ship the {w} {item} to {ADDRESS} by {day}.",
+    "The {words} refund goes to {IBAN} on {day}.",
+    "{NAME} joins the {words} team on {DATE}.",
+    "Account {USER} was {w} after {n} {w} tries.",
+    "Thanks {FIRST}, I used the card {CARD} for {words}.",
+    "{NAME} lives at {ADDRESS} with a {words}.",
+    "Write to {EMAIL} about the {words} {item}.",
+    "Employee {NAME} of the {w} team has SSN {ID}.",
+    "The {w} {item} goes to {ADDRESS} at {time}.",
+    "Please call me at {PHONE} about the {words}.",
+    "The {w} server {IP} was restarted by {USER}.",
+    "Please {w} the card {CARD} before {time}, {w}.",
+    "{FIRST} and {FIRST2} will {w} the {w} {item}.",
+    "We got {n} {w} dollars from {IBAN} on {DATE}.",
+    "{NAME} moves into {ADDRESS} on {DATE} with {words}.",
+    "Text me at {PHONE} from the {words} station.",
+    "Your {w} username is {USER}, {FIRST}, {w}.",
+    "The {w} form from {NAME} lists ID {ID} and {w}.",
+    "{FIRST} forwards the {words} notes to {EMAIL}.",
+    "Order {n} was {w} with the card {CARD}.",
+    "Check the {w} logs of {USER} from {IP}, {w}.",
+    "I am {NAME}, born on {DATE}, and I like {words}.",
+    "Transfer {n} dollars from {IBAN} for the {words}.",
+    "The doctor sees {NAME} at {time}, call {PHONE} about {w}.",
+    "The {words} {item} is ready at {ADDRESS}.",
+    "Contact {NAME2} at {PHONE} after {time} for {w}.",
+    "Tax ID {ID} is {w} to {EMAIL} since {day}.",
+    "The card {CARD} of {FIRST} {w} in {n} {w} days.",
+    "A {w} login came from {IP} for {USER} on {day}.",
+    "Dinner is at {ADDRESS} on {day}, {FIRST}, bring {w}.",
+    "I sent the {words} report to {EMAIL} on {DATE}.",
+    "The {w} file lists {NAME} with the {w} ID {ID}.",
+    "Pay the {words} fee to {IBAN} before {DATE}.",
+    "{NAME} left a {w} voicemail for {PHONE} about {w}.",
+    "{USER} changed the {words} password from {IP}.",
+    "{FIRST} left the {w} {item} at {ADDRESS}.",
+    "My card {CARD} was {w} {n} times at the {w}.",
+    "{NAME2} saw {FIRST} {w} the {w} deal on {DATE}.",
+    "Reset {USER} with the {w} phone {PHONE}, {w}.",
+    "Hi {FIRST}, {n} dollars for {words} went to {IBAN}.",
+    "Visitor {NAME} with ID {ID} came for the {words}.",
+)
+# Leak probes: ordinary capitalised words that are also first names ("Will", "Mark", "Hope" ...), and
+# names where a free word could stand: only the position tells PII from text. They are always in
+# training (never held out): they exist to test masking of word-like PII, not unseen phrasing.
+LEAK_PROBES = (
+    "Will the {words} reach {EMAIL} by {day}?",
+    "Mark the {w} {item} for {FIRST} by {day}.",
+    "Hope the {words} helps {FIRST}, {w}.",
+    "Grant {USER} access to the {words}.",
+    "Frank {words} came from {NAME} on {day}.",
+    "Sunny {words} at {ADDRESS} with {FIRST}.",
+    "The {words} {item} from {FIRST} is {w}.",
+    "Bring the {w} {item} and {FIRST} to the {words}.",
+    "Grace and {words} for {NAME}, {w}.",
+    "Ask {FIRST} about the {w} {words} on {DATE}.",
+)
+N_PHRASINGS = len(TEMPLATES)  # templates 0..N_PHRASINGS-1 may be held out; the leak probes follow
+TEMPLATES = TEMPLATES + LEAK_PROBES
+SLOT = re.compile(r"\{([A-Za-z]+?)(\d?)\}")
+PLACEHOLDER = re.compile(r"\[([A-Z][A-Z0-9_]*)\]")
+TOKEN = re.compile(r"\[[A-Z][A-Z0-9_]*\]|\w+|[^\w\s]")  # placeholders stay one token
+WORDS = tuple(w for w in LoremProvider.word_list if w.isalpha() and w.islower())  # ~900 common words
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "tomorrow", "today")
+ITEMS = (
+    "report",
+    "laptop",
+    "printer",
+    "contract",
+    "books",
+    "keys",
+    "tickets",
+    "documents",
+    "chair",
+    "camera",
+    "gift",
+    "package",
+    "phone case",
+    "lamp",
+    "bike",
+    "boxes",
+    "charger",
+    "tablet",
+    "jacket",
+    "samples",
+    "invoice",
+    "letters",
+    "badge",
+    "monitor",
+    "headphones",
+    "flowers",
+    "cake",
+    "tools",
+    "bag",
+    "folder",
+)
+PHONES = ("(###) ###-####", "###-###-####", "+1 ### ### ####")
+DATES = ("%B %d, %Y", "%m/%d/%Y", "%Y-%m-%d")
+N_SENTENCES = (1, 2, 3)
+MAX_TEXT_CHARS = 170  # a longer draw drops a sentence: prompts stay < 128 tokens, references < 64
+
+
+def template_types(template: str) -> set[str]:
+    return {SLOT_TYPES[m.group(1)] for m in SLOT.finditer(template) if m.group(1) in SLOT_TYPES}
+
+
+# First and last names that are also ordinary English words, and usernames built from words.
+WORD_FIRST_NAMES = (
+    "Will",
+    "Rose",
+    "Grace",
+    "Hope",
+    "Faith",
+    "Joy",
+    "Mark",
+    "Bill",
+    "Jack",
+    "Dawn",
+    "Summer",
+    "April",
+    "June",
+    "Ivy",
+    "Lily",
+    "Daisy",
+    "Pearl",
+    "Ruby",
+    "Amber",
+    "Sky",
+    "River",
+    "Hunter",
+    "Mason",
+    "Chase",
+    "Miles",
+    "Reed",
+    "Wade",
+    "Penny",
+    "Sandy",
+    "Rusty",
+    "Art",
+    "Cliff",
+    "Dale",
+    "Glen",
+    "Holly",
+    "Iris",
+    "Violet",
+    "Robin",
+    "Sterling",
+    "Brooke",
+    "Crystal",
+    "Heather",
+    "Hazel",
+    "Ginger",
+    "Misty",
+    "Rocky",
+    "Patience",
+    "Frank",
+    "Rich",
+    "Sunny",
+    "Grant",
+)
+WORD_LAST_NAMES = (
+    "Hill",
+    "Young",
+    "Bell",
+    "King",
+    "Long",
+    "Green",
+    "Brown",
+    "White",
+    "Black",
+    "Woods",
+    "Stone",
+    "Fields",
+    "Lane",
+    "Ford",
+    "Rice",
+    "Cook",
+    "Baker",
+    "Hunt",
+    "Price",
+    "Fox",
+    "Wolf",
+    "Love",
+    "Bird",
+    "Moss",
+    "Gold",
+    "Snow",
+    "Frost",
+    "Marsh",
+    "Park",
+    "Banks",
+    "Little",
+    "Sharp",
+    "Strong",
+    "Wise",
+    "Good",
+    "Best",
+    "Short",
+    "Fair",
+    "Hall",
+    "Wood",
+    "Street",
+    "Church",
+    "Page",
+    "Cross",
+)
+WORDLIKE_SHARE = 0.3  # share of names drawn from the word-like pools
+WORDLIKE_USER_SHARE = 0.8  # share of usernames made of ordinary words (70% of them a single word)
+
+
+def _first(f: Faker) -> str:
+    return f.random.choice(WORD_FIRST_NAMES) if f.random.random() < WORDLIKE_SHARE else f.first_name()
+
+
+def _full(f: Faker) -> str:
+    if f.random.random() < WORDLIKE_SHARE:
+        return f"{f.random.choice(WORD_FIRST_NAMES)} {f.random.choice(WORD_LAST_NAMES)}"
+    return f"{f.first_name()} {f.last_name()}"
+
+
+def _user(f: Faker) -> str:
+    """A word-like username is often one ordinary word ("quiet"): only its position says it is PII,
+    so a model that copies words without tracking positions leaks it into the free-word slots."""
+    if f.random.random() < WORDLIKE_USER_SHARE:
+        if f.random.random() < 0.7:
+            return f.random.choice(WORDS)
+        return f.random.choice(WORDS) + f.random.choice(("", "_", ".")) + f.random.choice(WORDS)
+    return f.user_name()
+
+
+PII_VALUES: dict[str, Callable[[Faker], str]] = {  # slot -> Faker-based value of a typical short shape
+    "NAME": _full,
+    "FIRST": _first,
+    "EMAIL": lambda f: f.email(),
+    "PHONE": lambda f: f.numerify(f.random.choice(PHONES)),
+    "ADDRESS": lambda f: f"{f.building_number()} {f.street_name()}",
+    "DATE": lambda f: f.date_between("-60y", "+1y").strftime(f.random.choice(DATES)),
+    "CARD": lambda f: f.credit_card_number(),
+    "IBAN": lambda f: f.iban(),
+    "ID": lambda f: f.ssn(),
+    "IP": lambda f: f.ipv4(),
+    "USER": _user,
+}
+FILLERS: dict[str, Callable[[random.Random], str]] = {  # slot -> non-PII value, from large pools
+    "w": lambda r: r.choice(WORDS),
+    "words": lambda r: " ".join(r.choices(WORDS, k=r.randint(2, 4))),
+    "n": lambda r: str(r.randint(2, 999)),
+    "day": lambda r: r.choice(DAYS),
+    "time": lambda r: f"{r.randint(1, 12)}:{r.choice(range(0, 60, 5)):02d} {r.choice(('am', 'pm'))}",
+    "item": lambda r: r.choice(ITEMS),
+}

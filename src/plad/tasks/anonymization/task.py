@@ -1,0 +1,351 @@
+"""Anonymization: rewrite a short text replacing every piece of personal data by a typed placeholder.
+
+The output copies the input verbatim except for PII spans, which become ``[NAME]``, ``[EMAIL]``,
+... The embedded data is built so that this must be learned as a skill, not recalled: each text
+joins 1-3 sentences drawn from ~50 sentence templates, and most non-PII words come from large
+pools (Faker's ~900-word English list, numbers, clock times, weekdays, items), so the text around
+the PII is new in almost every example and has to be copied. PII values come from Faker. A seeded
+subset of sentence templates never occurs in train / unlabeled / validation; a ``heldout_share`` of
+the test texts is made only of those (generalisation to unseen phrasings), the rest of seen
+phrasings with new words and PII (the copy-and-mask skill, where model size shows).
+
+Real data is any (text, masked text) pair dataset; the gold PII strings, needed for the leak
+rate, are read from columns when mapped, else derived by diffing the text against the masked one.
+Whatever the source, ``load`` adds the hand-written out-of-distribution split ``ood``
+(``ood.py``), and ``peer_systems`` offers the rule-based anonymizer as a model-free
+system that evaluation scores next to the trained ones.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from difflib import SequenceMatcher
+from typing import Any
+
+from datasets import Dataset, DatasetDict, Features, List, Value
+from faker import Faker
+
+from plad.checks import InputError
+from plad.tasks.anonymization.generator import (
+    FILLERS,
+    MAX_TEXT_CHARS,
+    N_PHRASINGS,
+    N_SENTENCES,
+    PII_TYPES,
+    PII_VALUES,
+    PLACEHOLDER,
+    SLOT,
+    SLOT_TYPES,
+    TEMPLATES,
+    TOKEN,
+    template_types,
+)
+from plad.tasks.anonymization.metrics import leak_by_type, mean_keep_rate
+from plad.tasks.anonymization.ood import ood_split
+from plad.tasks.anonymization.rule_based import anonymize
+from plad.tasks.base import SPLITS, DataTask, PeerSystem
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def contains(text: str, value: str) -> bool:
+    """Verbatim, case-sensitive occurrence not glued to other word characters ("Al" not in "All")."""
+    if not value:
+        return False
+    start = text.find(value)
+    while start != -1:
+        end = start + len(value)
+        glued_left = start > 0 and _is_word(value[0]) and _is_word(text[start - 1])
+        glued_right = end < len(text) and _is_word(value[-1]) and _is_word(text[end])
+        if not (glued_left or glued_right):
+            return True
+        start = text.find(value, start + 1)
+    return False
+
+
+def placeholder_counts(text: str) -> Counter:
+    return Counter(PLACEHOLDER.findall(text))
+
+
+def _split_region(src: str, tgt: str) -> list[tuple[str, str]] | None:
+    """Values of one replaced region: ``tgt`` is literals around placeholders, anchored in ``src``
+    ("Amy," vs "[NAME]," -> "Amy"); None when the literals do not line up. Inner literals are
+    matched right to left, so "[DATE], [NAME]" splits "May 2, 2001, Ann" at its last comma."""
+    parts = PLACEHOLDER.split(tgt)
+    literals, types = parts[0::2], parts[1::2]
+    start, stop = len(literals[0]), len(src) - len(literals[-1])
+    if not (src.startswith(literals[0]) and src.endswith(literals[-1])) or stop <= start:
+        return None
+    out = []
+    for k in range(len(types) - 1, -1, -1):
+        at = start if k == 0 else src.rfind(literals[k], start + 1, stop - 1)
+        if at == -1:
+            return None
+        begin = at if k == 0 else at + len(literals[k])
+        value = src[begin:stop].strip()
+        if not value:
+            return None
+        out.append((value, types[k]))
+        stop = at
+    return out[::-1]
+
+
+def derive_pii(text: str, masked: str) -> tuple[list[str], list[str]]:
+    """Gold PII strings of ``text`` = the spans that ``masked`` replaces by ``[TYPE]`` placeholders.
+
+    difflib aligns the two texts by whitespace-separated chunks; in each replaced region the
+    literals around the placeholders are anchored in the source ("[FIRSTNAME] [LASTNAME]," splits
+    "Mary Ann Smith," at the last space). A region whose literals do not line up becomes one
+    value typed by its first placeholder.
+    """
+    src, tgt = list(re.finditer(r"\S+", text)), list(re.finditer(r"\S+", masked))
+    matcher = SequenceMatcher(None, [m.group() for m in src], [m.group() for m in tgt], autojunk=False)
+    values: list[tuple[str, str]] = []
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op != "replace":
+            continue
+        region, masked_region = text[src[i1].start() : src[i2 - 1].end()], masked[tgt[j1].start() : tgt[j2 - 1].end()]
+        types = PLACEHOLDER.findall(masked_region)
+        if types:
+            values += _split_region(region, masked_region) or [(region, types[0])]
+    unique = list(dict.fromkeys(values))
+    return [v for v, _ in unique], [t for _, t in unique]
+
+
+def _prf(prefix: str, tp: int, n_pred: int, n_ref: int) -> dict[str, float]:
+    """Precision/recall/F1; nothing predicted for nothing expected is perfect, 0/0 against a
+    non-empty other side counts as 0."""
+    p = tp / n_pred if n_pred else float(n_ref == 0)
+    r = tp / n_ref if n_ref else float(n_pred == 0)
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {f"{prefix}_precision": p, f"{prefix}_recall": r, f"{prefix}_f1": f}
+
+
+class AnonymizationTask(DataTask):
+    name = "anonymization"
+    main_metric = "quality"  # leak_rate alone rewards empty or garbage outputs, which leak nothing
+    higher_is_better = True
+    extra_splits = ("ood",)  # eval.split=ood: the shipped hand-written set (``ood.py``)
+    CODE_VERSION = "anonymization-5"
+    required_columns = ("text", "reference")
+    optional_columns = ("id", "pii_values", "pii_types")
+    default_columns = {"text": "source_text", "reference": "target_text"}  # public PII-masking sets
+    prompt_field = "text"
+
+    def __init__(
+        self,
+        n_heldout_templates: int = 10,
+        heldout_share: float = 0.25,
+        prompt_template: str = "Anonymize: {text}\nOutput:",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(prompt_template=prompt_template, **kwargs)
+        n = n_heldout_templates
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < N_PHRASINGS:
+            raise InputError(f"task.n_heldout_templates: expected an integer in [0, {N_PHRASINGS - 1}], got {n!r}")
+        self.n_heldout_templates = n
+        self.config["n_heldout_templates"] = n
+        if (
+            isinstance(heldout_share, bool)
+            or not isinstance(heldout_share, (int, float))
+            or not 0 <= heldout_share <= 1
+        ):
+            raise InputError(f"task.heldout_share: expected a number in [0, 1], got {heldout_share!r}")
+        self.heldout_share = float(heldout_share)
+        self.config["heldout_share"] = self.heldout_share
+        self.heldout = self._pick_heldout()
+
+    def _pick_heldout(self) -> tuple[int, ...]:
+        """Seeded held-out phrasings (never leak probes), redrawn until the rest still cover every PII type."""
+        rng = random.Random(f"{self.seed}:heldout")
+        for _ in range(1000):
+            heldout = sorted(rng.sample(range(N_PHRASINGS), self.n_heldout_templates))
+            kept = set().union(*(template_types(t) for i, t in enumerate(TEMPLATES) if i not in heldout))
+            if kept == set(PII_TYPES):
+                return tuple(heldout)
+        raise InputError(
+            f"task.n_heldout_templates: {self.n_heldout_templates} held out leaves some PII type "
+            f"without a training template; use fewer"
+        )
+
+    @property
+    def features(self) -> Features:
+        return Features(
+            {
+                "id": Value("string"),
+                "prompt": Value("string"),
+                "reference": Value("string"),
+                "text": Value("string"),
+                "templates": List(Value("int32")),
+                "pii_values": List(Value("string")),
+                "pii_types": List(Value("string")),
+            }
+        )
+
+    def load(
+        self, cache_root: str | os.PathLike | None = None, validate: Callable[[DatasetDict], None] | None = None
+    ) -> DatasetDict:
+        """The four splits (cached as ``DataTask.load`` does) plus ``ood``, read from the shipped file
+        on every load and never cached: ~200 rows read in milliseconds, and the cache key of the
+        four splits (which SFT models and pairs build on) stays independent of the OOD file.
+        Evaluation outputs cached for ``eval.split=ood`` are reused only for identical prompts."""
+        data = super().load(cache_root, validate)
+        data["ood"] = ood_split(self.format_prompt, self.features)
+        return data
+
+    def peer_systems(self) -> dict[str, PeerSystem]:
+        """Model-free systems evaluated next to the trained ones, each mapping rows of a split to
+        outputs: the rule-based anonymizer, applied to each row's raw text (not to the prompt)."""
+        return {"rule_based": lambda rows: [anonymize(self.text_of(r)) for r in rows]}
+
+    # ----------------------------------------------------------------------------- embedded data
+    def generate(self) -> DatasetDict:
+        train_templates = [i for i in range(len(TEMPLATES)) if i not in self.heldout]
+        fake = Faker("en_US")
+        out = {}
+        for split in SPLITS:
+            fake.seed_instance(f"{self.seed}:{split}")
+            rng = random.Random(f"{self.seed}:{split}")
+            rows = [
+                self._example(fake, rng, self._pool(split, rng, train_templates), f"anon-{split}-{i:05d}")
+                for i in range(self.sizes[split])
+            ]
+            out[split] = Dataset.from_list(rows, features=self.features)
+        return DatasetDict(out)
+
+    def _pool(self, split: str, rng: random.Random, train_templates: list[int]) -> list[int]:
+        """Templates of one example. A ``heldout_share`` of test examples is made only of held-out
+        templates (phrasings never seen in training); the rest of the test split measures the
+        copy-and-mask skill on seen phrasings with new words and PII, where model size shows."""
+        if split == "test" and self.heldout and rng.random() < self.heldout_share:
+            return list(self.heldout)
+        return train_templates
+
+    @staticmethod
+    def _sentence(
+        fake: Faker, rng: random.Random, template: str, pii: dict[tuple[str, int], tuple[str, str]], sentence: int
+    ) -> tuple[str, str]:
+        """(text, reference) of one template; a PII slot repeated in the sentence keeps its value."""
+        text, reference, last = [], [], 0
+        for m in SLOT.finditer(template):
+            text.append(template[last : m.start()])
+            reference.append(template[last : m.start()])
+            slot, last = m.group(1), m.end()
+            if slot in SLOT_TYPES:
+                value, kind = pii.setdefault((m.group(0), sentence), (PII_VALUES[slot](fake), SLOT_TYPES[slot]))
+                text.append(value)
+                reference.append(f"[{kind}]")
+            else:
+                value = FILLERS[slot](rng)
+                text.append(value)
+                reference.append(value)
+        return "".join(text + [template[last:]]), "".join(reference + [template[last:]])
+
+    def _example(self, fake: Faker, rng: random.Random, pool: Sequence[int], row_id: str) -> dict[str, Any]:
+        n = rng.choice(N_SENTENCES)
+        while True:  # redraw a too-long text, or a PII value that also occurs in the kept text ("May")
+            ids = rng.sample(pool, min(n, len(pool)))
+            pii: dict[tuple[str, int], tuple[str, str]] = {}
+            parts = [self._sentence(fake, rng, TEMPLATES[t], pii, k) for k, t in enumerate(ids)]
+            text, reference = " ".join(p[0] for p in parts), " ".join(p[1] for p in parts)
+            unique = list(dict.fromkeys(pii.values()))
+            if len(text) > MAX_TEXT_CHARS and n > 1:
+                n -= 1
+            elif not any(v in reference for v, _ in unique):
+                break
+        return {
+            "id": row_id,
+            "prompt": self.format_prompt(text),
+            "reference": reference,
+            "text": text,
+            "templates": ids,
+            "pii_values": [v for v, _ in unique],
+            "pii_types": [t for _, t in unique],
+        }
+
+    # ---------------------------------------------------------------------------------- real data
+    def convert(self, row: dict[str, Any]) -> dict[str, Any]:
+        text, reference = str(row["text"]).strip(), str(row["reference"]).strip()
+        if "pii_values" in row:
+            values = [str(v) for v in row["pii_values"]]
+            types = [str(t) for t in row["pii_types"]] if "pii_types" in row else ["PII"] * len(values)
+        else:
+            values, types = derive_pii(text, reference)
+        return {
+            "id": row["id"],
+            "prompt": self.format_prompt(text),
+            "reference": reference,
+            "text": text,
+            "templates": [],
+            "pii_values": values,
+            "pii_types": types,
+        }
+
+    # ------------------------------------------------------------------------------------ metrics
+    def leaked(self, prediction: str, example: dict[str, Any]) -> list[bool]:
+        return [contains(prediction, v) for v in example["pii_values"]]
+
+    def quality(self, prediction: str, example: dict[str, Any]) -> float:
+        """0.5 * (1 - share of gold PII strings leaked) + 0.5 * difflib ratio to the reference.
+
+        The ratio is over word/punctuation tokens with placeholders as single tokens, so a wrong
+        placeholder type costs as much as a wrong word. Without gold PII the first half is 0.5.
+        """
+        leaks = self.leaked(prediction, example)
+        no_leak = 1.0 - sum(leaks) / len(leaks) if leaks else 1.0
+        ratio = SequenceMatcher(
+            None, TOKEN.findall(prediction), TOKEN.findall(example["reference"]), autojunk=False
+        ).ratio()
+        return 0.5 * no_leak + 0.5 * ratio
+
+    def metrics(self, predictions: Sequence[str], examples: Sequence[dict[str, Any]]) -> dict[str, float]:
+        """leak_rate (micro over gold PII strings, and per type: ``leak_rate/<TYPE>``), keep_rate
+        (mean per-example share of the input's non-PII words kept, ``metrics.keep_rate``),
+        placeholder P/R/F1 (micro and per type, multiset matching of ``[TYPE]`` counts against the
+        reference), exact_match and mean quality; on the embedded test split also exact match,
+        placeholder F1 and quality on seen phrasings and on held-out ones (``/seen``, ``/heldout``):
+        the two measure different skills. Headline metrics (no "/") come first."""
+        if len(predictions) != len(examples) or not predictions:
+            raise InputError(f"predictions: expected one per example (>0), got {len(predictions)} for {len(examples)}")
+        out = self._metrics(predictions, examples)
+        held = [bool(e.get("templates")) and set(e["templates"]) <= set(self.heldout) for e in examples]
+        if any(held):
+            head = {k: v for k, v in out.items() if "/" not in k}  # keep the headline metrics first
+            for name, keep in (("seen", [not h for h in held]), ("heldout", held)):
+                idx = [i for i, k in enumerate(keep) if k]
+                if idx:
+                    part = self._metrics([predictions[i] for i in idx], [examples[i] for i in idx])
+                    head.update({f"{k}/{name}": part[k] for k in ("exact_match", "placeholder_f1", "quality")})
+            out = {**head, **out}
+        return out
+
+    def _metrics(self, predictions: Sequence[str], examples: Sequence[dict[str, Any]]) -> dict[str, float]:
+        n_values = n_leaked = exact = 0
+        quality = 0.0
+        tp, n_pred, n_ref = Counter(), Counter(), Counter()
+        all_leaks = []
+        for prediction, example in zip(predictions, examples):
+            leaks = self.leaked(prediction, example)
+            all_leaks.append(leaks)
+            n_values, n_leaked = n_values + len(leaks), n_leaked + sum(leaks)
+            exact += prediction.strip() == example["reference"].strip()
+            quality += self.quality(prediction, example)
+            pred, ref = placeholder_counts(prediction), placeholder_counts(example["reference"])
+            tp, n_pred, n_ref = tp + (pred & ref), n_pred + pred, n_ref + ref
+        out = {
+            "leak_rate": n_leaked / n_values if n_values else 0.0,
+            "keep_rate": mean_keep_rate(predictions, examples),
+            "exact_match": exact / len(predictions),
+            "quality": quality / len(predictions),
+        }
+        out.update(_prf("placeholder", sum(tp.values()), sum(n_pred.values()), sum(n_ref.values())))
+        out.update(leak_by_type(all_leaks, examples))
+        for kind in sorted(set(n_pred) | set(n_ref)):
+            out.update({f"{k}/{kind}": v for k, v in _prf("placeholder", tp[kind], n_pred[kind], n_ref[kind]).items()})
+        return out

@@ -16,7 +16,9 @@ from omegaconf import OmegaConf
 
 from plad.losses import (
     CalibrationLoss,
+    DPKDLoss,
     DPOLoss,
+    GKDLoss,
     IPOLoss,
     KDLoss,
     ListwiseLoss,
@@ -26,6 +28,8 @@ from plad.losses import (
     SequenceScores,
     SFTLoss,
     SimPOLoss,
+    SkewKLLoss,
+    TAIDLoss,
 )
 from plad.losses.sft import SFTOracleLoss
 from plad.training.modules import build_loss
@@ -288,6 +292,10 @@ def test_configs_instantiate_with_documented_defaults() -> None:
         "sft_oracle": SFTOracleLoss,
         "seqkd": SeqKDLoss,
         "kd": KDLoss,
+        "gkd": GKDLoss,
+        "skew_kl": SkewKLLoss,
+        "taid": TAIDLoss,
+        "dpkd": DPKDLoss,
         "ranking_no_reg": RankingLoss,
         "ranking_y_plus": RankingLoss,
         "ranking_sum": RankingLoss,

@@ -44,6 +44,9 @@ class SequenceScores:
     # b x 2 accumulation steps give the same gradient (the module scales by the world size).
     global_examples: Tensor | None = None
     global_first_tokens: Tensor | None = None
+    # Training progress: optimizer steps done / max_steps, set by the training module (in training
+    # and validation); None outside it. Read by losses with a schedule (taid, dpkd's gradual_beta).
+    progress: float | None = None
 
     def score(self, mode: str = "mean") -> Tensor:
         """Sequence score s(y|x): the summed or length-normalised log-likelihood."""

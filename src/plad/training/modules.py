@@ -187,6 +187,11 @@ class DistillModule(GuardedStepModule):
         finally:
             self.student.train(was_training)
 
+    @property
+    def progress(self) -> float:
+        """Optimizer steps done / max_steps (0 at the first step), for losses with a schedule."""
+        return self.global_step / max(int(self.hparams.max_steps), 1)
+
     def _log_metrics(self, prefix: str, loss: Tensor, metrics: dict[str, Tensor], batch_size: int) -> None:
         self.log(f"{prefix}/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=prefix == "val")
         for k, v in metrics.items():
@@ -197,13 +202,16 @@ class DistillModule(GuardedStepModule):
         # Losses average over the optimizer step's global batch (all ranks, all micro-batches).
         size = self.global_batch(batch, target_counts(batch, is_encoder_decoder(self.student)))
         scores.global_examples, scores.global_first_tokens = size[0], size[1]
+        scores.progress = self.progress
         loss, metrics = self.loss_fn(scores)
         # None inside an accumulation window; False when skipped (non-finite loss or gradient).
         if self.update(loss, batch):
             self._log_metrics("train", self.step_loss, metrics, batch["mask"].shape[0])
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        loss, metrics = self.loss_fn(self.scores(batch))
+        scores = self.scores(batch)
+        scores.progress = self.progress
+        loss, metrics = self.loss_fn(scores)
         if not torch.isfinite(loss):  # counted, kept out of val/loss so one batch cannot make it NaN
             self.log(
                 "val/nonfinite", 1.0, on_step=False, on_epoch=True, reduce_fx="sum", batch_size=batch["mask"].shape[0]

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from plad.checks import InputError
+from plad.checks import InputError, number
 from plad.losses.base import SequenceScores
 from plad.losses.skew_kl import log_mixture, xlogy_rows
 from plad.losses.white_box import WhiteBoxLoss
@@ -62,8 +62,7 @@ class DPKDLoss(WhiteBoxLoss):
                 raise InputError(f"loss.{field}: expected a value in (0, 1), got {value}")
         if not isinstance(gradual_beta, bool):
             raise InputError(f"loss.gradual_beta: expected true or false, got {gradual_beta!r}")
-        if beta <= 0:
-            raise InputError(f"loss.beta: expected a value > 0, got {beta}")
+        number(beta, "loss.beta", positive=True)
         self.loss_type, self.gradual_beta = loss_type, gradual_beta
         self.alpha_chosen, self.alpha_rejected, self.beta = float(alpha_chosen), float(alpha_rejected), float(beta)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from plad.checks import InputError
+from plad.checks import InputError, number
 from plad.losses.base import CalibrationLoss, SequenceScores
 
 
@@ -24,8 +24,7 @@ class DPOLoss(CalibrationLoss):
 
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0, reg_weight: float = 0.0) -> None:
         super().__init__(reg_weight)
-        if beta <= 0:
-            raise InputError(f"loss.beta: expected a value > 0, got {beta}")
+        number(beta, "loss.beta", positive=True)
         if not 0.0 <= label_smoothing < 0.5:
             raise InputError(f"loss.label_smoothing: expected a value in [0, 0.5), got {label_smoothing}")
         self.beta = float(beta)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from plad.checks import InputError
+from plad.checks import InputError, number
 from plad.losses.base import SequenceScores
 from plad.losses.white_box import WhiteBoxLoss
 
@@ -56,8 +56,7 @@ class GKDLoss(WhiteBoxLoss):
         super().__init__(vocab_size, reg_weight)
         if not 0.0 <= beta <= 1.0:
             raise InputError(f"loss.beta: expected a value in [0, 1], got {beta}")
-        if temperature <= 0:
-            raise InputError(f"loss.temperature: expected a value > 0, got {temperature}")
+        number(temperature, "loss.temperature", positive=True)
         self.beta, self.temperature = float(beta), float(temperature)
 
     def compute(self, s: SequenceScores) -> tuple[Tensor, dict[str, Tensor]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from plad.checks import InputError
+from plad.checks import InputError, number
 from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
 
 
@@ -23,8 +23,7 @@ class IPOLoss(CalibrationLoss):
 
     def __init__(self, beta: float = 0.1, score: str = "mean", reg_weight: float = 0.0) -> None:
         super().__init__(reg_weight)
-        if beta <= 0:
-            raise InputError(f"loss.beta: expected a value > 0, got {beta}")
+        number(beta, "loss.beta", positive=True)
         self.beta = float(beta)
         self.score = check_score_mode(score)
 

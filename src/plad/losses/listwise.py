@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from plad.checks import InputError
+from plad.checks import InputError, number
 from plad.losses.base import CalibrationLoss, SequenceScores, check_score_mode
 
 METHODS = ("listmle", "softmax")
@@ -35,8 +35,7 @@ class ListwiseLoss(CalibrationLoss):
         super().__init__(reg_weight)
         if method not in METHODS:
             raise InputError(f"loss.method: expected one of {METHODS}, got {method!r}")
-        if temperature <= 0:
-            raise InputError(f"loss.temperature: expected a value > 0, got {temperature}")
+        number(temperature, "loss.temperature", positive=True)
         self.method = method
         self.score = check_score_mode(score)
         self.temperature = float(temperature)

@@ -14,7 +14,7 @@ import math
 import torch.nn.functional as F
 from torch import Tensor
 
-from plad.checks import InputError
+from plad.checks import InputError, number
 from plad.losses.base import CalibrationLoss, SequenceScores
 
 
@@ -27,8 +27,7 @@ class SimPOLoss(CalibrationLoss):
         self, beta: float = 2.0, gamma: float = 1.0, label_smoothing: float = 0.0, reg_weight: float = 0.0
     ) -> None:
         super().__init__(reg_weight)
-        if beta <= 0:
-            raise InputError(f"loss.beta: expected a value > 0, got {beta}")
+        number(beta, "loss.beta", positive=True)
         if not math.isfinite(gamma) or gamma < 0:
             raise InputError(f"loss.gamma: expected a finite margin >= 0, got {gamma}")
         if not 0.0 <= label_smoothing < 0.5:

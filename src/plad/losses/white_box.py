@@ -1,7 +1,7 @@
-"""What the token-level white-box losses (gkd, skew_kl, taid, dpkd) share: the teacher's and the
-student's distributions over ONE vocabulary at the same target positions.
+"""What the token-level white-box losses (kd, gkd, skew_kl, taid, dpkd) share: the teacher's and
+the student's distributions over ONE vocabulary at the same target positions.
 
-``kd`` (``plad.losses.kd``) predates this base and keeps its own copy of the checks. A subclass
+A subclass
 sets ``name`` (its config name, for the one-line errors) and implements ``compute`` on
 ``token_logits(s)``. Like kd, ``check_compatible`` lets ``DistillModule`` refuse a teacher whose
 tokenizer differs before any training; ``plad.stages.preflight.check_white_box`` refuses it from

@@ -12,12 +12,10 @@ import lightning as L
 import pytest
 import torch
 from helpers.configs import CONFIGS, compose_run_config
-from helpers.pairs import FakeTask, pairs_cfg, prompt_dataset, save_tiny
+from helpers.pairs import saved_pair_set
 from omegaconf import OmegaConf
 
 from plad.data.pair_datamodule import PairDataModule
-from plad.models.ref import ModelRef
-from plad.pairs.build import obtain_pairs
 from plad.training.modules import DistillModule
 from plad.training.resume import resolve_ckpt_path
 
@@ -41,20 +39,8 @@ def _old_layout(tree):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("compat")
-    student = save_tiny(root / "student", seed=0)
-    teacher = save_tiny(root / "teacher", seed=1)
-    ps = obtain_pairs(
-        pairs_cfg(),
-        prompt_dataset(16),
-        FakeTask(),
-        ModelRef(teacher, "t"),
-        ModelRef(student, "s"),
-        root / "cache",
-        32,
-        8,
-        seed=0,
-    )
-    return root, student, ps.path
+    student, _, pairs = saved_pair_set(root, 16)
+    return root, student, pairs
 
 
 def _fit(module: DistillModule, pairs: Path, root: Path, max_steps: int, ckpt_path: Path | None = None):

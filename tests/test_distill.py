@@ -5,15 +5,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers.pairs import FakeTask, load_tiny, pairs_cfg, prompt_dataset, save_tiny
+from helpers.pairs import load_tiny, saved_pair_set
 from omegaconf import OmegaConf
 from torch import Tensor
 
 from plad.data.pair_datamodule import PairDataModule
 from plad.losses.base import CalibrationLoss, SequenceScores
 from plad.models.logprobs import sequence_logprobs
-from plad.models.ref import ModelRef
-from plad.pairs.build import obtain_pairs
 from plad.training.modules import DistillModule
 
 RANKING = {"_target_": "plad.losses.ranking.RankingLoss", "beta": 1.0, "reg_weight": 0.1}
@@ -55,20 +53,8 @@ class FaultyLoss(CalibrationLoss):
 @pytest.fixture(scope="module")
 def setup_(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
-    student = save_tiny(root / "student", seed=0)
-    teacher = save_tiny(root / "teacher", seed=1)
-    ps = obtain_pairs(
-        pairs_cfg(),
-        prompt_dataset(24),
-        FakeTask(),
-        ModelRef(teacher, "t"),
-        ModelRef(student, "s"),
-        root / "cache",
-        32,
-        8,
-        seed=0,
-    )
-    return root, student, ps.path
+    student, _, pairs = saved_pair_set(root, 24)
+    return root, student, pairs
 
 
 class Killed(Exception):

@@ -11,7 +11,7 @@ import lightning as L
 import pytest
 import torch
 from helpers.configs import CONFIGS, loss_config, loss_names
-from helpers.pairs import FakeTask, pairs_cfg, prompt_dataset, save_tiny, tiny_llama, train_tokenizer
+from helpers.pairs import FakeTask, pairs_cfg, prompt_dataset, saved_pair_set, tiny_llama, train_tokenizer
 from hydra.utils import get_class
 
 from plad.checks import InputError
@@ -140,19 +140,7 @@ TAID = {"_target_": "plad.losses.taid.TAIDLoss", "t_start": 0.1, "t_end": 1.0, "
 @pytest.fixture(scope="module")
 def one_tokenizer(tmp_path_factory):
     root = tmp_path_factory.mktemp("taid")
-    student, teacher = save_tiny(root / "student", seed=0), save_tiny(root / "teacher", seed=1)
-    ps = obtain_pairs(
-        pairs_cfg(),
-        prompt_dataset(24),
-        FakeTask(),
-        ModelRef(teacher, "t"),
-        ModelRef(student, "s"),
-        root / "cache",
-        32,
-        8,
-        seed=0,
-    )
-    return root, student, teacher, ps.path
+    return root, *saved_pair_set(root, 24)
 
 
 class Killed(Exception):

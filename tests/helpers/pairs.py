@@ -122,6 +122,27 @@ def pairs_cfg(**overrides):
     return OmegaConf.merge(cfg, {"shard_size": 2, "batch_size": 4, "poll_s": 0.05, "wait_timeout_s": 120}, overrides)
 
 
+def saved_pair_set(root: Path, n_prompts: int) -> tuple[Path, Path, Path]:
+    """(student dir, teacher dir, pair set path): tiny saved Llamas (seeds 0 and 1) and their pairs on
+    ``n_prompts`` prompts (prompt <= 32 tokens, completions <= 8), cached under ``root/cache``."""
+    from plad.models.ref import ModelRef
+    from plad.pairs.build import obtain_pairs
+
+    student, teacher = save_tiny(root / "student", seed=0), save_tiny(root / "teacher", seed=1)
+    ps = obtain_pairs(
+        pairs_cfg(),
+        prompt_dataset(n_prompts),
+        FakeTask(),
+        ModelRef(teacher, "t"),
+        ModelRef(student, "s"),
+        root / "cache",
+        32,
+        8,
+        seed=0,
+    )
+    return student, teacher, ps.path
+
+
 class FakeTask:
     """Quality 1.0 for outputs containing 'good', else 0.0."""
 

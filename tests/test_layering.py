@@ -31,6 +31,8 @@ LAYERS = {
     "plad.pairs": 3,
     "plad.evaluation": 3,
     "plad.training.modules": 3,
+    "plad.training.on_policy": 3,  # samples the in-memory student (backends, 2) for modules (3)
+    "plad.training.teacher_topk": 3,  # the cached top-k teacher: read by modules (3), data (4), trainer (5)
     "plad.training.weights": 3,
     "plad.training.callbacks": 3,
     "plad.data": 4,  # serves the pair store (plad.pairs.store) to Lightning; pairs never imports data

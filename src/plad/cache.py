@@ -57,7 +57,8 @@ STAGE_VERSIONS = {
     "tokenizers": "tokenizer-v1",  # trained or GGUF-converted tokenizers
     "models": "sft-v2",  # SFT'd teacher / initial student (v2: chosen on validation)
     "pairs": "pairs-v2",  # pseudo-preference pairs (v2: generated token ids + finished flags)
-    "pair_tokens": "pair-tokens-v2",  # a pair set tokenised for one tokenizer and length budget (v2: ids)
+    "pair_tokens": "pair-tokens-v3",  # a pair set tokenised for one tokenizer and length budget (v2: ids, v3: prompt text)
+    "teacher_topk": "teacher-topk-v1",  # the teacher's top-k log-probs over a tokenized pair set
     "eval": "eval-v2",  # outputs of fixed models on the evaluation split (v2: decoding keys)
 }
 

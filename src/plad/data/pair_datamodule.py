@@ -33,6 +33,7 @@ from plad.data.loader import ResumableLoader
 from plad.models.encoding import encode_example, pad_batch, target_counts
 from plad.models.tokenizer import tokenizer_fingerprint
 from plad.pairs.store import quiet_datasets, save
+from plad.training.teacher_topk import TARGET, collate_topk, with_teacher_topk
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,10 @@ class PairCollator:
                 batch[key] = torch.tensor([list(r[key]) + [0.0] * (k - len(r[key])) for r in rows], dtype=torch.float32)
         if "n_teacher" in rows[0]:
             batch["n_teacher"] = torch.tensor([r["n_teacher"] for r in rows], dtype=torch.long)
+        if TARGET in rows[0]:  # distill.teacher_logits=topk: the cached teacher (plad.training.teacher_topk)
+            batch.update(collate_topk(rows, k))
+        if "prompt" in rows[0]:  # the texts, for on-policy sampling (plad.training.on_policy)
+            batch["prompts"] = [r["prompt"] for r in rows]
         return batch
 
 
@@ -186,6 +191,7 @@ class PairDataModule(L.LightningDataModule):
         self.cache_dir = self.path / "tokenized" / key
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
+        self.teacher_topk: Path | None = None  # the teacher's cached top-k, served with the rows (fit_distill sets it)
 
     def _source(self) -> Dataset:
         table = self.path / self.table
@@ -249,7 +255,7 @@ class PairDataModule(L.LightningDataModule):
         encoded = ds.map(
             _encode,
             fn_kwargs=fn_kwargs,
-            remove_columns=[c for c in ds.column_names if c != "id"],
+            remove_columns=[c for c in ds.column_names if c not in ("id", "prompt")],
             keep_in_memory=True,
             new_fingerprint=self.cache_dir.name,
             desc="tokenize pairs",
@@ -261,6 +267,8 @@ class PairDataModule(L.LightningDataModule):
         if not is_complete(self.cache_dir):
             raise RuntimeError(f"pairs: tokenized cache {self.cache_dir} is missing; call prepare_data() first")
         ds = load_from_disk(str(self.cache_dir / "data"))
+        if self.teacher_topk is not None:
+            ds = with_teacher_topk(ds, self.teacher_topk)
         self._check_ref_lengths(ds)
         held = val_ids(ds["id"], self.val_size, self.seed)
         is_val = [i in held for i in ds["id"]]

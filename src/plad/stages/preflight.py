@@ -52,6 +52,7 @@ def preflight(cfg: DictConfig) -> tuple[Task, type]:
     from plad.pairs.quality import check_scorer
     from plad.pairs.teacher_file import check_teacher_file
     from plad.training.modules import build_loss
+    from plad.training.teacher_topk import check_teacher_logits
     from plad.training.trainer import check_monitor, check_sft_selection
 
     check_config(cfg)
@@ -76,6 +77,8 @@ def preflight(cfg: DictConfig) -> tuple[Task, type]:
     check_lora(cfg)  # distill.reference against the student's lora
     make_backend(cfg.get("generation")).check(cfg.model)  # vLLM missing or no GPU: one line, now
     check_white_box(cfg, loss_cls)
+    check_teacher_logits(cfg.distill.get("teacher_logits", "online"), cfg.distill.get("topk", 20))
+    check_on_policy(cfg, loss_cls)
     check_sft_selection(cfg.sft_selection)
     for role in ("teacher", "student"):  # a role's own checkpoint choice and label budget
         sft = cfg.model[role].get("sft") or {}
@@ -207,6 +210,22 @@ def check_lora(cfg: DictConfig) -> None:
     from plad.models.lora import validate_reference
 
     validate_reference(cfg.distill.get("reference", "cached"), cfg.model.student.get("lora"))
+
+
+def check_on_policy(cfg: DictConfig, loss_cls: type) -> None:
+    """``distill.on_policy``: valid values, a loss a fresh student sample can feed, and a backend
+    that samples the in-memory student (plad.training.on_policy says why)."""
+    from plad.training.on_policy import FIELD, OnPolicy, replaced_column
+
+    setting = OnPolicy.from_config(cfg.distill.get("on_policy"))
+    if setting is None:
+        return
+    replaced_column(setting, loss_cls, cfg.distill.get("teacher_logits", "online"))
+    backend = (cfg.get("generation") or {}).get("_target_", "plad.backends.hf.HFBackend")
+    if backend != "plad.backends.hf.HFBackend":
+        raise InputError(
+            f"{FIELD}: samples the student being trained in this process; expected generation=hf, got {backend}"
+        )
 
 
 def check_white_box(cfg: DictConfig, loss_cls: type) -> None:

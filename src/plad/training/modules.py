@@ -20,7 +20,9 @@ from plad.losses.base import CalibrationLoss, SequenceScores
 from plad.models.encoding import target_counts
 from plad.models.logprobs import is_encoder_decoder, sequence_logprobs
 from plad.models.lora import prepare, validate_lora, validate_reference
+from plad.training.on_policy import OnPolicy, replaced_column, resample
 from plad.training.optimizer import GuardedStepModule, plain_optim
+from plad.training.teacher_topk import check_teacher_logits, dense_teacher_logits, teacher_vocabulary
 
 # Keys of a loss config that configure its training run, not the loss object (stripped here only).
 LOSS_RUN_KEYS = ("lr",)
@@ -92,7 +94,8 @@ class SFTModule(GuardedStepModule):
 
 
 class DistillModule(GuardedStepModule):
-    """Holds only the student (and, for white-box KD, a frozen teacher kept out of checkpoints).
+    """Holds only the student (and, for white-box KD, a frozen teacher kept out of checkpoints, or
+    with ``teacher_logits="topk"`` none: the batches carry its cached top-k, plad.training.teacher_topk).
 
     Built from paths + configs, so ``DistillModule.load_from_checkpoint(ckpt)`` rebuilds it. With
     ``lora`` the student is a PEFT model training a fresh adapter only; ``reference="adapters_off"``
@@ -115,6 +118,8 @@ class DistillModule(GuardedStepModule):
         lora: dict | DictConfig | None = None,
         gradient_checkpointing: bool = False,
         reference: str = "cached",
+        on_policy: dict | DictConfig | None = None,
+        teacher_logits: str = "online",
     ) -> None:
         super().__init__()
         from plad.models.build import load_saved
@@ -123,8 +128,11 @@ class DistillModule(GuardedStepModule):
         # (a run key) is not saved as a loss argument.
         loss, optim = loss_arguments(loss), plain_optim(optim)
         lora = OmegaConf.to_container(lora, resolve=True) if isinstance(lora, DictConfig) else lora
+        if isinstance(on_policy, DictConfig):
+            on_policy = OmegaConf.to_container(on_policy, resolve=True)
         validate_lora(lora, "model.student.lora")
         validate_reference(reference, lora)
+        check_teacher_logits(teacher_logits)
         # Every argument above, as bound now: Lightning reads them from this frame's locals, so the
         # plain dicts are what is saved (and what ``load_from_checkpoint`` passes back).
         self.save_hyperparameters()
@@ -135,19 +143,30 @@ class DistillModule(GuardedStepModule):
         self.student = prepare(student, lora, gradient_checkpointing, "model.student")
         self.student.train()  # from_pretrained returns eval mode
         self.loss_fn: CalibrationLoss = build_loss(loss)
+        # On-policy batches: a sequence replaced by the current student's sample (plad.training.on_policy).
+        self.on_policy = OnPolicy.from_config(on_policy)
+        self.on_policy_column = (
+            replaced_column(self.on_policy, type(self.loss_fn), teacher_logits) if self.on_policy else None
+        )
+        self.on_policy_stats = {"batches": 0, "seconds": 0.0}  # in checkpoints: totals survive a resume
+        self._op_micro = (-1, 0)  # (optimizer step, micro-batches seen in it): keys the on-policy draws
         self._teacher: list[torch.nn.Module] = []  # a list keeps it out of state_dict and .parameters()
         if self.loss_fn.needs_teacher:
             if teacher_path is None:
                 raise InputError("loss: this loss needs the teacher's logits, but no teacher_path was given")
-            teacher, teacher_tok = load_saved(teacher_path)
+            if teacher_logits == "topk":  # batches carry its cached top-k: no teacher weights held here
+                teacher, (teacher_tok, self._teacher_vocab) = None, teacher_vocabulary(teacher_path)
+            else:
+                teacher, teacher_tok = load_saved(teacher_path)
             if hasattr(self.loss_fn, "check_compatible"):
                 self.loss_fn.check_compatible(teacher_tok, self.tokenizer)
-            self._teacher.append(teacher.eval().requires_grad_(False))
+            if teacher is not None:
+                self._teacher.append(teacher.eval().requires_grad_(False))
 
     def scores(self, batch: dict[str, Tensor]) -> SequenceScores:
         """One forward over all B*K sequences of the batch, reshaped to [B, K]."""
         B, K = batch["mask"].shape
-        white_box = bool(self._teacher)
+        white_box = self.loss_fn.needs_teacher
         out = sequence_logprobs(
             self.student, batch["input_ids"], batch["attention_mask"], batch["labels"], return_logits=white_box
         )
@@ -155,7 +174,9 @@ class DistillModule(GuardedStepModule):
         if self.hparams.get("reference", "cached") == "adapters_off" and self.loss_fn.needs_reference:
             ref_logp = self.reference_logp(batch).view(B, K)
         teacher_logits = None
-        if white_box:
+        if white_box and not self._teacher:  # teacher_logits=topk: rebuilt from the cache the batch carries
+            teacher_logits = dense_teacher_logits(batch, out.labels, self._teacher_vocab)
+        elif white_box:
             teacher = self._teacher[0].to(self.device)
             with torch.no_grad():
                 teacher_logits = sequence_logprobs(
@@ -197,7 +218,45 @@ class DistillModule(GuardedStepModule):
         for k, v in metrics.items():
             self.log(f"{prefix}/{k}", v, prog_bar=k == "rank_acc", batch_size=batch_size, sync_dist=prefix == "val")
 
+    def on_policy_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``batch``, or (on an on-policy step) it with the student-side sequence freshly sampled from
+        the current student. Draws are keyed by (optimizer step, micro-batch), so a resumed run
+        samples what an uninterrupted one would."""
+        if self.on_policy is None:
+            return batch
+        step = self.global_step
+        micro = self._op_micro[1] if self._op_micro[0] == step else 0
+        self._op_micro = (step, micro + 1)
+        size = batch["mask"].shape[0]
+        if not self.on_policy.active(step, micro):
+            self.log("on_policy/active", 0.0, batch_size=size)  # logged every step: the CSV shows which
+            self.log("on_policy/gen_seconds", 0.0, batch_size=size)
+            return batch
+        batch, seconds, cut = resample(
+            self.student,
+            self.tokenizer,
+            batch,
+            self.on_policy_column,
+            self.on_policy,
+            self.on_policy.sample_seed(step, micro),
+            is_encoder_decoder(self.student),
+        )
+        self.on_policy_stats["batches"] += 1
+        self.on_policy_stats["seconds"] += seconds
+        self.log("on_policy/active", 1.0, batch_size=size)
+        self.log("on_policy/gen_seconds", seconds, batch_size=size)  # generation time, apart from training
+        self.log("on_policy/cut_share", cut, batch_size=size)
+        self.log("on_policy/batches", float(self.on_policy_stats["batches"]), prog_bar=True, batch_size=size)
+        return batch
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["on_policy_stats"] = dict(self.on_policy_stats)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.on_policy_stats = dict(checkpoint.get("on_policy_stats", self.on_policy_stats))
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        batch = self.on_policy_batch(batch)
         scores = self.scores(batch)
         # Losses average over the optimizer step's global batch (all ranks, all micro-batches).
         size = self.global_batch(batch, target_counts(batch, is_encoder_decoder(self.student)))

@@ -3,6 +3,7 @@ on the validation split), and distillation of the student with the configured lo
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,10 @@ from plad.models.logprobs import is_encoder_decoder
 from plad.training.callbacks import BestWeights, ValidationQuality
 from plad.training.modules import DistillModule, SFTModule
 from plad.training.resume import resolve_ckpt_path
+from plad.training.teacher_topk import check_teacher_logits, obtain_teacher_topk
 from plad.training.weights import full_state, is_sharded, trained_model
+
+log = logging.getLogger(__name__)
 
 # sft_selection.monitor (or a role's sft.monitor) -> (the logged metric, "min" | "max"). val_loss:
 # token-averaged validation NLL, logged by SFTModule. val_quality: the task's quality of greedy
@@ -168,6 +172,8 @@ def fit_distill(
             f"loss: {loss_cls.__name__}.data_source: expected one of {list(d.datamodule)} "
             f"(distill.datamodule), got {loss_cls.data_source!r}"
         )
+    mode, k = check_teacher_logits(d.get("teacher_logits", "online"), d.get("topk", 20))
+    topk = loss_cls.needs_teacher and mode == "topk"  # black-box losses load no teacher either way
     module = instantiate(d.module)(
         student_path=str(student_path),
         loss=cfg.loss,
@@ -198,6 +204,18 @@ def fit_distill(
         num_sanity_val_steps=0,
         log_every_n_steps=d.get("log_every_n_steps", 1),
     )
+    if topk:  # the teacher once over the whole pair set (or its cache), then released: the module holds none
+        device = trainer.strategy.root_device
+        precision = cfg.trainer.get("precision")
+        dm.teacher_topk = obtain_teacher_topk(dm, teacher_path, k, precision, device, 2 * d.batch_size)
     trainer.fit(module, dm, ckpt_path=resolve_ckpt_path(cfg))
+    if module.on_policy is not None:
+        stats = module.on_policy_stats
+        log.info(
+            "on-policy: %d of %d batches sampled from the current student, %.1f s of generation",
+            stats["batches"],
+            trainer.global_step * accumulate,
+            stats["seconds"],
+        )
     module.student.eval()
     return module, trainer

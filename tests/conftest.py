@@ -18,6 +18,7 @@ from plad.heap import keep_freed_memory
 keep_freed_memory()  # in-process training steps reuse freed memory instead of faulting it in (plad.heap)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["PLAD_PRESIDIO"] = "0"  # peer lists stay the same with the optional extra installed; test_presidio opts in
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -185,6 +185,7 @@ def env(hash_seed: int | None = None, extra: dict[str, str] | None = None) -> di
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONUNBUFFERED": "1",
         "HF_HUB_OFFLINE": "1",
+        "PLAD_PRESIDIO": "0",  # the optional Presidio peer stays out, installed or not (tests/conftest.py)
         **seed,
         **(extra or {}),
     }

@@ -3,7 +3,8 @@
 ``task`` holds ``AnonymizationTask`` (what ``configs/task/anonymization.yaml`` instantiates);
 ``generator`` the embedded data (sentence templates, filler pools, PII makers); ``metrics`` the
 leak and keep rates; ``ood`` the shipped hand-written out-of-distribution set (``ood.jsonl``);
-``rule_based`` the model-free peer system evaluated next to the trained ones.
+``rule_based`` the model-free peer system evaluated next to the trained ones; ``presidio`` a second
+one, Microsoft Presidio (with the optional ``presidio`` extra).
 """
 
 from plad.tasks.anonymization.task import AnonymizationTask

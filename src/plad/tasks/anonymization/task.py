@@ -12,8 +12,8 @@ phrasings with new words and PII (the copy-and-mask skill, where model size show
 Real data is any (text, masked text) pair dataset; the gold PII strings, needed for the leak
 rate, are read from columns when mapped, else derived by diffing the text against the masked one.
 Whatever the source, ``load`` adds the hand-written out-of-distribution split ``ood``
-(``ood.py``), and ``peer_systems`` offers the rule-based anonymizer as a model-free
-system that evaluation scores next to the trained ones.
+(``ood.py``), and ``peer_systems`` offers the rule-based anonymizer (and Presidio, with the
+``presidio`` extra: ``presidio.py``) as model-free systems that evaluation scores next to the trained ones.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 from faker import Faker
 
 from plad.checks import InputError
+from plad.tasks.anonymization import presidio
 from plad.tasks.anonymization.generator import (
     FILLERS,
     MAX_TEXT_CHARS,
@@ -201,8 +202,12 @@ class AnonymizationTask(DataTask):
 
     def peer_systems(self) -> dict[str, PeerSystem]:
         """Model-free systems evaluated next to the trained ones, each mapping rows of a split to
-        outputs: the rule-based anonymizer, applied to each row's raw text (not to the prompt)."""
-        return {"rule_based": lambda rows: [anonymize(self.text_of(r)) for r in rows]}
+        outputs, applied to each row's raw text (not to the prompt): the rule-based anonymizer, and
+        Microsoft Presidio where the ``presidio`` extra is installed (else one log line says so)."""
+        peers: dict[str, PeerSystem] = {"rule_based": lambda rows: [anonymize(self.text_of(r)) for r in rows]}
+        if presidio.available():
+            peers["presidio"] = lambda rows: presidio.anonymize([self.text_of(r) for r in rows])
+        return peers
 
     # ----------------------------------------------------------------------------- embedded data
     def generate(self) -> DatasetDict:

@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers.configs import loss_config
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 METHODS = ["sft", "seqkd", "kd", "ranking", "margin", "listwise", "dpo", "simpo"]
+METHODS += ["gkd", "skew_kl", "taid", "dpkd", "gkd_on_policy", "ranking_on_policy"]  # issue 27's rows
 
 
 def _compose(experiment: str):
@@ -29,7 +31,7 @@ def test_presets_sweep_every_method_with_an_existing_loss_config(name):
     assert cfg.hydra.mode.name == "MULTIRUN"
     assert _sweep(cfg, "loss") == METHODS
     assert all((CONFIGS / "loss" / f"{m}.yaml").is_file() for m in METHODS)
-    kinds = {get_class(OmegaConf.load(CONFIGS / "loss" / f"{m}.yaml")._target_).kind for m in METHODS}
+    kinds = {get_class(loss_config(m)._target_).kind for m in METHODS}  # composed: a YAML may extend another
     assert kinds == {"plad", "baseline"}  # the report compares each PLaD method with each baseline
 
 

@@ -299,16 +299,18 @@ def test_configs_instantiate_with_documented_defaults() -> None:
         "ranking_no_reg": RankingLoss,
         "ranking_y_plus": RankingLoss,
         "ranking_sum": RankingLoss,
+        "ranking_on_policy": RankingLoss,  # + on_policy, a run key like lr (distill.on_policy)
+        "gkd_on_policy": GKDLoss,
     }
     assert loss_names() == sorted(expected)
     for name, cls in expected.items():
         cfg = loss_config(name)
         assert cfg.lr > 0, name  # every method has its own distill learning rate ...
-        with pytest.raises(InstantiationException, match="lr"):
+        with pytest.raises(InstantiationException, match="lr|on_policy"):
             instantiate(cfg)  # ... which is not a loss argument,
         loss = build_loss(cfg)  # so it is stripped in one place
         assert type(loss) is cls, name
-        if name not in ("ranking", "margin", "listwise", "ranking_y_plus", "ranking_sum"):
+        if name not in ("ranking", "margin", "listwise", "ranking_y_plus", "ranking_sum", "ranking_on_policy"):
             assert loss.reg_weight == 0.0, name
     # the ablation variants differ from ranking in exactly what their names say
     ranking = OmegaConf.to_container(loss_config("ranking"))

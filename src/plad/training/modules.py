@@ -24,8 +24,9 @@ from plad.training.on_policy import OnPolicy, replaced_column, resample
 from plad.training.optimizer import GuardedStepModule, plain_optim
 from plad.training.teacher_topk import check_teacher_logits, dense_teacher_logits, teacher_vocabulary
 
-# Keys of a loss config that configure its training run, not the loss object (stripped here only).
-LOSS_RUN_KEYS = ("lr",)
+# Keys of a loss config that configure its training run, not the loss object (stripped here only):
+# its learning rate (distill.lr) and on-policy share (distill.on_policy), read by configs/distill.
+LOSS_RUN_KEYS = ("lr", "on_policy")
 
 
 def loss_arguments(loss: dict | DictConfig) -> dict[str, Any]:

@@ -37,6 +37,7 @@ LAYERS = {
     "plad.training.callbacks": 3,
     "plad.data": 4,  # serves the pair store (plad.pairs.store) to Lightning; pairs never imports data
     "plad.training": 5,  # trainer.py: Trainer set-up of both training stages
+    "plad.training.heal": 5,  # healing a cut student: a Trainer set-up like trainer.py's
     "plad.stages": 6,
     "plad.training.loggers": 6,
     "plad.run_summary": 6,

@@ -131,7 +131,8 @@ class _StubTokenizer:
         ),
         (
             {"student": {"init_from_teacher": {"n": 8}}},
-            "model.student.init_from_teacher: expected null or {layers: <positive integer>}, got {'n': 8}",
+            "model.student.init_from_teacher: expected null or {layers: <positive integer>, "
+            "select: even | block_influence}, got {'n': 8}",
         ),
         (
             {"student": {"init_from_teacher": {"layers": 3}}},

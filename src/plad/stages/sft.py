@@ -54,6 +54,8 @@ def _keyed_spec(cfg: DictConfig, role: str) -> dict[str, Any]:
     processes x accumulation), so 2 processes x 8 and 1 x 16 share an entry (the same math, see
     GuardedStepModule) and 2 x 16 does not (1-process keys are unchanged). ``lora`` counts only when
     ``r`` is set; ``gradient_checkpointing`` never does (it changes memory, not the result)."""
+    from plad.models.student_init import selector
+
     spec = OmegaConf.to_container(cfg.model[role], resolve=True)
     spec.pop("gradient_checkpointing", None)  # the same math, the same weights
     if not (spec.get("pretrain") or {}).get("max_steps"):
@@ -62,7 +64,7 @@ def _keyed_spec(cfg: DictConfig, role: str) -> dict[str, Any]:
         spec["sft"].pop("train_examples")  # all labels: keyed as before the option existed
     if spec.get("init_from_teacher") is None:
         spec.pop("init_from_teacher", None)  # students built from config key as before the option existed
-    elif (spec["init_from_teacher"].get("select") or "even") == "even":
+    elif selector(spec["init_from_teacher"]) == "even":
         spec["init_from_teacher"].pop("select", None)  # the even cut keys as before `select` existed
     if not (spec.get("heal") or {}).get("max_steps"):
         spec.pop("heal", None)  # unhealed students key as before the heal option existed

@@ -15,6 +15,7 @@ from helpers.tasks import SMALL, rows
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from plad.checks import InputError
 from plad.models.tokenizer import train_tokenizer
 from plad.tasks.anonymization import AnonymizationTask
 from plad.tasks.anonymization.generator import FILLERS, N_PHRASINGS, PII_TYPES, SLOT, SLOT_TYPES, TEMPLATES
@@ -135,6 +136,43 @@ def test_some_pii_looks_like_ordinary_words_and_separates_systems():
         naive.append(out)
     assert task.metrics(naive, rows_with)["leak_rate"] > 0.1
     assert task.metrics([r["reference"] for r in rows_with], rows_with)["leak_rate"] == 0.0
+
+
+def test_wordlike_share_sets_how_many_names_are_also_words():
+    """``task.wordlike_share`` is the task's difficulty knob: the share of names drawn from names that
+    are also words, which only their position marks as PII. It changes the data (and so every cached
+    stage's key), and a value outside [0, 1] is refused naming the field."""
+    from plad.tasks.anonymization.generator import WORD_FIRST_NAMES
+
+    def share(wordlike: float) -> float:
+        task = AnonymizationTask(seed=0, n_train=600, n_unlabeled=5, n_validation=5, n_test=5, wordlike_share=wordlike)
+        names = [v for r in task.generate()["train"] for v, t in zip(r["pii_values"], r["pii_types"]) if t == "NAME"]
+        return sum(v.split()[0] in WORD_FIRST_NAMES for v in names) / len(names)
+
+    low, high = share(0.1), share(0.9)
+    assert high > 0.85 and low < 0.25 and high - low > 0.6
+    for bad in (1.5, -0.1, "half", True):
+        with pytest.raises(InputError, match="task.wordlike_share"):
+            AnonymizationTask(seed=0, wordlike_share=bad)
+
+
+def test_probe_share_sets_how_many_sentences_are_leak_probes():
+    """``task.probe_share`` draws each sentence from the leak probes with that probability (null: every
+    training template alike, the probes' 10 of 50); a value outside [0, 1] is refused naming the field."""
+    from plad.tasks.anonymization.generator import N_PHRASINGS
+
+    def share(probe_share: float | None) -> float:
+        task = AnonymizationTask(seed=0, n_train=1500, n_unlabeled=5, n_validation=5, n_test=5, probe_share=probe_share)
+        ids = [t for r in task.generate()["train"] for t in r["templates"]]
+        assert len(set(ids) - set(range(N_PHRASINGS, 99))) == 40  # still every training phrasing
+        return sum(t >= N_PHRASINGS for t in ids) / len(ids)
+
+    assert share(None) == pytest.approx(0.2, abs=0.03)
+    assert share(0.5) == pytest.approx(0.5, abs=0.04)
+    assert share(0.0) == 0.0
+    for bad in (1.5, "half", True):
+        with pytest.raises(InputError, match="task.probe_share"):
+            AnonymizationTask(seed=0, probe_share=bad)
 
 
 @pytest.mark.parametrize("name", ["anonymization", "summarization"])

@@ -252,16 +252,16 @@ WORD_LAST_NAMES = (
     "Page",
     "Cross",
 )
-WORDLIKE_SHARE = 0.3  # share of names drawn from the word-like pools
+WORDLIKE_SHARE = 0.3  # default share of names drawn from the word-like pools (task.wordlike_share)
 WORDLIKE_USER_SHARE = 0.8  # share of usernames made of ordinary words (70% of them a single word)
 
 
-def _first(f: Faker) -> str:
-    return f.random.choice(WORD_FIRST_NAMES) if f.random.random() < WORDLIKE_SHARE else f.first_name()
+def _first(f: Faker, share: float) -> str:
+    return f.random.choice(WORD_FIRST_NAMES) if f.random.random() < share else f.first_name()
 
 
-def _full(f: Faker) -> str:
-    if f.random.random() < WORDLIKE_SHARE:
+def _full(f: Faker, share: float) -> str:
+    if f.random.random() < share:
         return f"{f.random.choice(WORD_FIRST_NAMES)} {f.random.choice(WORD_LAST_NAMES)}"
     return f"{f.first_name()} {f.last_name()}"
 
@@ -276,19 +276,24 @@ def _user(f: Faker) -> str:
     return f.user_name()
 
 
-PII_VALUES: dict[str, Callable[[Faker], str]] = {  # slot -> Faker-based value of a typical short shape
-    "NAME": _full,
-    "FIRST": _first,
-    "EMAIL": lambda f: f.email(),
-    "PHONE": lambda f: f.numerify(f.random.choice(PHONES)),
-    "ADDRESS": lambda f: f"{f.building_number()} {f.street_name()}",
-    "DATE": lambda f: f.date_between("-60y", "+1y").strftime(f.random.choice(DATES)),
-    "CARD": lambda f: f.credit_card_number(),
-    "IBAN": lambda f: f.iban(),
-    "ID": lambda f: f.ssn(),
-    "IP": lambda f: f.ipv4(),
-    "USER": _user,
-}
+def pii_values(wordlike_share: float = WORDLIKE_SHARE) -> dict[str, Callable[[Faker], str]]:
+    """Slot -> Faker-based value of a typical short shape; ``wordlike_share`` of the names come from
+    the word-like pools ("Will Young"), the PII a copying model leaks (the task's difficulty knob)."""
+    return {
+        "NAME": lambda f: _full(f, wordlike_share),
+        "FIRST": lambda f: _first(f, wordlike_share),
+        "EMAIL": lambda f: f.email(),
+        "PHONE": lambda f: f.numerify(f.random.choice(PHONES)),
+        "ADDRESS": lambda f: f"{f.building_number()} {f.street_name()}",
+        "DATE": lambda f: f.date_between("-60y", "+1y").strftime(f.random.choice(DATES)),
+        "CARD": lambda f: f.credit_card_number(),
+        "IBAN": lambda f: f.iban(),
+        "ID": lambda f: f.ssn(),
+        "IP": lambda f: f.ipv4(),
+        "USER": _user,
+    }
+
+
 FILLERS: dict[str, Callable[[random.Random], str]] = {  # slot -> non-PII value, from large pools
     "w": lambda r: r.choice(WORDS),
     "words": lambda r: " ".join(r.choices(WORDS, k=r.randint(2, 4))),

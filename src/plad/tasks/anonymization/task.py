@@ -37,12 +37,13 @@ from plad.tasks.anonymization.generator import (
     N_PHRASINGS,
     N_SENTENCES,
     PII_TYPES,
-    PII_VALUES,
     PLACEHOLDER,
     SLOT,
     SLOT_TYPES,
     TEMPLATES,
     TOKEN,
+    WORDLIKE_SHARE,
+    pii_values,
     template_types,
 )
 from plad.tasks.anonymization.metrics import leak_by_type, mean_keep_rate
@@ -143,6 +144,8 @@ class AnonymizationTask(DataTask):
         self,
         n_heldout_templates: int = 10,
         heldout_share: float = 0.25,
+        wordlike_share: float = WORDLIKE_SHARE,
+        probe_share: float | None = None,
         prompt_template: str = "Anonymize: {text}\nOutput:",
         **kwargs: Any,
     ) -> None:
@@ -161,6 +164,21 @@ class AnonymizationTask(DataTask):
         self.heldout_share = float(heldout_share)
         self.config["heldout_share"] = self.heldout_share
         self.heldout = self._pick_heldout()
+        if (
+            isinstance(wordlike_share, bool)
+            or not isinstance(wordlike_share, (int, float))
+            or not 0 <= wordlike_share <= 1
+        ):
+            raise InputError(f"task.wordlike_share: expected a number in [0, 1], got {wordlike_share!r}")
+        self.wordlike_share = float(wordlike_share)
+        self.config["wordlike_share"] = self.wordlike_share
+        self.pii_values = pii_values(self.wordlike_share)
+        if probe_share is not None and (
+            isinstance(probe_share, bool) or not isinstance(probe_share, (int, float)) or not 0 <= probe_share <= 1
+        ):
+            raise InputError(f"task.probe_share: expected null or a number in [0, 1], got {probe_share!r}")
+        self.probe_share = None if probe_share is None else float(probe_share)
+        self.config["probe_share"] = self.probe_share
 
     def _pick_heldout(self) -> tuple[int, ...]:
         """Seeded held-out phrasings (never leak probes), redrawn until the rest still cover every PII type."""
@@ -232,9 +250,21 @@ class AnonymizationTask(DataTask):
             return list(self.heldout)
         return train_templates
 
-    @staticmethod
+    def _templates(self, rng: random.Random, pool: Sequence[int], n: int) -> list[int]:
+        """``n`` distinct templates of one text. With ``probe_share`` set, each sentence is a leak probe
+        with that probability (word-like PII where free words stand: the leaks a copying model makes);
+        null draws every template of the pool alike (10 probes of 50 in training: 20%)."""
+        if self.probe_share is None:
+            return rng.sample(pool, n)
+        ids: list[int] = []
+        for _ in range(n):
+            probe = rng.random() < self.probe_share
+            choices = [t for t in pool if t not in ids and (t >= N_PHRASINGS) == probe]
+            ids.append(rng.choice(choices or [t for t in pool if t not in ids]))
+        return ids
+
     def _sentence(
-        fake: Faker, rng: random.Random, template: str, pii: dict[tuple[str, int], tuple[str, str]], sentence: int
+        self, fake: Faker, rng: random.Random, template: str, pii: dict[tuple[str, int], tuple[str, str]], sentence: int
     ) -> tuple[str, str]:
         """(text, reference) of one template; a PII slot repeated in the sentence keeps its value."""
         text, reference, last = [], [], 0
@@ -243,7 +273,7 @@ class AnonymizationTask(DataTask):
             reference.append(template[last : m.start()])
             slot, last = m.group(1), m.end()
             if slot in SLOT_TYPES:
-                value, kind = pii.setdefault((m.group(0), sentence), (PII_VALUES[slot](fake), SLOT_TYPES[slot]))
+                value, kind = pii.setdefault((m.group(0), sentence), (self.pii_values[slot](fake), SLOT_TYPES[slot]))
                 text.append(value)
                 reference.append(f"[{kind}]")
             else:
@@ -255,7 +285,7 @@ class AnonymizationTask(DataTask):
     def _example(self, fake: Faker, rng: random.Random, pool: Sequence[int], row_id: str) -> dict[str, Any]:
         n = rng.choice(N_SENTENCES)
         while True:  # redraw a too-long text, or a PII value that also occurs in the kept text ("May")
-            ids = rng.sample(pool, min(n, len(pool)))
+            ids = self._templates(rng, pool, min(n, len(pool)))
             pii: dict[tuple[str, int], tuple[str, str]] = {}
             parts = [self._sentence(fake, rng, TEMPLATES[t], pii, k) for k, t in enumerate(ids)]
             text, reference = " ".join(p[0] for p in parts), " ".join(p[1] for p in parts)

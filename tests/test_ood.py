@@ -15,7 +15,7 @@ from plad.tasks.anonymization import AnonymizationTask
 from plad.tasks.anonymization.generator import PII_TYPES, SLOT, TEMPLATES
 from plad.tasks.anonymization.metrics import keep_rate
 from plad.tasks.anonymization.ood import ood_path, read_ood
-from plad.tasks.anonymization.task import contains
+from plad.tasks.anonymization.spans import contains
 
 SMALL = dict(n_train=20, n_unlabeled=5, n_validation=5, n_test=40)
 

@@ -19,7 +19,7 @@ from plad.checks import InputError
 from plad.models.tokenizer import train_tokenizer
 from plad.tasks.anonymization import AnonymizationTask
 from plad.tasks.anonymization.generator import FILLERS, N_PHRASINGS, PII_TYPES, SLOT, SLOT_TYPES, TEMPLATES
-from plad.tasks.anonymization.task import derive_pii
+from plad.tasks.anonymization.spans import derive_pii
 from plad.tasks.base import SPLITS
 from plad.tasks.summarization import SummarizationTask
 

@@ -33,7 +33,7 @@ def ood_path() -> Path:
 
 
 def value_pattern(value: str) -> re.Pattern:
-    """A verbatim occurrence not glued to other word characters, as ``task.contains`` counts one."""
+    """A verbatim occurrence not glued to other word characters, as ``spans.contains`` counts one."""
     left = r"(?<!\w)" if re.match(r"\w", value[0]) else ""
     right = r"(?!\w)" if re.match(r"\w", value[-1]) else ""
     return re.compile(left + re.escape(value) + right)

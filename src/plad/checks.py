@@ -35,6 +35,16 @@ def integer(value: Any, field: str, minimum: int = 1, null: bool = False) -> int
     return value
 
 
+def share(value: Any, field: str, null: bool = False) -> float | None:
+    """``value`` as a float if it is a number in [0, 1] (or None, with ``null``), else an ``InputError``
+    naming ``field``."""
+    if null and value is None:
+        return None
+    if not is_number(value) or not 0 <= value <= 1:  # NaN fails the range
+        raise InputError(f"{field}: expected a number in [0, 1]{' or null' if null else ''}, got {value!r}")
+    return float(value)
+
+
 def number(value: Any, field: str, positive: bool = False) -> float:
     """``value`` if it is a number > 0 (``positive``) or >= 0, else an ``InputError`` naming ``field``."""
     if not is_number(value) or not (value > 0 if positive else value >= 0):  # NaN fails both

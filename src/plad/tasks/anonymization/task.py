@@ -28,7 +28,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict, Features, List, Value
 from faker import Faker
 
-from plad.checks import InputError
+from plad.checks import InputError, share
 from plad.tasks.anonymization import presidio
 from plad.tasks.anonymization.generator import (
     FILLERS,
@@ -86,29 +86,13 @@ class AnonymizationTask(DataTask):
             raise InputError(f"task.n_heldout_templates: expected an integer in [0, {N_PHRASINGS - 1}], got {n!r}")
         self.n_heldout_templates = n
         self.config["n_heldout_templates"] = n
-        if (
-            isinstance(heldout_share, bool)
-            or not isinstance(heldout_share, (int, float))
-            or not 0 <= heldout_share <= 1
-        ):
-            raise InputError(f"task.heldout_share: expected a number in [0, 1], got {heldout_share!r}")
-        self.heldout_share = float(heldout_share)
+        self.heldout_share = share(heldout_share, "task.heldout_share")
         self.config["heldout_share"] = self.heldout_share
         self.heldout = self._pick_heldout()
-        if (
-            isinstance(wordlike_share, bool)
-            or not isinstance(wordlike_share, (int, float))
-            or not 0 <= wordlike_share <= 1
-        ):
-            raise InputError(f"task.wordlike_share: expected a number in [0, 1], got {wordlike_share!r}")
-        self.wordlike_share = float(wordlike_share)
+        self.wordlike_share = share(wordlike_share, "task.wordlike_share")
         self.config["wordlike_share"] = self.wordlike_share
         self.pii_values = pii_values(self.wordlike_share)
-        if probe_share is not None and (
-            isinstance(probe_share, bool) or not isinstance(probe_share, (int, float)) or not 0 <= probe_share <= 1
-        ):
-            raise InputError(f"task.probe_share: expected null or a number in [0, 1], got {probe_share!r}")
-        self.probe_share = None if probe_share is None else float(probe_share)
+        self.probe_share = share(probe_share, "task.probe_share", null=True)
         self.config["probe_share"] = self.probe_share
 
     def _pick_heldout(self) -> tuple[int, ...]:

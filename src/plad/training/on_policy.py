@@ -33,7 +33,7 @@ from typing import Any
 
 from torch import Tensor
 
-from plad.checks import InputError, integer, is_number
+from plad.checks import InputError, integer, share
 from plad.models.encoding import encode_example, pad_batch
 from plad.models.logprobs import IGNORE_INDEX
 
@@ -56,8 +56,7 @@ class OnPolicy:
     top_k: int = 0
 
     def __post_init__(self) -> None:
-        if not (is_number(self.lmbda) and 0.0 <= self.lmbda <= 1.0):
-            raise InputError(f"{FIELD}.lmbda: expected a number in [0, 1], got {self.lmbda!r}")
+        share(self.lmbda, f"{FIELD}.lmbda")
         integer(self.every, f"{FIELD}.every", null=True)
         if self.column not in COLUMNS:
             raise InputError(f"{FIELD}.column: expected one of {', '.join(COLUMNS)}, got {self.column!r}")

@@ -262,7 +262,7 @@ def test_a_swapped_backend_builds_the_pairs_under_its_own_cache_entry(saved, tmp
 
 
 def fake_seed(seed: int, role: str) -> int:
-    from plad.pairs.build import _role_seed
+    from plad.pairs.shards import _role_seed
 
     return _role_seed(seed, role)
 

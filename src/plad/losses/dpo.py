@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from plad.checks import InputError, number
+from plad.checks import InputError, is_number, number
 from plad.losses.base import CalibrationLoss, SequenceScores
 
 
@@ -25,7 +25,7 @@ class DPOLoss(CalibrationLoss):
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0, reg_weight: float = 0.0) -> None:
         super().__init__(reg_weight)
         number(beta, "loss.beta", positive=True)
-        if not 0.0 <= label_smoothing < 0.5:
+        if not is_number(label_smoothing) or not 0.0 <= label_smoothing < 0.5:
             raise InputError(f"loss.label_smoothing: expected a value in [0, 0.5), got {label_smoothing}")
         self.beta = float(beta)
         self.label_smoothing = float(label_smoothing)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from plad.checks import InputError, number
+from plad.checks import number, share
 from plad.losses.base import SequenceScores
 from plad.losses.white_box import WhiteBoxLoss
 
@@ -54,10 +54,8 @@ class GKDLoss(WhiteBoxLoss):
         self, beta: float = 0.5, temperature: float = 1.0, vocab_size: int | None = None, reg_weight: float = 0.0
     ) -> None:
         super().__init__(vocab_size, reg_weight)
-        if not 0.0 <= beta <= 1.0:
-            raise InputError(f"loss.beta: expected a value in [0, 1], got {beta}")
-        number(temperature, "loss.temperature", positive=True)
-        self.beta, self.temperature = float(beta), float(temperature)
+        self.beta = share(beta, "loss.beta")
+        self.temperature = float(number(temperature, "loss.temperature", positive=True))
 
     def compute(self, s: SequenceScores) -> tuple[Tensor, dict[str, Tensor]]:
         student, teacher, mask = self.token_logits(s)

@@ -14,7 +14,7 @@ import math
 import torch.nn.functional as F
 from torch import Tensor
 
-from plad.checks import InputError, number
+from plad.checks import InputError, is_number, number
 from plad.losses.base import CalibrationLoss, SequenceScores
 
 
@@ -30,7 +30,7 @@ class SimPOLoss(CalibrationLoss):
         number(beta, "loss.beta", positive=True)
         if not math.isfinite(gamma) or gamma < 0:
             raise InputError(f"loss.gamma: expected a finite margin >= 0, got {gamma}")
-        if not 0.0 <= label_smoothing < 0.5:
+        if not is_number(label_smoothing) or not 0.0 <= label_smoothing < 0.5:
             raise InputError(f"loss.label_smoothing: expected a value in [0, 0.5), got {label_smoothing}")
         self.beta, self.gamma, self.label_smoothing = float(beta), float(gamma), float(label_smoothing)
 

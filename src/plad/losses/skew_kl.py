@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from plad.checks import InputError
+from plad.checks import InputError, is_number
 from plad.losses.base import SequenceScores
 from plad.losses.white_box import WhiteBoxLoss
 
@@ -60,7 +60,7 @@ class SkewKLLoss(WhiteBoxLoss):
         self, alpha: float = 0.1, direction: str = "forward", vocab_size: int | None = None, reg_weight: float = 0.0
     ) -> None:
         super().__init__(vocab_size, reg_weight)
-        if not 0.0 <= alpha < 1.0:
+        if not is_number(alpha) or not 0.0 <= alpha < 1.0:
             raise InputError(f"loss.alpha: expected a value in [0, 1), got {alpha}")
         if direction not in DIRECTIONS:
             raise InputError(f"loss.direction: expected one of {list(DIRECTIONS)}, got {direction!r}")

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from plad.checks import InputError
+from plad.checks import InputError, is_number, share
 from plad.losses.base import SequenceScores
 from plad.losses.white_box import WhiteBoxLoss
 
@@ -55,17 +55,14 @@ class TAIDLoss(WhiteBoxLoss):
         reg_weight: float = 0.0,
     ) -> None:
         super().__init__(vocab_size, reg_weight)
-        if not 0.0 <= t_start < 1.0:
+        if not is_number(t_start) or not 0.0 <= t_start < 1.0:
             raise InputError(f"loss.t_start: expected a value in [0, 1), got {t_start}")
-        if not t_start <= t_end <= 1.0:
+        if not is_number(t_end) or not t_start <= t_end <= 1.0:
             raise InputError(f"loss.t_end: expected a value in [t_start, 1] = [{t_start}, 1], got {t_end}")
-        if not 0.0 <= alpha <= 1.0:
-            raise InputError(f"loss.alpha: expected a value in [0, 1], got {alpha}")
-        if not 0.0 <= beta <= 1.0:
-            raise InputError(f"loss.beta: expected a value in [0, 1], got {beta}")
+        self.alpha, self.beta = share(alpha, "loss.alpha"), share(beta, "loss.beta")
         if not isinstance(adaptive, bool):
             raise InputError(f"loss.adaptive: expected true or false, got {adaptive!r}")
-        self.t_start, self.t_end, self.alpha, self.beta = float(t_start), float(t_end), float(alpha), float(beta)
+        self.t_start, self.t_end = float(t_start), float(t_end)
         self.adaptive = adaptive
         self.register_buffer("t", torch.tensor(self.t_start, dtype=torch.float32))
         self.register_buffer("prev_loss", torch.tensor(math.inf, dtype=torch.float32))

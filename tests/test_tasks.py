@@ -156,6 +156,35 @@ def test_wordlike_share_sets_how_many_names_are_also_words():
             AnonymizationTask(seed=0, wordlike_share=bad)
 
 
+def test_generated_data_does_not_depend_on_the_calendar(monkeypatch):
+    """The same seed makes the same texts on any day: Faker's relative date bounds ("-60y") once made
+    other DATE values every day under the same cache key, so a fresh clone could not regenerate the
+    data behind the results."""
+    import datetime
+
+    import faker.providers.date_time
+
+    def texts() -> list[str]:
+        task = AnonymizationTask(seed=0, n_train=200, n_unlabeled=5, n_validation=5, n_test=5)
+        rows = task.generate()["train"]
+        assert any("DATE" in r["pii_types"] for r in rows)
+        return [r["text"] for r in rows]
+
+    today = texts()
+
+    class AnyDate(type):  # real dates still pass Faker's isinstance checks
+        def __instancecheck__(cls, obj: object) -> bool:
+            return isinstance(obj, datetime.date)
+
+    class LaterToday(datetime.date, metaclass=AnyDate):
+        @classmethod
+        def today(cls) -> datetime.date:
+            return datetime.date.today() + datetime.timedelta(days=400)
+
+    monkeypatch.setattr(faker.providers.date_time, "dtdate", LaterToday)
+    assert texts() == today
+
+
 def test_probe_share_sets_how_many_sentences_are_leak_probes():
     """``task.probe_share`` draws each sentence from the leak probes with that probability (null: every
     training template alike, the probes' 10 of 50); a value outside [0, 1] is refused naming the field."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
+from datetime import date
 
 from faker import Faker
 from faker.providers.lorem.en_US import Provider as LoremProvider
@@ -144,6 +145,10 @@ ITEMS = (
 )
 PHONES = ("(###) ###-####", "###-###-####", "+1 ### ### ####")
 DATES = ("%B %d, %Y", "%m/%d/%Y", "%Y-%m-%d")
+# Fixed bounds, not Faker's relative "-60y" / "+1y": those follow the calendar, so the same seed
+# made other dates on another day and a fresh clone could not regenerate the data the results were
+# measured on. These are the bounds those strings gave on 2026-12-05.
+DATE_RANGE = (date(1966, 12, 5), date(2027, 12, 5))
 N_SENTENCES = (1, 2, 3)
 MAX_TEXT_CHARS = 170  # a longer draw drops a sentence: prompts stay < 128 tokens, references < 64
 
@@ -285,7 +290,7 @@ def pii_values(wordlike_share: float = WORDLIKE_SHARE) -> dict[str, Callable[[Fa
         "EMAIL": lambda f: f.email(),
         "PHONE": lambda f: f.numerify(f.random.choice(PHONES)),
         "ADDRESS": lambda f: f"{f.building_number()} {f.street_name()}",
-        "DATE": lambda f: f.date_between("-60y", "+1y").strftime(f.random.choice(DATES)),
+        "DATE": lambda f: f.date_between(*DATE_RANGE).strftime(f.random.choice(DATES)),
         "CARD": lambda f: f.credit_card_number(),
         "IBAN": lambda f: f.iban(),
         "ID": lambda f: f.ssn(),

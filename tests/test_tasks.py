@@ -83,6 +83,34 @@ def test_heldout_templates_only_in_test(seed):
     assert train_types == set(PII_TYPES)  # holding out phrasings never removes a PII type from train
 
 
+def test_validation_can_hold_out_its_own_phrasings():
+    """``task.validation_heldout_templates``: validation gets held-out phrasings of its own, disjoint
+    from test's and absent from train and unlabeled, in ``heldout_share`` of its texts, and its
+    metrics split /seen and /heldout as test's do. At 0 (the default) nothing changes, not even the
+    data's cache key."""
+    kw = dict(seed=0, n_train=300, n_unlabeled=100, n_validation=80, n_test=20, heldout_share=0.5)
+    task = AnonymizationTask(validation_heldout_templates=6, **kw)
+    data = task.load()
+    assert len(task.val_heldout) == 6 and not set(task.val_heldout) & set(task.heldout)
+    seen = {t for s in ("train", "unlabeled") for ts in data[s]["templates"] for t in ts}
+    assert not seen & (set(task.val_heldout) | set(task.heldout))
+    val = [dict(r) for r in data["validation"]]
+    held = [set(r["templates"]) <= set(task.val_heldout) for r in val]
+    assert 0.25 < sum(held) / len(held) < 0.75
+    assert not any(set(r["templates"]) & set(task.heldout) for r in val)  # test's phrasings stay test's
+    out = task.metrics([r["reference"] if h else r["text"] for r, h in zip(val, held)], val)
+    assert out["quality/heldout"] > out["quality/seen"]  # the held-out subset is scored on its own
+    default = AnonymizationTask(**kw)
+    assert (
+        default.val_heldout == ()
+        and default.fingerprint() == AnonymizationTask(validation_heldout_templates=0, **kw).fingerprint()
+    )
+    assert task.fingerprint() != default.fingerprint()
+    for bad in (-1, 40, True, "3"):
+        with pytest.raises(InputError, match="^task.validation_heldout_templates: expected"):
+            AnonymizationTask(validation_heldout_templates=bad, **kw)
+
+
 def test_texts_are_composed_and_their_non_pii_words_vary():
     """1-3 sentences per text, and the words around the PII are mostly new: a model must copy them."""
     data = AnonymizationTask(seed=1, n_train=1000, n_unlabeled=5, n_validation=5, n_test=200).load()

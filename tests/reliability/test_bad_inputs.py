@@ -110,6 +110,11 @@ BAD_INPUTS = [
     ("negative n_unlabeled", ["task.n_unlabeled=-3"], "task.n_unlabeled"),
     ("word-like name share above 1", ["task.wordlike_share=1.5"], "task.wordlike_share"),
     ("leak probe share as text", ["task.probe_share=half"], "task.probe_share"),
+    (
+        "validation held-out phrasings as text",
+        ["task.validation_heldout_templates=few"],
+        "task.validation_heldout_templates",
+    ),
     ("zero max_new_tokens", ["task.max_new_tokens=0"], "task.max_new_tokens"),
     ("zero teacher SFT batch", ["model.teacher.sft.batch_size=0"], "model.teacher.sft.batch_size"),
     ("negative student SFT steps", ["model.student.sft.max_steps=-5"], "model.student.sft.max_steps"),

@@ -75,6 +75,7 @@ class AnonymizationTask(DataTask):
         self,
         n_heldout_templates: int = 10,
         heldout_share: float = 0.25,
+        validation_heldout_templates: int = 0,
         wordlike_share: float = WORDLIKE_SHARE,
         probe_share: float | None = None,
         prompt_template: str = "Anonymize: {text}\nOutput:",
@@ -88,25 +89,34 @@ class AnonymizationTask(DataTask):
         self.config["n_heldout_templates"] = n
         self.heldout_share = share(heldout_share, "task.heldout_share")
         self.config["heldout_share"] = self.heldout_share
-        self.heldout = self._pick_heldout()
+        self.heldout = self._pick_heldout(n, f"{self.seed}:heldout")
+        m = validation_heldout_templates
+        if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < N_PHRASINGS - n:
+            raise InputError(
+                f"task.validation_heldout_templates: expected an integer in [0, {N_PHRASINGS - n - 1}], got {m!r}"
+            )
+        if m:  # absent at 0, so the data's cache key (and every stage built on it) stays as it was
+            self.config["validation_heldout_templates"] = m
+        self.val_heldout = self._pick_heldout(m, f"{self.seed}:heldout-validation", exclude=self.heldout) if m else ()
         self.wordlike_share = share(wordlike_share, "task.wordlike_share")
         self.config["wordlike_share"] = self.wordlike_share
         self.pii_values = pii_values(self.wordlike_share)
         self.probe_share = share(probe_share, "task.probe_share", null=True)
         self.config["probe_share"] = self.probe_share
 
-    def _pick_heldout(self) -> tuple[int, ...]:
-        """Seeded held-out phrasings (never leak probes), redrawn until the rest still cover every PII type."""
-        rng = random.Random(f"{self.seed}:heldout")
+    def _pick_heldout(self, n: int, key: str, exclude: Sequence[int] = ()) -> tuple[int, ...]:
+        """``n`` seeded held-out phrasings (never leak probes) outside ``exclude``, redrawn until the
+        templates left for training still cover every PII type. Test's come first (``exclude`` empty),
+        validation's (``validation_heldout_templates``) from the rest: the two never share a phrasing."""
+        rng = random.Random(key)
         for _ in range(1000):
-            heldout = sorted(rng.sample(range(N_PHRASINGS), self.n_heldout_templates))
-            kept = set().union(*(template_types(t) for i, t in enumerate(TEMPLATES) if i not in heldout))
+            heldout = sorted(rng.sample([i for i in range(N_PHRASINGS) if i not in exclude], n))
+            out = set(heldout) | set(exclude)
+            kept = set().union(*(template_types(t) for i, t in enumerate(TEMPLATES) if i not in out))
             if kept == set(PII_TYPES):
                 return tuple(heldout)
-        raise InputError(
-            f"task.n_heldout_templates: {self.n_heldout_templates} held out leaves some PII type "
-            f"without a training template; use fewer"
-        )
+        field = "task.validation_heldout_templates" if exclude else "task.n_heldout_templates"
+        raise InputError(f"{field}: {n} held out leaves some PII type without a training template; use fewer")
 
     @property
     def features(self) -> Features:
@@ -144,7 +154,7 @@ class AnonymizationTask(DataTask):
 
     # ----------------------------------------------------------------------------- embedded data
     def generate(self) -> DatasetDict:
-        train_templates = [i for i in range(len(TEMPLATES)) if i not in self.heldout]
+        train_templates = [i for i in range(len(TEMPLATES)) if i not in self.heldout + self.val_heldout]
         fake = Faker("en_US")
         out = {}
         for split in SPLITS:
@@ -160,9 +170,12 @@ class AnonymizationTask(DataTask):
     def _pool(self, split: str, rng: random.Random, train_templates: list[int]) -> list[int]:
         """Templates of one example. A ``heldout_share`` of test examples is made only of held-out
         templates (phrasings never seen in training); the rest of the test split measures the
-        copy-and-mask skill on seen phrasings with new words and PII, where model size shows."""
-        if split == "test" and self.heldout and rng.random() < self.heldout_share:
-            return list(self.heldout)
+        copy-and-mask skill on seen phrasings with new words and PII, where model size shows. With
+        ``validation_heldout_templates`` validation is built alike from its own held-out phrasings,
+        so choices made on it see how a model does on phrasings it never saw."""
+        heldout = {"test": self.heldout, "validation": self.val_heldout}.get(split)
+        if heldout and rng.random() < self.heldout_share:
+            return list(heldout)
         return train_templates
 
     def _templates(self, rng: random.Random, pool: Sequence[int], n: int) -> list[int]:
@@ -258,13 +271,18 @@ class AnonymizationTask(DataTask):
         """leak_rate (micro over gold PII strings, and per type: ``leak_rate/<TYPE>``), keep_rate
         (mean per-example share of the input's non-PII words kept, ``metrics.keep_rate``),
         placeholder P/R/F1 (micro and per type, multiset matching of ``[TYPE]`` counts against the
-        reference), exact_match and mean quality; on the embedded test split also exact match,
+        reference), exact_match and mean quality; on the embedded test split (and validation, with
+        ``validation_heldout_templates``) also exact match,
         placeholder F1 and quality on seen phrasings and on held-out ones (``/seen``, ``/heldout``):
         the two measure different skills. Headline metrics (no "/") come first."""
         if len(predictions) != len(examples) or not predictions:
             raise InputError(f"predictions: expected one per example (>0), got {len(predictions)} for {len(examples)}")
         out = self._metrics(predictions, examples)
-        held = [bool(e.get("templates")) and set(e["templates"]) <= set(self.heldout) for e in examples]
+        held = [
+            bool(e.get("templates"))
+            and any(set(e["templates"]) <= set(h) for h in (self.heldout, self.val_heldout) if h)
+            for e in examples
+        ]
         if any(held):
             head = {k: v for k, v in out.items() if "/" not in k}  # keep the headline metrics first
             for name, keep in (("seen", [not h for h in held]), ("heldout", held)):

@@ -24,13 +24,17 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def integer(value: Any, field: str, minimum: int = 1, null: bool = False) -> int | None:
-    """``value`` if it is an int >= ``minimum`` (or None, with ``null``), else an ``InputError``
-    naming ``field``."""
+def integer(value: Any, field: str, minimum: int = 1, null: bool = False, maximum: int | None = None) -> int | None:
+    """``value`` if it is an int >= ``minimum`` (and <= ``maximum``; or None, with ``null``), else an
+    ``InputError`` naming ``field``."""
     if null and value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    too_big = maximum is not None and isinstance(value, int) and value > maximum
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
+        if maximum is not None:
+            expected = f"an integer in [{minimum}, {maximum}]"
+        else:
+            expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise InputError(f"{field}: expected {expected}{' or null' if null else ''}, got {value!r}")
     return value
 

@@ -28,7 +28,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict, Features, List, Value
 from faker import Faker
 
-from plad.checks import InputError, share
+from plad.checks import InputError, integer, share
 from plad.tasks.anonymization import presidio
 from plad.tasks.anonymization.generator import (
     FILLERS,
@@ -82,19 +82,15 @@ class AnonymizationTask(DataTask):
         **kwargs: Any,
     ) -> None:
         super().__init__(prompt_template=prompt_template, **kwargs)
-        n = n_heldout_templates
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < N_PHRASINGS:
-            raise InputError(f"task.n_heldout_templates: expected an integer in [0, {N_PHRASINGS - 1}], got {n!r}")
+        n = integer(n_heldout_templates, "task.n_heldout_templates", minimum=0, maximum=N_PHRASINGS - 1)
         self.n_heldout_templates = n
         self.config["n_heldout_templates"] = n
         self.heldout_share = share(heldout_share, "task.heldout_share")
         self.config["heldout_share"] = self.heldout_share
         self.heldout = self._pick_heldout(n, f"{self.seed}:heldout")
-        m = validation_heldout_templates
-        if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < N_PHRASINGS - n:
-            raise InputError(
-                f"task.validation_heldout_templates: expected an integer in [0, {N_PHRASINGS - n - 1}], got {m!r}"
-            )
+        m = integer(
+            validation_heldout_templates, "task.validation_heldout_templates", minimum=0, maximum=N_PHRASINGS - n - 1
+        )
         if m:  # absent at 0, so the data's cache key (and every stage built on it) stays as it was
             self.config["validation_heldout_templates"] = m
         self.val_heldout = self._pick_heldout(m, f"{self.seed}:heldout-validation", exclude=self.heldout) if m else ()

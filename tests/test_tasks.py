@@ -232,6 +232,48 @@ def test_probe_share_sets_how_many_sentences_are_leak_probes():
             AnonymizationTask(seed=0, probe_share=bad)
 
 
+def test_scramble_keeps_every_word_and_each_pii_slot_with_its_cue():
+    """``generator.scramble`` reorders a template's words but drops none, and keeps each PII slot
+    after the word before it ("User {USER}"), so the PII stays recognisable in a new phrasing."""
+    import random
+    import re
+
+    from plad.tasks.anonymization.generator import SLOT, SLOT_TYPES, TEMPLATES, scramble
+
+    rng, moved = random.Random(0), 0
+    for template in TEMPLATES:
+        out = scramble(template, rng)
+        words = lambda s: sorted(w.strip(",.?").lower() for w in s.split() if w.strip(",.?"))  # noqa: E731
+        assert words(out) == words(template) and out[-1] in ".?"
+        for m in re.finditer(r"(\w+),? (\{[A-Za-z]+\d?\})", template):
+            if SLOT.fullmatch(m.group(2)).group(1) in SLOT_TYPES and not SLOT.search(m.group(1)):
+                assert f"{m.group(1)} {m.group(2)}".lower() in out.lower(), (template, out)
+        moved += out.lower() != template.lower()
+    assert moved > 0.8 * len(TEMPLATES)
+
+
+def test_scramble_share_shuffles_training_sentences_only():
+    """``task.scramble_share`` shuffles that share of train / unlabeled sentences (phrasings beyond the
+    templates, so a model must copy rather than recall one); validation and test stay text for text as
+    without it, so results stay comparable, and at 0 the data and its cache key are unchanged."""
+    kw = dict(seed=0, n_train=400, n_unlabeled=50, n_validation=30, n_test=30)
+    default, mixed = AnonymizationTask(**kw).generate(), AnonymizationTask(scramble_share=0.5, **kw).generate()
+    assert AnonymizationTask(scramble_share=0.0, **kw).fingerprint() == AnonymizationTask(**kw).fingerprint()
+    assert AnonymizationTask(scramble_share=0.5, **kw).fingerprint() != AnonymizationTask(**kw).fingerprint()
+    for split in ("validation", "test"):
+        assert mixed[split]["text"] == default[split]["text"]
+    for split in ("train", "unlabeled"):
+        assert mixed[split]["text"] != default[split]["text"]
+    for row in mixed["train"]:  # the reference is still the text with its PII masked
+        masked = row["text"]
+        for value, kind in sorted(zip(row["pii_values"], row["pii_types"]), key=lambda p: -len(p[0])):
+            masked = masked.replace(value, f"[{kind}]")
+        assert masked == row["reference"]
+    for bad in (1.5, "half", True):
+        with pytest.raises(InputError, match="task.scramble_share"):
+            AnonymizationTask(seed=0, scramble_share=bad)
+
+
 @pytest.mark.parametrize("name", ["anonymization", "summarization"])
 def test_default_sizes_fit_the_token_budgets(name):
     """With the default task config and BPE tokenizer (trained on train), prompts fit

@@ -110,6 +110,7 @@ BAD_INPUTS = [
     ("negative n_unlabeled", ["task.n_unlabeled=-3"], "task.n_unlabeled"),
     ("word-like name share above 1", ["task.wordlike_share=1.5"], "task.wordlike_share"),
     ("leak probe share as text", ["task.probe_share=half"], "task.probe_share"),
+    ("scramble share above 1", ["task.scramble_share=2"], "task.scramble_share"),
     (
         "validation held-out phrasings as text",
         ["task.validation_heldout_templates=few"],

@@ -153,6 +153,23 @@ N_SENTENCES = (1, 2, 3)
 MAX_TEXT_CHARS = 170  # a longer draw drops a sentence: prompts stay < 128 tokens, references < 64
 
 
+def scramble(template: str, rng: random.Random) -> str:
+    """The template's words in a random order, each PII slot kept with the word before it, its cue
+    ("User {USER}", "at {PHONE}"): a phrasing no template has, whose PII is still recognisable. A
+    model trained with such sentences must copy words, not recall a template's continuation."""
+    body, end = (template[:-1], template[-1]) if template[-1] in ".?!" else (template, ".")
+    units: list[str] = []
+    for token in body.split():
+        slot = SLOT.search(token)
+        if units and slot and slot.group(1) in SLOT_TYPES and not SLOT.search(units[-1]):
+            units[-1] = f"{units[-1]} {token}"
+        else:
+            units.append(token)
+    rng.shuffle(units)
+    text = " ".join(units).rstrip(",")
+    return text[:1].upper() + text[1:] + end
+
+
 def template_types(template: str) -> set[str]:
     return {SLOT_TYPES[m.group(1)] for m in SLOT.finditer(template) if m.group(1) in SLOT_TYPES}
 

@@ -42,6 +42,7 @@ from plad.tasks.anonymization.generator import (
     TOKEN,
     WORDLIKE_SHARE,
     pii_values,
+    scramble,
     template_types,
 )
 from plad.tasks.anonymization.metrics import leak_by_type, mean_keep_rate
@@ -78,6 +79,7 @@ class AnonymizationTask(DataTask):
         validation_heldout_templates: int = 0,
         wordlike_share: float = WORDLIKE_SHARE,
         probe_share: float | None = None,
+        scramble_share: float = 0.0,
         prompt_template: str = "Anonymize: {text}\nOutput:",
         **kwargs: Any,
     ) -> None:
@@ -99,6 +101,9 @@ class AnonymizationTask(DataTask):
         self.pii_values = pii_values(self.wordlike_share)
         self.probe_share = share(probe_share, "task.probe_share", null=True)
         self.config["probe_share"] = self.probe_share
+        self.scramble_share = share(scramble_share, "task.scramble_share")
+        if self.scramble_share:  # absent at 0, like validation_heldout_templates: the data stays as it was
+            self.config["scramble_share"] = self.scramble_share
 
     def _pick_heldout(self, n: int, key: str, exclude: Sequence[int] = ()) -> tuple[int, ...]:
         """``n`` seeded held-out phrasings (never leak probes) outside ``exclude``, redrawn until the
@@ -156,8 +161,9 @@ class AnonymizationTask(DataTask):
         for split in SPLITS:
             fake.seed_instance(f"{self.seed}:{split}")
             rng = random.Random(f"{self.seed}:{split}")
+            shuffle = self.scramble_share if split in ("train", "unlabeled") else 0.0  # evaluation data unchanged
             rows = [
-                self._example(fake, rng, self._pool(split, rng, train_templates), f"anon-{split}-{i:05d}")
+                self._example(fake, rng, self._pool(split, rng, train_templates), f"anon-{split}-{i:05d}", shuffle)
                 for i in range(self.sizes[split])
             ]
             out[split] = Dataset.from_list(rows, features=self.features)
@@ -206,12 +212,19 @@ class AnonymizationTask(DataTask):
                 reference.append(value)
         return "".join(text + [template[last:]]), "".join(reference + [template[last:]])
 
-    def _example(self, fake: Faker, rng: random.Random, pool: Sequence[int], row_id: str) -> dict[str, Any]:
+    def _example(
+        self, fake: Faker, rng: random.Random, pool: Sequence[int], row_id: str, shuffle: float = 0.0
+    ) -> dict[str, Any]:
+        """One text of 1-3 sentences; with ``shuffle`` > 0 each sentence has its words shuffled with
+        that probability (``generator.scramble``), so training shows phrasings beyond the templates."""
         n = rng.choice(N_SENTENCES)
         while True:  # redraw a too-long text, or a PII value that also occurs in the kept text ("May")
             ids = self._templates(rng, pool, min(n, len(pool)))
             pii: dict[tuple[str, int], tuple[str, str]] = {}
-            parts = [self._sentence(fake, rng, TEMPLATES[t], pii, k) for k, t in enumerate(ids)]
+            phrasings = [
+                scramble(TEMPLATES[t], rng) if shuffle and rng.random() < shuffle else TEMPLATES[t] for t in ids
+            ]
+            parts = [self._sentence(fake, rng, p, pii, k) for k, p in enumerate(phrasings)]
             text, reference = " ".join(p[0] for p in parts), " ".join(p[1] for p in parts)
             unique = list(dict.fromkeys(pii.values()))
             if len(text) > MAX_TEXT_CHARS and n > 1:

@@ -1,4 +1,6 @@
-"""Leak and keep: the two sides of anonymization that no single number shows.
+"""The anonymization task's metrics: leak and keep, quality, placeholder P/R/F1.
+
+Leak and keep are the two sides of anonymization that no single number shows.
 
 Leak rate alone rewards deleting everything (an empty output leaks nothing); keep rate alone
 rewards copying the input. Reported together, overall and (leak) per PII type, they show what a
@@ -10,9 +12,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
+from difflib import SequenceMatcher
 from typing import Any
 
-from plad.tasks.anonymization.generator import PLACEHOLDER
+from plad.tasks.anonymization.generator import PLACEHOLDER, TOKEN
+from plad.tasks.anonymization.spans import contains, placeholder_counts
 
 WORD = re.compile(r"\w+")
 
@@ -54,3 +58,57 @@ def leak_by_type(leaks: Sequence[Sequence[bool]], examples: Sequence[dict[str, A
             n[kind] += 1
             leaked[kind] += bool(flag)
     return {f"leak_rate/{k}": leaked[k] / n[k] for k in sorted(n)}
+
+
+def leaked(prediction: str, example: dict[str, Any]) -> list[bool]:
+    """Per gold PII value of ``example``: does it occur in ``prediction`` (``spans.contains``)."""
+    return [contains(prediction, v) for v in example["pii_values"]]
+
+
+def quality(prediction: str, example: dict[str, Any]) -> float:
+    """0.5 * (1 - share of gold PII strings leaked) + 0.5 * difflib ratio to the reference.
+
+    The ratio is over word/punctuation tokens with placeholders as single tokens, so a wrong
+    placeholder type costs as much as a wrong word. Without gold PII the first half is 0.5.
+    """
+    leaks = leaked(prediction, example)
+    no_leak = 1.0 - sum(leaks) / len(leaks) if leaks else 1.0
+    ratio = SequenceMatcher(None, TOKEN.findall(prediction), TOKEN.findall(example["reference"]), autojunk=False)
+    return 0.5 * no_leak + 0.5 * ratio.ratio()
+
+
+def _prf(prefix: str, tp: int, n_pred: int, n_ref: int) -> dict[str, float]:
+    """Precision/recall/F1; nothing predicted for nothing expected is perfect, 0/0 against a
+    non-empty other side counts as 0."""
+    p = tp / n_pred if n_pred else float(n_ref == 0)
+    r = tp / n_ref if n_ref else float(n_pred == 0)
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {f"{prefix}_precision": p, f"{prefix}_recall": r, f"{prefix}_f1": f}
+
+
+def split_metrics(predictions: Sequence[str], examples: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """leak_rate (micro, and per type), keep_rate, exact_match, mean quality and placeholder P/R/F1
+    (micro and per type, multiset matching of ``[TYPE]`` counts against the reference) of one set."""
+    n_values = n_leaked = exact = 0
+    total = 0.0
+    tp, n_pred, n_ref = Counter(), Counter(), Counter()
+    all_leaks = []
+    for prediction, example in zip(predictions, examples):
+        leaks = leaked(prediction, example)
+        all_leaks.append(leaks)
+        n_values, n_leaked = n_values + len(leaks), n_leaked + sum(leaks)
+        exact += prediction.strip() == example["reference"].strip()
+        total += quality(prediction, example)
+        pred, ref = placeholder_counts(prediction), placeholder_counts(example["reference"])
+        tp, n_pred, n_ref = tp + (pred & ref), n_pred + pred, n_ref + ref
+    out = {
+        "leak_rate": n_leaked / n_values if n_values else 0.0,
+        "keep_rate": mean_keep_rate(predictions, examples),
+        "exact_match": exact / len(predictions),
+        "quality": total / len(predictions),
+    }
+    out.update(_prf("placeholder", sum(tp.values()), sum(n_pred.values()), sum(n_ref.values())))
+    out.update(leak_by_type(all_leaks, examples))
+    for kind in sorted(set(n_pred) | set(n_ref)):
+        out.update({f"{k}/{kind}": v for k, v in _prf("placeholder", tp[kind], n_pred[kind], n_ref[kind]).items()})
+    return out

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections import Counter
 from collections.abc import Callable, Sequence
-from difflib import SequenceMatcher
 from typing import Any
 
 from datasets import Dataset, DatasetDict, Features, List, Value
@@ -39,26 +37,16 @@ from plad.tasks.anonymization.generator import (
     SLOT,
     SLOT_TYPES,
     TEMPLATES,
-    TOKEN,
     WORDLIKE_SHARE,
     pii_values,
     scramble,
     template_types,
 )
-from plad.tasks.anonymization.metrics import leak_by_type, mean_keep_rate
+from plad.tasks.anonymization.metrics import leaked, quality, split_metrics
 from plad.tasks.anonymization.ood import ood_split
 from plad.tasks.anonymization.rule_based import anonymize
-from plad.tasks.anonymization.spans import contains, derive_pii, placeholder_counts
+from plad.tasks.anonymization.spans import derive_pii
 from plad.tasks.base import SPLITS, DataTask, PeerSystem
-
-
-def _prf(prefix: str, tp: int, n_pred: int, n_ref: int) -> dict[str, float]:
-    """Precision/recall/F1; nothing predicted for nothing expected is perfect, 0/0 against a
-    non-empty other side counts as 0."""
-    p = tp / n_pred if n_pred else float(n_ref == 0)
-    r = tp / n_ref if n_ref else float(n_pred == 0)
-    f = 2 * p * r / (p + r) if p + r else 0.0
-    return {f"{prefix}_precision": p, f"{prefix}_recall": r, f"{prefix}_f1": f}
 
 
 class AnonymizationTask(DataTask):
@@ -261,20 +249,10 @@ class AnonymizationTask(DataTask):
 
     # ------------------------------------------------------------------------------------ metrics
     def leaked(self, prediction: str, example: dict[str, Any]) -> list[bool]:
-        return [contains(prediction, v) for v in example["pii_values"]]
+        return leaked(prediction, example)
 
     def quality(self, prediction: str, example: dict[str, Any]) -> float:
-        """0.5 * (1 - share of gold PII strings leaked) + 0.5 * difflib ratio to the reference.
-
-        The ratio is over word/punctuation tokens with placeholders as single tokens, so a wrong
-        placeholder type costs as much as a wrong word. Without gold PII the first half is 0.5.
-        """
-        leaks = self.leaked(prediction, example)
-        no_leak = 1.0 - sum(leaks) / len(leaks) if leaks else 1.0
-        ratio = SequenceMatcher(
-            None, TOKEN.findall(prediction), TOKEN.findall(example["reference"]), autojunk=False
-        ).ratio()
-        return 0.5 * no_leak + 0.5 * ratio
+        return quality(prediction, example)
 
     def metrics(self, predictions: Sequence[str], examples: Sequence[dict[str, Any]]) -> dict[str, float]:
         """leak_rate (micro over gold PII strings, and per type: ``leak_rate/<TYPE>``), keep_rate
@@ -286,7 +264,7 @@ class AnonymizationTask(DataTask):
         the two measure different skills. Headline metrics (no "/") come first."""
         if len(predictions) != len(examples) or not predictions:
             raise InputError(f"predictions: expected one per example (>0), got {len(predictions)} for {len(examples)}")
-        out = self._metrics(predictions, examples)
+        out = split_metrics(predictions, examples)
         held = [
             bool(e.get("templates"))
             and any(set(e["templates"]) <= set(h) for h in (self.heldout, self.val_heldout) if h)
@@ -297,32 +275,7 @@ class AnonymizationTask(DataTask):
             for name, keep in (("seen", [not h for h in held]), ("heldout", held)):
                 idx = [i for i, k in enumerate(keep) if k]
                 if idx:
-                    part = self._metrics([predictions[i] for i in idx], [examples[i] for i in idx])
+                    part = split_metrics([predictions[i] for i in idx], [examples[i] for i in idx])
                     head.update({f"{k}/{name}": part[k] for k in ("exact_match", "placeholder_f1", "quality")})
             out = {**head, **out}
-        return out
-
-    def _metrics(self, predictions: Sequence[str], examples: Sequence[dict[str, Any]]) -> dict[str, float]:
-        n_values = n_leaked = exact = 0
-        quality = 0.0
-        tp, n_pred, n_ref = Counter(), Counter(), Counter()
-        all_leaks = []
-        for prediction, example in zip(predictions, examples):
-            leaks = self.leaked(prediction, example)
-            all_leaks.append(leaks)
-            n_values, n_leaked = n_values + len(leaks), n_leaked + sum(leaks)
-            exact += prediction.strip() == example["reference"].strip()
-            quality += self.quality(prediction, example)
-            pred, ref = placeholder_counts(prediction), placeholder_counts(example["reference"])
-            tp, n_pred, n_ref = tp + (pred & ref), n_pred + pred, n_ref + ref
-        out = {
-            "leak_rate": n_leaked / n_values if n_values else 0.0,
-            "keep_rate": mean_keep_rate(predictions, examples),
-            "exact_match": exact / len(predictions),
-            "quality": quality / len(predictions),
-        }
-        out.update(_prf("placeholder", sum(tp.values()), sum(n_pred.values()), sum(n_ref.values())))
-        out.update(leak_by_type(all_leaks, examples))
-        for kind in sorted(set(n_pred) | set(n_ref)):
-            out.update({f"{k}/{kind}": v for k, v in _prf("placeholder", tp[kind], n_pred[kind], n_ref[kind]).items()})
         return out

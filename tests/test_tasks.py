@@ -142,7 +142,7 @@ def test_some_pii_looks_like_ordinary_words_and_separates_systems():
     """Names such as "Rose Hill" and usernames such as "quietriver" are in the data: a system that
     keeps every word it does not recognise as PII leaks exactly those, so leak rate separates it
     from one that masks them, while both keep the text around the PII."""
-    from plad.tasks.anonymization.generator import WORD_FIRST_NAMES, WORDS
+    from plad.tasks.anonymization.pools import WORD_FIRST_NAMES, WORDS
 
     task = AnonymizationTask(seed=0, n_train=400, n_unlabeled=5, n_validation=5, n_test=5)
     train = task.load()["train"].to_list()
@@ -170,7 +170,7 @@ def test_wordlike_share_sets_how_many_names_are_also_words():
     """``task.wordlike_share`` is the task's difficulty knob: the share of names drawn from names that
     are also words, which only their position marks as PII. It changes the data (and so every cached
     stage's key), and a value outside [0, 1] is refused naming the field."""
-    from plad.tasks.anonymization.generator import WORD_FIRST_NAMES
+    from plad.tasks.anonymization.pools import WORD_FIRST_NAMES
 
     def share(wordlike: float) -> float:
         task = AnonymizationTask(seed=0, n_train=600, n_unlabeled=5, n_validation=5, n_test=5, wordlike_share=wordlike)

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from datetime import date
 
 from faker import Faker
-from faker.providers.lorem.en_US import Provider as LoremProvider
+
+from plad.tasks.anonymization.pools import DAYS, ITEMS, WORD_FIRST_NAMES, WORD_LAST_NAMES, WORDS
 
 # Slot -> placeholder type. Upper-case slots are PII; a trailing digit makes a second, distinct
 # value of the same kind. Lower-case slots are non-PII fillers, drawn afresh at every occurrence,
@@ -109,40 +110,6 @@ TEMPLATES = TEMPLATES + LEAK_PROBES
 SLOT = re.compile(r"\{([A-Za-z]+?)(\d?)\}")
 PLACEHOLDER = re.compile(r"\[([A-Z][A-Z0-9_]*)\]")
 TOKEN = re.compile(r"\[[A-Z][A-Z0-9_]*\]|\w+|[^\w\s]")  # placeholders stay one token
-WORDS = tuple(w for w in LoremProvider.word_list if w.isalpha() and w.islower())  # ~900 common words
-DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "tomorrow", "today")
-ITEMS = (
-    "report",
-    "laptop",
-    "printer",
-    "contract",
-    "books",
-    "keys",
-    "tickets",
-    "documents",
-    "chair",
-    "camera",
-    "gift",
-    "package",
-    "phone case",
-    "lamp",
-    "bike",
-    "boxes",
-    "charger",
-    "tablet",
-    "jacket",
-    "samples",
-    "invoice",
-    "letters",
-    "badge",
-    "monitor",
-    "headphones",
-    "flowers",
-    "cake",
-    "tools",
-    "bag",
-    "folder",
-)
 PHONES = ("(###) ###-####", "###-###-####", "+1 ### ### ####")
 DATES = ("%B %d, %Y", "%m/%d/%Y", "%Y-%m-%d")
 # Fixed bounds, not Faker's relative "-60y" / "+1y": those follow the calendar, so the same seed
@@ -174,106 +141,6 @@ def template_types(template: str) -> set[str]:
     return {SLOT_TYPES[m.group(1)] for m in SLOT.finditer(template) if m.group(1) in SLOT_TYPES}
 
 
-# First and last names that are also ordinary English words, and usernames built from words.
-WORD_FIRST_NAMES = (
-    "Will",
-    "Rose",
-    "Grace",
-    "Hope",
-    "Faith",
-    "Joy",
-    "Mark",
-    "Bill",
-    "Jack",
-    "Dawn",
-    "Summer",
-    "April",
-    "June",
-    "Ivy",
-    "Lily",
-    "Daisy",
-    "Pearl",
-    "Ruby",
-    "Amber",
-    "Sky",
-    "River",
-    "Hunter",
-    "Mason",
-    "Chase",
-    "Miles",
-    "Reed",
-    "Wade",
-    "Penny",
-    "Sandy",
-    "Rusty",
-    "Art",
-    "Cliff",
-    "Dale",
-    "Glen",
-    "Holly",
-    "Iris",
-    "Violet",
-    "Robin",
-    "Sterling",
-    "Brooke",
-    "Crystal",
-    "Heather",
-    "Hazel",
-    "Ginger",
-    "Misty",
-    "Rocky",
-    "Patience",
-    "Frank",
-    "Rich",
-    "Sunny",
-    "Grant",
-)
-WORD_LAST_NAMES = (
-    "Hill",
-    "Young",
-    "Bell",
-    "King",
-    "Long",
-    "Green",
-    "Brown",
-    "White",
-    "Black",
-    "Woods",
-    "Stone",
-    "Fields",
-    "Lane",
-    "Ford",
-    "Rice",
-    "Cook",
-    "Baker",
-    "Hunt",
-    "Price",
-    "Fox",
-    "Wolf",
-    "Love",
-    "Bird",
-    "Moss",
-    "Gold",
-    "Snow",
-    "Frost",
-    "Marsh",
-    "Park",
-    "Banks",
-    "Little",
-    "Sharp",
-    "Strong",
-    "Wise",
-    "Good",
-    "Best",
-    "Short",
-    "Fair",
-    "Hall",
-    "Wood",
-    "Street",
-    "Church",
-    "Page",
-    "Cross",
-)
 WORDLIKE_SHARE = 0.3  # default share of names drawn from the word-like pools (task.wordlike_share)
 WORDLIKE_USER_SHARE = 0.8  # share of usernames made of ordinary words (70% of them a single word)
 

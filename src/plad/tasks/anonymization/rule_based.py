@@ -18,7 +18,7 @@ from functools import lru_cache
 from faker.config import AVAILABLE_LOCALES
 from faker.providers.address.en_US import Provider as AddressProvider
 
-from plad.tasks.anonymization.generator import DAYS, WORDS
+from plad.tasks.anonymization.pools import DAYS, WORDS
 
 MONTHS = (
     "January|February|March|April|May|June|July|August|September|October|November|December|"

@@ -60,8 +60,8 @@ def test_each_loss_brings_its_own_learning_rate():
     lrs = {loss: _compose(f"loss={loss}").distill.lr for loss in ("ranking", "sft", "dpo")}
     for loss, lr in lrs.items():  # distill.lr follows the lr written in the loss's own file
         assert lr == OmegaConf.load(Path(__file__).parents[1] / "configs" / "loss" / f"{loss}.yaml").lr
-    assert lrs["sft"] != lrs["ranking"]  # tuned per method on validation (README), not one shared value
-    assert _compose("loss=dpo", "loss.lr=1e-3").distill.lr == 1e-3
+    assert lrs["dpo"] != lrs["ranking"]  # tuned per method on validation (RESULTS), not one shared value
+    assert _compose("loss=dpo", "loss.lr=1e-4").distill.lr == 1e-4
 
 
 @pytest.mark.parametrize(

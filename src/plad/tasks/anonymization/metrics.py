@@ -65,13 +65,14 @@ def leaked(prediction: str, example: dict[str, Any]) -> list[bool]:
     return [contains(prediction, v) for v in example["pii_values"]]
 
 
-def quality(prediction: str, example: dict[str, Any]) -> float:
+def quality(prediction: str, example: dict[str, Any], leaks: Sequence[bool] | None = None) -> float:
     """0.5 * (1 - share of gold PII strings leaked) + 0.5 * difflib ratio to the reference.
 
     The ratio is over word/punctuation tokens with placeholders as single tokens, so a wrong
     placeholder type costs as much as a wrong word. Without gold PII the first half is 0.5.
+    ``leaks``: ``leaked(prediction, example)`` where the caller has it already.
     """
-    leaks = leaked(prediction, example)
+    leaks = leaked(prediction, example) if leaks is None else leaks
     no_leak = 1.0 - sum(leaks) / len(leaks) if leaks else 1.0
     ratio = SequenceMatcher(None, TOKEN.findall(prediction), TOKEN.findall(example["reference"]), autojunk=False)
     return 0.5 * no_leak + 0.5 * ratio.ratio()
@@ -98,7 +99,7 @@ def split_metrics(predictions: Sequence[str], examples: Sequence[dict[str, Any]]
         all_leaks.append(leaks)
         n_values, n_leaked = n_values + len(leaks), n_leaked + sum(leaks)
         exact += prediction.strip() == example["reference"].strip()
-        total += quality(prediction, example)
+        total += quality(prediction, example, leaks)
         pred, ref = placeholder_counts(prediction), placeholder_counts(example["reference"])
         tp, n_pred, n_ref = tp + (pred & ref), n_pred + pred, n_ref + ref
     out = {

@@ -49,6 +49,14 @@ def test_default_run_is_anonymization_llama_ranking():
     assert cfg.model.family == "llama" and cfg.loss._target_.endswith("RankingLoss")
 
 
+@pytest.mark.parametrize("model", ["llama", "gpt_neo"])
+def test_student_sft_steps_follow_the_task(model):
+    """The task sets how many SFT steps its label budget supports; an explicit model value wins."""
+    steps = {t: _compose(f"task={t}", f"model={model}").model.student.sft.max_steps for t in TASKS}
+    assert steps == {"anonymization": 3000, "summarization": 1500}
+    assert _compose("task=summarization", "model.student.sft.max_steps=7").model.student.sft.max_steps == 7
+
+
 def test_debug_fast_shrinks_every_stage():
     base, fast = _compose(), _compose("debug=fast")
     assert fast.task.n_train < base.task.n_train

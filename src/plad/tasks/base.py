@@ -113,6 +113,7 @@ class DataTask(Task):
         prompt_template: str = "{text}\nOutput:",
         chat_template: str = "auto",
         student_labels: int | None = None,
+        student_sft_steps: int | None = None,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise InputError(f"task.seed: expected an integer, got {seed!r}")
@@ -125,6 +126,10 @@ class DataTask(Task):
         # The experiment's label budget (model YAMLs read it as the student's sft.train_examples); not
         # part of the data, so not of ``config`` or the data key.
         self.student_labels = None if student_labels is None else integer(student_labels, "task.student_labels")
+        # How many SFT steps that budget supports (model YAMLs read it as the student's sft.max_steps):
+        # the same 300 texts are learned in fewer steps on one task than another, and a student still
+        # improving at a lower learning rate is not converged. Not part of the data either.
+        self.student_sft_steps = integer(student_sft_steps, "task.student_sft_steps", null=True)
         placeholder = "{" + self.prompt_field + "}"
         if not isinstance(prompt_template, str) or placeholder not in prompt_template:
             raise InputError(

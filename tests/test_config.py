@@ -9,6 +9,7 @@ from helpers import HANG_S, forkserver
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from plad.checks import InputError
 from plad.stages.preflight import check_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +71,30 @@ def test_each_loss_brings_its_own_learning_rate():
         assert lr == OmegaConf.load(Path(__file__).parents[1] / "configs" / "loss" / f"{loss}.yaml").lr
     assert lrs["dpo"] != lrs["ranking"]  # tuned per method on validation (RESULTS), not one shared value
     assert _compose("loss=dpo", "loss.lr=1e-4").distill.lr == 1e-4
+
+
+def test_a_task_can_bring_its_own_learning_rates():
+    """task.lrs.<loss> replaces the loss YAML's lr on that task only; ablations of ranking follow ranking's."""
+    tuned = ("+task.lrs={seqkd: 3.0e-4, ranking: 1.0e-4}",)
+    assert _compose("loss=seqkd", *tuned).distill.lr == 3.0e-4
+    assert _compose("loss=ranking_no_reg", *tuned).distill.lr == 1.0e-4
+    assert _compose("loss=kd", *tuned).distill.lr == _compose("loss=kd").distill.lr
+    assert _compose("loss=seqkd", *tuned, "loss.lr=1e-5").distill.lr == 1e-5  # the command line wins
+
+
+def test_task_lrs_must_name_losses():
+    from plad.stages.preflight import build, check_task_lrs
+
+    def instantiate(node):
+        return build(node, "task")
+
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose("train", overrides=["+task.lrs={seqdk: 3.0e-4}"])
+        with pytest.raises(InputError, match=r"task.lrs: .*\['seqdk'\]"):
+            check_task_lrs(instantiate(cfg.task))
+        check_task_lrs(instantiate(compose("train", overrides=["+task.lrs={seqkd: 3.0e-4}"]).task))
+    with pytest.raises(Exception, match="task.lrs.seqkd: expected a positive number"):  # the CLI prints it alone
+        instantiate(_compose("+task.lrs={seqkd: -1}").task)
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,7 @@ BAD_INPUTS = [
     ("zero label budget", ["model.student.sft.train_examples=0"], "model.student.sft.train_examples"),
     ("zero task label budget", ["task.student_labels=0"], "task.student_labels"),
     ("task SFT steps as text", ["task.student_sft_steps=many"], "task.student_sft_steps"),
+    ("task lr for a misspelled loss", ["+task.lrs.seqdk=1e-3"], "task.lrs"),
     ("unknown SFT monitor", ["model.student.sft.monitor=bleu"], "model.student.sft.monitor"),
     ("unknown cut_samples", ["pairs.cut_samples=trim"], "pairs.cut_samples"),
     ("pretrain template without {text}", ["model.student.pretrain.template=copy"], "model.student.pretrain.template"),

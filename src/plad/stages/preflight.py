@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_class
@@ -59,6 +60,7 @@ def preflight(cfg: DictConfig) -> tuple[Task, type]:
     check_trainer(cfg.trainer)
     canonical_precision(cfg.trainer.get("precision"))
     task = build(cfg.task, "task")
+    check_task_lrs(task)
     loss_cls = import_target(cfg.loss, "loss", CalibrationLoss)
     build_loss(cfg.loss)
     if loss_cls.needs_oracle_references and not oracle_references(cfg):
@@ -94,6 +96,22 @@ def preflight(cfg: DictConfig) -> tuple[Task, type]:
     if cfg.get("judge") is not None:
         import_target(cfg.judge, "judge")
     return task, loss_cls
+
+
+def check_task_lrs(task: Task) -> None:
+    """Every key of ``task.lrs`` names a loss config (a misspelled one would silently not apply): the
+    loss group of the running Hydra app, else the checkout's configs/loss (a config composed earlier)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not task.lrs:
+        return
+    if GlobalHydra.instance().is_initialized():
+        known = set(GlobalHydra.instance().config_loader().get_group_options("loss"))
+    else:
+        known = {p.stem for p in (Path(__file__).resolve().parents[3] / "configs" / "loss").glob("*.yaml")}
+    unknown = sorted(set(task.lrs) - known)
+    if known and unknown:
+        raise InputError(f"task.lrs: expected names of configs/loss/*.yaml, got unknown {unknown}")
 
 
 def _get(cfg: DictConfig, dotted: str) -> Any:

@@ -24,7 +24,7 @@ from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
 from tqdm.auto import tqdm
 
 from plad.cache import atomic_dir, entry_dir, fingerprint, is_complete, stage_key
-from plad.checks import InputError, integer
+from plad.checks import InputError, integer, number
 from plad.jsonable import plain
 from plad.tasks.loading import carve_sizes, check_columns, load_source, source_hashes, split_plan
 from plad.tasks.source_checks import check_unique_ids, check_value, warn_long_texts
@@ -114,6 +114,7 @@ class DataTask(Task):
         chat_template: str = "auto",
         student_labels: int | None = None,
         student_sft_steps: int | None = None,
+        lrs: Mapping[str, float] | None = None,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise InputError(f"task.seed: expected an integer, got {seed!r}")
@@ -130,6 +131,11 @@ class DataTask(Task):
         # the same 300 texts are learned in fewer steps on one task than another, and a student still
         # improving at a lower learning rate is not converged. Not part of the data either.
         self.student_sft_steps = integer(student_sft_steps, "task.student_sft_steps", null=True)
+        # Learning rates tuned on this task's validation split where they differ from the loss YAML's
+        # (loss YAMLs read task.lrs.<loss name>); the names are checked against configs/loss in preflight.
+        if lrs is not None and not isinstance(lrs, Mapping):
+            raise InputError(f"task.lrs: expected a mapping of loss name to learning rate, got {lrs!r}")
+        self.lrs = {str(k): number(v, f"task.lrs.{k}", positive=True) for k, v in (lrs or {}).items()}
         placeholder = "{" + self.prompt_field + "}"
         if not isinstance(prompt_template, str) or placeholder not in prompt_template:
             raise InputError(

@@ -83,6 +83,9 @@ def test_a_task_can_bring_its_own_learning_rates():
 
 
 def test_task_lrs_must_name_losses():
+    from hydra.errors import InstantiationException
+
+    from plad.cli import input_error
     from plad.stages.preflight import build, check_task_lrs
 
     def instantiate(node):
@@ -93,8 +96,9 @@ def test_task_lrs_must_name_losses():
         with pytest.raises(InputError, match=r"task.lrs: .*\['seqdk'\]"):
             check_task_lrs(instantiate(cfg.task))
         check_task_lrs(instantiate(compose("train", overrides=["+task.lrs={seqkd: 3.0e-4}"]).task))
-    with pytest.raises(Exception, match="task.lrs.seqkd: expected a positive number"):  # the CLI prints it alone
+    with pytest.raises(InstantiationException) as wrapped:  # the CLI prints the InputError behind it alone
         instantiate(_compose("+task.lrs={seqkd: -1}").task)
+    assert str(input_error(wrapped.value)) == "task.lrs.seqkd: expected a positive number, got -1"
 
 
 @pytest.mark.parametrize(

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-import plad.resolvers  # noqa: F401  (registers ${wandb_offline:} before Hydra composes)
 from plad.checks import InputError
-
-
-def config_dir() -> str:
-    """configs/ of the source checkout (editable install, ``python train.py``), else the copy that a
-    built wheel ships inside the package (``plad/configs``, see pyproject.toml)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parents[1] / "configs", here / "configs"):
-        if (candidate / "train.yaml").is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"configs: expected train.yaml in {here.parents[1] / 'configs'} or {here / 'configs'}")
-
+from plad.resolvers import config_dir  # importing it registers ${wandb_offline:} before Hydra composes
 
 CONFIG_DIR = config_dir()
 

@@ -1,12 +1,24 @@
-"""OmegaConf resolvers the configs use; importing this module registers them (idempotent)."""
+"""OmegaConf resolvers the configs use (importing this module registers them, idempotent), and where
+the configs are."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from plad.checks import InputError
+
+
+def config_dir() -> str:
+    """configs/ of the source checkout (editable install, ``python train.py``), else the copy that a
+    built wheel ships inside the package (``plad/configs``, see pyproject.toml)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parents[1] / "configs", here / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"configs: expected train.yaml in {here.parents[1] / 'configs'} or {here / 'configs'}")
 
 
 def wandb_offline() -> bool:

@@ -100,7 +100,7 @@ def preflight(cfg: DictConfig) -> tuple[Task, type]:
 
 def check_task_lrs(task: Task) -> None:
     """Every key of ``task.lrs`` names a loss config (a misspelled one would silently not apply): the
-    loss group of the running Hydra app, else the checkout's configs/loss (a config composed earlier)."""
+    loss group of the running Hydra app, else the project's configs/loss (a config composed earlier)."""
     from hydra.core.global_hydra import GlobalHydra
 
     if not task.lrs:
@@ -108,9 +108,11 @@ def check_task_lrs(task: Task) -> None:
     if GlobalHydra.instance().is_initialized():
         known = set(GlobalHydra.instance().config_loader().get_group_options("loss"))
     else:
-        known = {p.stem for p in (Path(__file__).resolve().parents[3] / "configs" / "loss").glob("*.yaml")}
+        from plad.resolvers import config_dir
+
+        known = {p.stem for p in (Path(config_dir()) / "loss").glob("*.yaml")}
     unknown = sorted(set(task.lrs) - known)
-    if known and unknown:
+    if unknown:
         raise InputError(f"task.lrs: expected names of configs/loss/*.yaml, got unknown {unknown}")
 
 

@@ -1,10 +1,14 @@
 """``plad.heap.keep_freed_memory``: training steps stop faulting their buffers in again.
 
 Each mode runs in a fresh process (the allocator setting is process-wide and cannot be undone) and
-counts the minor page faults of 10 training steps of a tiny Llama after 3 warm-up steps. Page
-fault counts, not times: they do not depend on the CPU's speed or load."""
+counts the minor page faults of each of 15 training steps of a tiny Llama after 3 warm-up steps.
+Page fault counts, not times: they do not depend on the CPU's speed or load. The test compares the
+median step: with the setting a step faults nothing once the heap has grown, but the heap may still
+grow in one burst of ~10,000 faults on any step; by default glibc's adaptive trim makes most steps
+fault thousands of pages, how many varies from run to run (a total over steps flaked under load)."""
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -33,10 +37,12 @@ def step():
     model(input_ids=batch, labels=batch).loss.backward()
 for _ in range(3):
     step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
+faults = []
+for _ in range(15):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"applied": applied, "faults": faults}))
 """
 
 
@@ -49,8 +55,8 @@ def faults(mode: str) -> dict:
 def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in():
     default, heap = faults("default"), faults("heap")
     assert heap["applied"] and not default["applied"]
-    # Measured: ~62,000 faults by default, ~6,000 with the setting (most from growing the heap).
-    assert heap["faults"] < default["faults"] / 4, (default, heap)
+    # Measured medians: 4,000-8,000 faults per step by default, 0-1 with the setting.
+    assert statistics.median(heap["faults"]) < statistics.median(default["faults"]) / 4, (default, heap)
 
 
 def test_is_a_no_op_where_the_c_library_has_no_mallopt(monkeypatch):

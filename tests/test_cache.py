@@ -15,7 +15,8 @@ from helpers import HANG_S
 from omegaconf import OmegaConf
 
 import plad.cache as cache
-from plad.cache import MARKER, atomic_dir, entry_dir, file_hash, fingerprint, is_complete, locked, verify
+from plad.cache import MARKER, atomic_dir, entry_dir, file_hash, fingerprint, is_complete, verify
+from plad.locks import locked
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -197,7 +198,7 @@ def test_racing_processes_all_use_the_one_published_entry(tmp_path: Path):
 LOCKER = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
-from plad.cache import locked
+from plad.locks import locked
 print("trying", flush=True)
 with locked(sys.argv[2]):
     print("got it after the release" if os.path.exists(sys.argv[3]) else "got it while held", flush=True)

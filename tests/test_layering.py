@@ -11,6 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # prefix wins (``plad.models.logprobs`` before ``plad.models``).
 LAYERS = {
     "plad.cache": 0,
+    "plad.locks": 0,
     "plad.heap": 0,
     "plad.jsonable": 0,
     "plad.saved_config": 0,

@@ -15,13 +15,12 @@ after it was published (a nested entry, a library's cache file) are not part of 
 
 Concurrency: publishing and discarding happen under an exclusive per-entry file lock. A complete
 entry is never removed: a writer that finds one already in place (another process won the race)
-discards its own temporary copy and the caller uses the winner's. ``locked`` lets a builder hold
-the lock for a whole build so a concurrent run of the same config waits and then reuses the entry.
+discards its own temporary copy and the caller uses the winner's. ``plad.locks.locked`` lets a builder
+hold the lock for a whole build so a concurrent run of the same config waits and then reuses the entry.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -35,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from plad.jsonable import plain
+from plad.locks import locked, owned, unheld
 
 MARKER = "COMPLETE"
 MARKER_FORMAT = 1  # bump when the marker layout changes: older entries are then rebuilt
 TMP, TRASH = ".tmp-", ".trash-"  # unpublished and discarded entries: .<entry>.tmp-<id>, .<entry>.trash-<id>
 log = logging.getLogger("plad")
 _verified: dict[str, tuple[Any, ...]] = {}  # entry -> stat signature of its files when last hashed
-_held: dict[str, list[int]] = {}  # lock file -> [fd, depth] for the locks this process holds
 
 
 def fingerprint(*parts: Any, length: int = 16) -> str:
@@ -229,63 +228,6 @@ def is_complete(path: str | os.PathLike) -> bool:
 
 
 @contextmanager
-def locked(path: str | os.PathLike) -> Iterator[None]:
-    """Exclusive inter-process lock on a cache path, reentrant within a process.
-
-    The lock file ``.<name>.lock`` beside ``path`` exists only while held: the holder unlinks it
-    before unlocking, and a waiter that then gets the lock on the unlinked file retries.
-    """
-    path = Path(path)
-    lock = path.with_name(f".{path.name}.lock")
-    key = os.path.abspath(lock)
-    if key in _held:
-        _held[key][1] += 1
-        try:
-            yield
-        finally:
-            _held[key][1] -= 1
-        return
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-    _held[key] = [fd, 1]
-    try:
-        yield
-    finally:
-        del _held[key]
-        _release(lock, fd)
-
-
-def _release(lock: Path, fd: int) -> None:
-    """Remove a held lock file, then drop the lock (in this order: a waiter that wins the lock on
-    the old inode sees it unlinked and retries on a fresh file)."""
-    try:
-        os.unlink(lock)
-    except FileNotFoundError:
-        pass
-    os.close(fd)
-
-
-@contextmanager
-def _owned(lock: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock`` (created) while the block runs; unlinked after. A process
-    killed inside the block leaves the file unlocked: that is how ``sweep`` tells abandoned work."""
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        _release(lock, fd)
-
-
-@contextmanager
 def atomic_dir(final: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     """Yield a temp dir; on success it gets a manifest marker and is renamed to ``final``.
 
@@ -299,7 +241,7 @@ def atomic_dir(final: str | os.PathLike, replace: bool = False) -> Iterator[Path
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}{TMP}{uuid.uuid4().hex[:12]}"
-    with _owned(tmp.with_name(tmp.name + ".lock")):
+    with owned(tmp.with_name(tmp.name + ".lock")):
         tmp.mkdir()
         try:
             yield tmp
@@ -316,17 +258,6 @@ def atomic_dir(final: str | os.PathLike, replace: bool = False) -> Iterator[Path
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-
-
-def _unheld(lock: Path) -> int | None:
-    """An fd holding ``lock`` when no other process holds it, else None (it is in use)."""
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd
-    except BlockingIOError:
-        os.close(fd)
-        return None
 
 
 def sweep(root: str | os.PathLike) -> list[Path]:
@@ -353,7 +284,7 @@ def sweep(root: str | os.PathLike) -> list[Path]:
                         lock = path.with_name(e.name + ".lock")
                     else:
                         lock = path.with_name(f"{e.name.split(TRASH)[0]}.lock")  # .<entry>.lock
-                    fd = _unheld(lock)
+                    fd = unheld(lock)
                     if fd is None:
                         continue
                     try:

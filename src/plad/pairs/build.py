@@ -29,8 +29,9 @@ from datasets import Dataset, concatenate_datasets
 from omegaconf import DictConfig, OmegaConf
 
 from plad.backends.base import Backend, check_sampling
-from plad.cache import STAGE_VERSIONS, entry_dir, file_hash, is_complete, locked, stage_key
+from plad.cache import STAGE_VERSIONS, entry_dir, file_hash, is_complete, stage_key
 from plad.checks import InputError, integer
+from plad.locks import locked
 from plad.models.precision import canonical_precision
 from plad.models.ref import ModelRef
 from plad.pairs import store

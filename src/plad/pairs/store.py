@@ -25,7 +25,8 @@ from typing import Any
 import datasets
 from datasets import Dataset, load_from_disk
 
-from plad.cache import TRASH, atomic_dir, file_hash, is_complete, locked
+from plad.cache import TRASH, atomic_dir, file_hash, is_complete
+from plad.locks import locked
 
 TABLES = ("pairwise", "listwise")
 OWNER = "OWNER"

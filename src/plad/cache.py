@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from plad.jsonable import plain
-from plad.locks import locked, owned, unheld
+from plad.locks import locked, owned, release, unheld
 
 MARKER = "COMPLETE"
 MARKER_FORMAT = 1  # bump when the marker layout changes: older entries are then rebuilt
@@ -292,11 +292,7 @@ def sweep(root: str | os.PathLike) -> list[Path]:
                             shutil.rmtree(path, ignore_errors=True)
                             removed.append(path)
                     finally:
-                        try:
-                            os.unlink(lock)
-                        except FileNotFoundError:
-                            pass
-                        os.close(fd)
+                        release(lock, fd)
                 else:
                     children.append(path)
         level = children

@@ -57,5 +57,7 @@ def test_smollm2_preset_is_one_run_of_the_cut_student_on_test_and_ood():
     assert cfg.model.family == "smollm2" and cfg.model.student.init_from_teacher.layers == 16
     assert cfg.eval.split == "test" and list(cfg.eval.extra_splits) == ["ood"] and cfg.eval.max_examples is None
     assert cfg.task.n_unlabeled < 1000 and cfg.distill.max_steps < 200  # cut to fit 2 CPU cores
+    # the teacher's data was chosen on validation with held-out phrasings, which must stay held out
+    assert cfg.task.validation_heldout_templates > 0 and 0 < cfg.task.scramble_share < 1
     # one lr tuned on this model for every loss, not the tiny models' per-loss lr (1e-3 for seqkd there)
     assert cfg.distill.lr == 3e-5 and _compose("smollm2", "loss=seqkd").distill.lr == 3e-5

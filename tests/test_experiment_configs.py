@@ -61,3 +61,12 @@ def test_smollm2_preset_is_one_run_of_the_cut_student_on_test_and_ood():
     assert cfg.task.validation_heldout_templates > 0 and 0 < cfg.task.scramble_share < 1
     # one lr tuned on this model for every loss, not the tiny models' per-loss lr (1e-3 for seqkd there)
     assert cfg.distill.lr == 3e-5 and _compose("smollm2", "loss=seqkd").distill.lr == 3e-5
+
+
+def test_smollm2_long_is_the_smollm2_preset_with_longer_sft_schedules_only():
+    base, long = (OmegaConf.to_container(_compose(n), resolve=False) for n in ("smollm2", "smollm2_long"))
+    for role in ("teacher", "student"):  # longer than the preset's, the checkpoint still chosen on validation
+        assert long["model"][role]["sft"].pop("max_steps") > base["model"][role]["sft"].pop("max_steps")
+    for cfg in (base, long):
+        cfg.pop("tags"), cfg.pop("hydra")
+    assert long == base  # the same data, cut, pair sampling, distillation and evaluation settings

@@ -184,6 +184,20 @@ def test_decoding_modes_and_validation_tuning_tables(tmp_path):
     assert md.split("decoding=rerank")[1].split("\n## ")[0].count("| ranking | initial student |") == 1
 
 
+def test_resumed_and_relocated_jobs_share_a_row_and_real_overrides_do_not(tmp_path):
+    """A job resumed from a checkpoint (ckpt_path) or written elsewhere (paths.*) computes what its
+    run computes: the same row, pooled over seeds. A differing distill.lr is a row of its own."""
+    root = tmp_path / "m"
+    write_job(root, "0", "ranking", 0, SHIFT["ranking"], overrides=["ckpt_path=/x/last.ckpt", "paths.log_dir=/a"])
+    write_job(root, "1", "ranking", 1, SHIFT["ranking"], overrides=["paths.log_dir=/b"])
+    write_job(root, "2", "sft", 0, SHIFT["sft"], overrides=["distill.lr=1e-5"])
+    write_job(root, "3", "sft", 1, SHIFT["sft"], overrides=["distill.lr=3e-6"])
+    jobs = {j.name: j for j in discover_jobs(root)}
+    assert [jobs[n].variant for n in "0123"] == ["", "", "distill.lr=1e-5", "distill.lr=3e-6"]
+    t = tables(build_report(root, n_boot=N_BOOT).read_text())["anonymization · llama · split=test · decoding=greedy"]
+    assert t["ranking"][-1] == "2"  # both seeds in one row
+
+
 def test_loss_name_precedence_and_nested_metrics(tmp_path):
     root = tmp_path / "m"
     write_job(root, "0", "margin", 0, SHIFT["sft"], loss_cfg={"_target_": "x.RankingLoss", "name": "ranking"})

@@ -188,16 +188,20 @@ def _nearest_job_dir(path: Path, root: Path) -> Path | None:
     return None
 
 
+def _same_computation(key: str) -> bool:
+    """Overrides that do not change what a job computes: where it writes (``paths.*``, ``hydra.*``)
+    and ``ckpt_path``, since a resumed job reproduces its run (plad.training.resume)."""
+    return key in ("loss", "seed", "ckpt_path") or key.startswith(("hydra.", "paths."))
+
+
 def _assign_variants(jobs: list[Job]) -> None:
-    """Overrides (loss, seed and hydra.* aside) whose value differs between jobs of the same table
-    and loss, e.g. ``distill.lr`` in a tuning sweep, name the job's variant (its row)."""
+    """Overrides (loss, seed, paths and resumption aside) whose value differs between jobs of the
+    same table and loss, e.g. ``distill.lr`` in a tuning sweep, name the job's variant (its row)."""
     same_row: dict[tuple, list[Job]] = {}
     for j in jobs:
         same_row.setdefault((j.task, j.family, j.split, j.decoding, j.loss), []).append(j)
     for group in same_row.values():
-        keys = sorted(
-            {k for j in group for k in j.overrides if k not in ("loss", "seed") and not k.startswith("hydra.")}
-        )
+        keys = sorted({k for j in group for k in j.overrides if not _same_computation(k)})
         varying = [k for k in keys if len({j.overrides.get(k) for j in group}) > 1]
         for j in group:
             j.variant = " ".join(f"{k}={j.overrides[k]}" for k in varying if k in j.overrides)

@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 HYDRA_DIR = ".hydra"
+# Top-level keys that differ between a job and its resumption or relocation without changing what it
+# computes: where it writes, the resume switch, Hydra's own settings. Resume matches configs without
+# them (plad.training.resume); the report does not split a row on overrides of them (plad.report.jobs).
+VOLATILE = ("paths", "ckpt_path", "hydra")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from plad.saved_config import HYDRA_DIR, SavedConfig, read_saved_config
+from plad.saved_config import HYDRA_DIR, VOLATILE, SavedConfig, read_saved_config
 
 MAIN, BEFORE = "student", "student_init"
 CSV_GLOB = "csv/version_*/metrics.csv"
@@ -188,10 +188,10 @@ def _nearest_job_dir(path: Path, root: Path) -> Path | None:
     return None
 
 
-def _same_computation(key: str) -> bool:
-    """Overrides that do not change what a job computes: where it writes (``paths.*``, ``hydra.*``)
-    and ``ckpt_path``, since a resumed job reproduces its run (plad.training.resume)."""
-    return key in ("loss", "seed", "ckpt_path") or key.startswith(("hydra.", "paths."))
+def _not_a_variant(key: str) -> bool:
+    """Overrides that never name a row: the loss and seed (a row's identity and what it pools over),
+    and keys under a VOLATILE top-level key, which do not change what a job computes."""
+    return key in ("loss", "seed") or key.split(".", 1)[0] in VOLATILE
 
 
 def _assign_variants(jobs: list[Job]) -> None:
@@ -201,7 +201,7 @@ def _assign_variants(jobs: list[Job]) -> None:
     for j in jobs:
         same_row.setdefault((j.task, j.family, j.split, j.decoding, j.loss), []).append(j)
     for group in same_row.values():
-        keys = sorted({k for j in group for k in j.overrides if not _same_computation(k)})
+        keys = sorted({k for j in group for k in j.overrides if not _not_a_variant(k)})
         varying = [k for k in keys if len({j.overrides.get(k) for j in group}) > 1]
         for j in group:
             j.variant = " ".join(f"{k}={j.overrides[k]}" for k in varying if k in j.overrides)

@@ -16,12 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from plad.cache import fingerprint
 from plad.checks import InputError
-from plad.saved_config import read_saved_config
+from plad.saved_config import VOLATILE, read_saved_config
 from plad.training.compat import current_targets
 
 log = logging.getLogger("plad")
 FINISHED = "run_summary.json"  # written by plad.pipeline at the end of a job
-VOLATILE = ("paths", "ckpt_path", "hydra")  # keys that differ between a job and its resumption
 
 
 def config_key(cfg: DictConfig | dict[str, Any]) -> str:

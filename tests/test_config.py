@@ -80,6 +80,11 @@ def test_a_task_can_bring_its_own_learning_rates():
     assert _compose("loss=ranking_no_reg", *tuned).distill.lr == 1.0e-4
     assert _compose("loss=kd", *tuned).distill.lr == _compose("loss=kd").distill.lr
     assert _compose("loss=seqkd", *tuned, "loss.lr=1e-5").distill.lr == 1e-5  # the command line wins
+    # task.lrs.default: the lr of every loss the task did not tune; a loss's own entry still wins
+    with_default = ("+task.lrs={default: 2.0e-5, seqkd: 3.0e-4}",)
+    assert _compose("loss=kd", *with_default).distill.lr == 2.0e-5
+    assert _compose("loss=ranking_no_reg", *with_default).distill.lr == 2.0e-5
+    assert _compose("loss=seqkd", *with_default).distill.lr == 3.0e-4
 
 
 def test_task_lrs_must_name_losses():
@@ -95,7 +100,7 @@ def test_task_lrs_must_name_losses():
         cfg = compose("train", overrides=["+task.lrs={seqdk: 3.0e-4}"])
         with pytest.raises(InputError, match=r"task.lrs: .*\['seqdk'\]"):
             check_task_lrs(instantiate(cfg.task))
-        check_task_lrs(instantiate(compose("train", overrides=["+task.lrs={seqkd: 3.0e-4}"]).task))
+        check_task_lrs(instantiate(compose("train", overrides=["+task.lrs={seqkd: 3.0e-4, default: 1e-4}"]).task))
     with pytest.raises(InstantiationException) as wrapped:  # the CLI prints the InputError behind it alone
         instantiate(_compose("+task.lrs={seqkd: -1}").task)
     assert str(input_error(wrapped.value)) == "task.lrs.seqkd: expected a positive number, got -1"

@@ -81,8 +81,9 @@ def test_smollm2_long_is_the_smollm2_preset_with_longer_sft_schedules_and_tuned_
 
 @pytest.mark.parametrize("loss", sorted(p.stem for p in (CONFIGS / "loss").glob("*.yaml")))
 def test_smollm2_long_runs_each_loss_at_its_tuned_lr_and_none_at_a_tiny_models_lr(loss):
-    """A loss added without a task.lrs entry would run at its loss YAML's lr (1e-3 for most, tuned on
-    the tiny models), which pulls this real student off its SFT: every loss stays at 3e-5 or below."""
+    """A loss not tuned here runs at task.lrs.default (3e-5), not at its loss YAML's lr (1e-3 for most,
+    tuned on the tiny models), which pulls this real student off its SFT: a loss YAML whose lr does not
+    fall back to task.lrs.default fails here."""
     cfg = _compose("smollm2_long", f"loss={loss}")
     # the task.lrs entry the loss YAML reads: its own, or the one of the YAML it extends (ranking_sum)
     reads = re.search(r"task\.lrs\.(\w+)", OmegaConf.to_container(cfg.loss, resolve=False)["lr"]).group(1)

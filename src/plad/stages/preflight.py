@@ -99,8 +99,8 @@ def preflight(cfg: DictConfig) -> tuple[Task, type]:
 
 
 def check_task_lrs(task: Task) -> None:
-    """Every key of ``task.lrs`` names a loss config (a misspelled one would silently not apply): the
-    loss group of the running Hydra app, else the project's configs/loss (a config composed earlier)."""
+    """Every key of ``task.lrs`` names a loss config or is ``default`` (a misspelled one would silently
+    not apply): the loss group of the running Hydra app, else the project's configs/loss."""
     from hydra.core.global_hydra import GlobalHydra
 
     if not task.lrs:
@@ -111,9 +111,9 @@ def check_task_lrs(task: Task) -> None:
         from plad.resolvers import config_dir
 
         known = {p.stem for p in (Path(config_dir()) / "loss").glob("*.yaml")}
-    unknown = sorted(set(task.lrs) - known)
+    unknown = sorted(set(task.lrs) - known - {"default"})
     if unknown:
-        raise InputError(f"task.lrs: expected names of configs/loss/*.yaml, got unknown {unknown}")
+        raise InputError(f"task.lrs: expected names of configs/loss/*.yaml or 'default', got unknown {unknown}")
 
 
 def _get(cfg: DictConfig, dotted: str) -> Any:

@@ -132,7 +132,8 @@ class DataTask(Task):
         # improving at a lower learning rate is not converged. Not part of the data either.
         self.student_sft_steps = integer(student_sft_steps, "task.student_sft_steps", null=True)
         # Learning rates tuned on this task's validation split where they differ from the loss YAML's
-        # (loss YAMLs read task.lrs.<loss name>); the names are checked against configs/loss in preflight.
+        # (loss YAMLs read task.lrs.<loss name>, else task.lrs.default: the lr of the losses a task did
+        # not tune, where the YAMLs' tiny-model values do not fit); names are checked in preflight.
         if lrs is not None and not isinstance(lrs, Mapping):
             raise InputError(f"task.lrs: expected a mapping of loss name to learning rate, got {lrs!r}")
         self.lrs = {str(k): number(v, f"task.lrs.{k}", positive=True) for k, v in (lrs or {}).items()}

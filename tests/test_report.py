@@ -198,6 +198,21 @@ def test_resumed_and_relocated_jobs_share_a_row_and_real_overrides_do_not(tmp_pa
     assert t["ranking"][-1] == "2"  # both seeds in one row
 
 
+def test_an_override_at_the_value_a_preset_sets_is_not_a_variant(tmp_path):
+    """`distill.lr=3e-6` on one command line and a preset resolving distill.lr to 3e-6 on another ran
+    the same configuration: one row. A job whose resolved lr differs is its own row, named by it."""
+    root = tmp_path / "m"
+    preset = {"distill": {"lr": "${loss.lr}"}, "task": {"lrs": {"ranking": 3.0e-6}}}
+    lr_of = {"lr": "${oc.select:task.lrs.ranking,1.0e-3}"}
+    loss = {"_target_": "plad.losses.ranking.RankingLoss", **lr_of}
+    write_job(root, "0", "ranking", 0, SHIFT["ranking"], overrides=["distill.lr=3e-6"], config=preset, loss_cfg=loss)
+    write_job(root, "1", "ranking", 1, SHIFT["ranking"], config=preset, loss_cfg=loss)
+    write_job(root, "2", "ranking", 2, SHIFT["ranking"], config={"distill": {"lr": 1e-5}}, loss_cfg=loss)
+    jobs = {j.name: j for j in discover_jobs(root)}
+    assert jobs["0"].variant == jobs["1"].variant == "distill.lr=3e-6"
+    assert jobs["2"].variant == "distill.lr=1e-05"
+
+
 def test_loss_name_precedence_and_nested_metrics(tmp_path):
     root = tmp_path / "m"
     write_job(root, "0", "margin", 0, SHIFT["sft"], loss_cfg={"_target_": "x.RankingLoss", "name": "ranking"})

@@ -47,6 +47,7 @@ def write_job(
     choice: str | None = None,
     metrics_subdir: str = "",
     finished: bool = False,
+    config: dict | None = None,
 ) -> Path:
     """One job folder; ``shift`` None = no metrics.json: unfinished, or failed when ``finished``
     (run_summary.json written)."""
@@ -58,6 +59,7 @@ def write_job(
         "model": {"family": "llama"},
         "loss": loss_cfg or {"_target_": LOSS_CLASSES[loss]},
         "eval": {"split": split},
+        **(config or {}),
     }
     (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
     (job / ".hydra" / "overrides.yaml").write_text(

@@ -7,9 +7,9 @@ stopped mid-run (the two look the same on disk). The loss named on the command l
 (``.hydra/overrides.yaml``, e.g. ``loss=margin``) wins, then the option Hydra picked
 (``.hydra/hydra.yaml``), then the loss config's ``name`` or class (several configs share a class).
 The loss class (``loss._target_``) tells its kind and display order (``CalibrationLoss.kind`` and
-``order``), so a new loss needs no entry here. Overrides that differ between jobs of one loss in
-one table, other than seed (e.g. ``distill.lr`` in a tuning sweep), make the job's ``variant``:
-jobs with different variants are different rows.
+``order``), so a new loss needs no entry here. Overrides whose values, as the jobs ran them, differ
+between jobs of one loss in one table, other than seed (e.g. ``distill.lr`` in a tuning sweep), make
+the job's ``variant``: jobs with different variants are different rows.
 """
 
 from __future__ import annotations
@@ -194,17 +194,34 @@ def _not_a_variant(key: str) -> bool:
     return key in ("loss", "seed") or key.split(".", 1)[0] in VOLATILE
 
 
+def _as_run(job: Job, key: str) -> str | None:
+    """What an override set, as the job ran it: the config group option Hydra picked, else the key's
+    resolved value; the override text (None without one) where the saved config lacks the key."""
+    if key in job.config.choices:
+        return str(job.config.choices[key])
+    value = job.config.value(key)
+    return repr(value) if value is not None else job.overrides.get(key)
+
+
 def _assign_variants(jobs: list[Job]) -> None:
-    """Overrides (loss, seed, paths and resumption aside) whose value differs between jobs of the
-    same table and loss, e.g. ``distill.lr`` in a tuning sweep, name the job's variant (its row)."""
+    """Overrides (loss, seed, paths and resumption aside) whose value, as the jobs ran it, differs
+    between jobs of the same table and loss (e.g. ``distill.lr`` in a tuning sweep) name the job's
+    variant (its row). A key written on one command line and left to its default on another, at the
+    same value (a preset's tuned lr), is one row."""
     same_row: dict[tuple, list[Job]] = {}
     for j in jobs:
         same_row.setdefault((j.task, j.family, j.split, j.decoding, j.loss), []).append(j)
     for group in same_row.values():
         keys = sorted({k for j in group for k in j.overrides if not _not_a_variant(k)})
-        varying = [k for k in keys if len({j.overrides.get(k) for j in group}) > 1]
-        for j in group:
-            j.variant = " ".join(f"{k}={j.overrides[k]}" for k in varying if k in j.overrides)
+        ran = {k: [_as_run(j, k) for j in group] for k in keys}
+        varying = [k for k in keys if len(set(ran[k])) > 1]
+        for i, j in enumerate(group):
+            labels = []
+            for k in (k for k in varying if ran[k][i] is not None):
+                # one label per value: as a command line wrote it where one did (distill.lr=3e-6)
+                written = (g.overrides[k] for g, v in zip(group, ran[k]) if v == ran[k][i] and k in g.overrides)
+                labels.append(f"{k}={next(written, ran[k][i])}")
+            j.variant = " ".join(labels)
 
 
 def _skipped(path: Path, root: Path) -> bool:

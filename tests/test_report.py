@@ -203,8 +203,7 @@ def test_an_override_at_the_value_a_preset_sets_is_not_a_variant(tmp_path):
     the same configuration: one row. A job whose resolved lr differs is its own row, named by it."""
     root = tmp_path / "m"
     preset = {"distill": {"lr": "${loss.lr}"}, "task": {"lrs": {"ranking": 3.0e-6}}}
-    lr_of = {"lr": "${oc.select:task.lrs.ranking,1.0e-3}"}
-    loss = {"_target_": "plad.losses.ranking.RankingLoss", **lr_of}
+    loss = {"_target_": "plad.losses.ranking.RankingLoss", "lr": "${oc.select:task.lrs.ranking,1.0e-3}"}
     write_job(root, "0", "ranking", 0, SHIFT["ranking"], overrides=["distill.lr=3e-6"], config=preset, loss_cfg=loss)
     write_job(root, "1", "ranking", 1, SHIFT["ranking"], config=preset, loss_cfg=loss)
     write_job(root, "2", "ranking", 2, SHIFT["ranking"], config={"distill": {"lr": 1e-5}}, loss_cfg=loss)

@@ -18,7 +18,7 @@ from datetime import date
 
 from faker import Faker
 
-from plad.tasks.anonymization.pools import DAYS, ITEMS, WORD_FIRST_NAMES, WORD_LAST_NAMES, WORDS
+from plad.tasks.anonymization.pools import DAYS, ITEMS, PROPER_TERMS, WORD_FIRST_NAMES, WORD_LAST_NAMES, WORDS
 
 # Slot -> placeholder type. Upper-case slots are PII; a trailing digit makes a second, distinct
 # value of the same kind. Lower-case slots are non-PII fillers, drawn afresh at every occurrence,
@@ -191,3 +191,39 @@ FILLERS: dict[str, Callable[[random.Random], str]] = {  # slot -> non-PII value,
     "time": lambda r: f"{r.randint(1, 12)}:{r.choice(range(0, 60, 5)):02d} {r.choice(('am', 'pm'))}",
     "item": lambda r: r.choice(ITEMS),
 }
+
+UNITS = ("MB", "GB", "mg", "ml", "kg", "km", "ms", "%", "EUR", "USD", "pages", "items")
+
+
+def proper(r: random.Random) -> str:
+    """A non-PII word that looks like PII to a model that only saw lower-case fillers: a capitalised
+    term (``PROPER_TERMS``: a place alone, an organisation, a product), a code (ticket, host,
+    version) or a number with a unit. It must be copied, not masked (``task.proper_share``)."""
+    kind = r.random()
+    if kind < 0.6:
+        return r.choice(PROPER_TERMS)
+    if kind < 0.85:
+        letters = "".join(r.choices("ABCDEFGHJKLMNPRSTUVWXYZ", k=r.randint(1, 3)))
+        return r.choice(
+            (
+                f"{letters}-{r.randint(10, 9999)}",
+                f"v{r.randint(1, 12)}.{r.randint(0, 20)}.{r.randint(0, 9)}",
+                f"{r.choice(WORDS)}-{r.randint(1, 99):02d}",
+                f"#{r.randint(100, 99999)}",
+            )
+        )
+    return f"{r.randint(2, 950)} {r.choice(UNITS)}"
+
+
+PROPER_SLOTS = ("w", "words", "item")  # the filler slots ``proper_share`` may draw from ``proper``
+
+
+def filler(slot: str, r: random.Random, share: float = 0.0) -> str:
+    """A filler slot's value; with ``share`` (``task.proper_share``, train and unlabeled only), that
+    share of its words are ``proper``: capitalised terms, codes, numbers with units, non-PII that
+    looks like PII. At 0 the draws are exactly those made before the option existed."""
+    if not share or slot not in PROPER_SLOTS:
+        return FILLERS[slot](r)
+    if slot == "words":
+        return " ".join(proper(r) if r.random() < share else r.choice(WORDS) for _ in range(r.randint(2, 4)))
+    return proper(r) if r.random() < share else FILLERS[slot](r)

@@ -23,13 +23,17 @@ from datasets import Dataset, Features, Value
 from plad.checks import InputError
 
 OOD_FILE = "ood.jsonl"
+# A second hand-written set, written apart from ``ood.jsonl`` (no sentence, PII value or distinctive
+# term shared; a test checks): validation rows in the OOD style (``task.validation_dev``), so that
+# choices made on validation see the kind of text the OOD test set holds, without seeing that set.
+DEV_FILE = "dev.jsonl"
 FIELDS = {"id": str, "text": str, "reference": str, "pii_values": list, "pii_types": list, "register": str}
 TYPE_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
-def ood_path() -> Path:
-    """The shipped file (package data of ``plad.tasks.anonymization``, so an installed wheel has it)."""
-    return Path(str(resources.files("plad.tasks.anonymization") / OOD_FILE))
+def ood_path(name: str = OOD_FILE) -> Path:
+    """A shipped file (package data of ``plad.tasks.anonymization``, so an installed wheel has it)."""
+    return Path(str(resources.files("plad.tasks.anonymization") / name))
 
 
 def value_pattern(value: str) -> re.Pattern:

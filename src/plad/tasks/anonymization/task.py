@@ -29,7 +29,6 @@ from faker import Faker
 from plad.checks import InputError, integer, share
 from plad.tasks.anonymization import presidio
 from plad.tasks.anonymization.generator import (
-    FILLERS,
     MAX_TEXT_CHARS,
     N_PHRASINGS,
     N_SENTENCES,
@@ -38,12 +37,13 @@ from plad.tasks.anonymization.generator import (
     SLOT_TYPES,
     TEMPLATES,
     WORDLIKE_SHARE,
+    filler,
     pii_values,
     scramble,
     template_types,
 )
 from plad.tasks.anonymization.metrics import leaked, quality, split_metrics
-from plad.tasks.anonymization.ood import ood_split
+from plad.tasks.anonymization.ood import DEV_FILE, ood_path, ood_split, read_ood
 from plad.tasks.anonymization.rule_based import anonymize
 from plad.tasks.anonymization.spans import derive_pii
 from plad.tasks.base import SPLITS, DataTask, PeerSystem
@@ -68,6 +68,8 @@ class AnonymizationTask(DataTask):
         wordlike_share: float = WORDLIKE_SHARE,
         probe_share: float | None = None,
         scramble_share: float = 0.0,
+        proper_share: float = 0.0,
+        validation_dev: bool = False,
         prompt_template: str = "Anonymize: {text}\nOutput:",
         **kwargs: Any,
     ) -> None:
@@ -92,6 +94,16 @@ class AnonymizationTask(DataTask):
         self.scramble_share = share(scramble_share, "task.scramble_share")
         if self.scramble_share:  # absent at 0, like validation_heldout_templates: the data stays as it was
             self.config["scramble_share"] = self.scramble_share
+        self.proper_share = share(proper_share, "task.proper_share")
+        if self.proper_share:  # absent at 0, as above
+            self.config["proper_share"] = self.proper_share
+        if not isinstance(validation_dev, bool):
+            raise InputError(f"task.validation_dev: expected true or false, got {validation_dev!r}")
+        if validation_dev and self.source is not None:
+            raise InputError("task.validation_dev: expected false with a task.source (it extends the embedded data)")
+        self.validation_dev = validation_dev
+        if validation_dev:  # absent when false, as above
+            self.config["validation_dev"] = True
 
     def _pick_heldout(self, n: int, key: str, exclude: Sequence[int] = ()) -> tuple[int, ...]:
         """``n`` seeded held-out phrasings (never leak probes) outside ``exclude``, redrawn until the
@@ -149,13 +161,25 @@ class AnonymizationTask(DataTask):
         for split in SPLITS:
             fake.seed_instance(f"{self.seed}:{split}")
             rng = random.Random(f"{self.seed}:{split}")
-            shuffle = self.scramble_share if split in ("train", "unlabeled") else 0.0  # evaluation data unchanged
+            learn = split in ("train", "unlabeled")  # shuffled words and PII-like fillers: evaluation data unchanged
+            shuffle, proper = (self.scramble_share, self.proper_share) if learn else (0.0, 0.0)
             rows = [
-                self._example(fake, rng, self._pool(split, rng, train_templates), f"anon-{split}-{i:05d}", shuffle)
+                self._example(
+                    fake, rng, self._pool(split, rng, train_templates), f"anon-{split}-{i:05d}", shuffle, proper
+                )
                 for i in range(self.sizes[split])
             ]
+            if split == "validation" and self.validation_dev:
+                rows += self.dev_rows()
             out[split] = Dataset.from_list(rows, features=self.features)
         return DatasetDict(out)
+
+    def dev_rows(self) -> list[dict[str, Any]]:
+        """The shipped hand-written validation rows (``ood.DEV_FILE``), added to validation by
+        ``task.validation_dev``: generator text alone cannot tell a model that copies real text
+        from one that copies templates, and the OOD test set must not be what choices are made on."""
+        rows = [{**r, "prompt": self.format_prompt(r["text"]), "templates": []} for r in read_ood(ood_path(DEV_FILE))]
+        return [{k: r[k] for k in self.features} for r in rows]
 
     def _pool(self, split: str, rng: random.Random, train_templates: list[int]) -> list[int]:
         """Templates of one example. A ``heldout_share`` of test examples is made only of held-out
@@ -182,7 +206,13 @@ class AnonymizationTask(DataTask):
         return ids
 
     def _sentence(
-        self, fake: Faker, rng: random.Random, template: str, pii: dict[tuple[str, int], tuple[str, str]], sentence: int
+        self,
+        fake: Faker,
+        rng: random.Random,
+        template: str,
+        pii: dict[tuple[str, int], tuple[str, str]],
+        sentence: int,
+        proper: float = 0.0,
     ) -> tuple[str, str]:
         """(text, reference) of one template; a PII slot repeated in the sentence keeps its value."""
         text, reference, last = [], [], 0
@@ -195,13 +225,19 @@ class AnonymizationTask(DataTask):
                 text.append(value)
                 reference.append(f"[{kind}]")
             else:
-                value = FILLERS[slot](rng)
+                value = filler(slot, rng, proper)
                 text.append(value)
                 reference.append(value)
         return "".join(text + [template[last:]]), "".join(reference + [template[last:]])
 
     def _example(
-        self, fake: Faker, rng: random.Random, pool: Sequence[int], row_id: str, shuffle: float = 0.0
+        self,
+        fake: Faker,
+        rng: random.Random,
+        pool: Sequence[int],
+        row_id: str,
+        shuffle: float = 0.0,
+        proper: float = 0.0,
     ) -> dict[str, Any]:
         """One text of 1-3 sentences; with ``shuffle`` > 0 each sentence has its words shuffled with
         that probability (``generator.scramble``), so training shows phrasings beyond the templates."""
@@ -212,7 +248,7 @@ class AnonymizationTask(DataTask):
             phrasings = [
                 scramble(TEMPLATES[t], rng) if shuffle and rng.random() < shuffle else TEMPLATES[t] for t in ids
             ]
-            parts = [self._sentence(fake, rng, p, pii, k) for k, p in enumerate(phrasings)]
+            parts = [self._sentence(fake, rng, p, pii, k, proper) for k, p in enumerate(phrasings)]
             text, reference = " ".join(p[0] for p in parts), " ".join(p[1] for p in parts)
             unique = list(dict.fromkeys(pii.values()))
             if len(text) > MAX_TEXT_CHARS and n > 1:
@@ -265,17 +301,22 @@ class AnonymizationTask(DataTask):
         if len(predictions) != len(examples) or not predictions:
             raise InputError(f"predictions: expected one per example (>0), got {len(predictions)} for {len(examples)}")
         out = split_metrics(predictions, examples)
+        dev = [str(e.get("id", "")).startswith("dev-") for e in examples]
         held = [
             bool(e.get("templates"))
             and any(set(e["templates"]) <= set(h) for h in (self.heldout, self.val_heldout) if h)
             for e in examples
         ]
-        if any(held):
+        if any(held) or any(dev):
             head = {k: v for k, v in out.items() if "/" not in k}  # keep the headline metrics first
-            for name, keep in (("seen", [not h for h in held]), ("heldout", held)):
+            seen = [not (h or d) for h, d in zip(held, dev)]
+            for name, keep in (("seen", seen), ("heldout", held), ("dev", dev)):
                 idx = [i for i, k in enumerate(keep) if k]
                 if idx:
                     part = split_metrics([predictions[i] for i in idx], [examples[i] for i in idx])
-                    head.update({f"{k}/{name}": part[k] for k in ("exact_match", "placeholder_f1", "quality")})
+                    keys = ("exact_match", "placeholder_f1", "quality") + (
+                        ("leak_rate", "keep_rate") if name == "dev" else ()
+                    )
+                    head.update({f"{k}/{name}": part[k] for k in keys})
             out = {**head, **out}
         return out

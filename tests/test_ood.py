@@ -14,7 +14,7 @@ import pytest
 from plad.tasks.anonymization import AnonymizationTask
 from plad.tasks.anonymization.generator import PII_TYPES, SLOT, TEMPLATES
 from plad.tasks.anonymization.metrics import keep_rate
-from plad.tasks.anonymization.ood import ood_path, read_ood
+from plad.tasks.anonymization.ood import DEV_FILE, ood_path, read_ood
 from plad.tasks.anonymization.spans import contains
 
 SMALL = dict(n_train=20, n_unlabeled=5, n_validation=5, n_test=40)
@@ -85,7 +85,9 @@ def test_task_load_adds_the_ood_split_with_its_prompt_format(rows, tmp_path):
         first = dict(ood[0])
         assert first["prompt"] == f"Mask: {rows[0]['text']}\nAnswer:" and first["templates"] == []
         assert first["register"] == rows[0]["register"]
-    assert not list((tmp_path / "data").rglob("ood"))  # read from the shipped file, never cached
+        dev = data["dev"]  # the other hand-written set, alike
+        assert len(dev) == len(read_ood(ood_path(DEV_FILE))) and dev[0]["prompt"].startswith("Mask: ")
+    assert not list((tmp_path / "data").rglob("ood")) and not list((tmp_path / "data").rglob("dev"))  # never cached
     assert ood_path().name == "ood.jsonl" and ood_path().is_file()
 
 
@@ -151,13 +153,14 @@ def test_eval_split_ood_passes_the_config_check_and_other_names_fail(tmp_path):
     from plad.stages.preflight import preflight
 
     preflight(compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", "eval.split=ood"))
+    preflight(compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", "eval.split=dev"))
     with pytest.raises(ValueError, match="eval.split: expected one of"):
-        preflight(compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", "eval.split=dev"))
-    for bad in ("[dev]", "[test]", "ood"):  # unknown, the main split again, not a list
+        preflight(compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", "eval.split=nope"))
+    for bad in ("[nope]", "[test]", "ood"):  # unknown, the main split again, not a list
         with pytest.raises(
             ValueError,
             match=r"^eval.extra_splits: expected a list of splits among \['train', "
-            r"'unlabeled', 'validation', 'test', 'ood'\] other than eval.split, got",
+            r"'unlabeled', 'validation', 'test', 'ood', 'dev'\] other than eval.split, got",
         ):
             preflight(compose_run_config(tmp_path / "logs", tmp_path / "run", "debug=fast", f"eval.extra_splits={bad}"))
 

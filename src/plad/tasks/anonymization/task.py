@@ -53,7 +53,7 @@ class AnonymizationTask(DataTask):
     name = "anonymization"
     main_metric = "quality"  # leak_rate alone rewards empty or garbage outputs, which leak nothing
     higher_is_better = True
-    extra_splits = ("ood",)  # eval.split=ood: the shipped hand-written set (``ood.py``)
+    extra_splits = ("ood", "dev")  # eval.split=ood / dev: the shipped hand-written sets (``ood.py``)
     CODE_VERSION = "anonymization-5"
     required_columns = ("text", "reference")
     optional_columns = ("id", "pii_values", "pii_types")
@@ -136,12 +136,15 @@ class AnonymizationTask(DataTask):
     def load(
         self, cache_root: str | os.PathLike | None = None, validate: Callable[[DatasetDict], None] | None = None
     ) -> DatasetDict:
-        """The four splits (cached as ``DataTask.load`` does) plus ``ood``, read from the shipped file
-        on every load and never cached: ~200 rows read in milliseconds, and the cache key of the
-        four splits (which SFT models and pairs build on) stays independent of the OOD file.
-        Evaluation outputs cached for ``eval.split=ood`` are reused only for identical prompts."""
+        """The four splits (cached as ``DataTask.load`` does) plus ``ood`` and ``dev``, read from the
+        shipped files on every load and never cached: a few hundred rows read in milliseconds, and the
+        cache key of the four splits (which SFT models and pairs build on) stays independent of them
+        (unless ``validation_dev`` puts the dev rows in validation). ``eval.split=dev`` scores any
+        model on the dev rows alone, e.g. one whose choices did not see them. Evaluation outputs
+        cached for these splits are reused only for identical prompts."""
         data = super().load(cache_root, validate)
         data["ood"] = ood_split(self.format_prompt, self.features)
+        data["dev"] = ood_split(self.format_prompt, self.features, ood_path(DEV_FILE))
         return data
 
     def peer_systems(self) -> dict[str, PeerSystem]:

@@ -1,14 +1,15 @@
 """``plad.heap.keep_freed_memory``: training steps stop faulting their buffers in again.
 
 Each mode runs in a fresh process (the allocator setting is process-wide and cannot be undone) and
-counts the minor page faults of each of 15 training steps of a tiny Llama after 3 warm-up steps.
-Page fault counts, not times: they do not depend on the CPU's speed or load. The test compares the
-median step: with the setting a step faults nothing once the heap has grown, but the heap may still
-grow in one burst of ~10,000 faults on any step; by default glibc's adaptive trim makes most steps
-fault thousands of pages, how many varies from run to run (a total over steps flaked under load)."""
+counts the minor page faults of each of 30 training steps of a tiny Llama after 3 warm-up steps.
+Page fault counts, not times: they do not depend on the CPU's speed or load. With the setting a step
+faults nothing once the heap has grown, but the heap may still grow in a burst of ~4,000-10,000
+faults on any step; by default glibc's adaptive trim makes many steps fault thousands of pages, how
+many varies from run to run. So the test compares the faults of all steps but the two largest (the
+bursts): a total over every step flaked under load, and so did the median step, once, when more than
+half of the default's steps happened not to fault."""
 
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -38,12 +39,17 @@ def step():
 for _ in range(3):
     step()
 faults = []
-for _ in range(15):
+for _ in range(30):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(json.dumps({"applied": applied, "faults": faults}))
 """
+
+
+def steady(faults: list[int]) -> int:
+    """The faults of every step but the two largest: what the steps cost once the heap has grown."""
+    return sum(sorted(faults)[:-2])
 
 
 def faults(mode: str) -> dict:
@@ -55,8 +61,9 @@ def faults(mode: str) -> dict:
 def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in():
     default, heap = faults("default"), faults("heap")
     assert heap["applied"] and not default["applied"]
-    # Measured medians: 4,000-8,000 faults per step by default, 0-1 with the setting.
-    assert statistics.median(heap["faults"]) < statistics.median(default["faults"]) / 4, (default, heap)
+    # Measured over 15 steps: 0-1 faults per step with the setting besides one burst; by default most
+    # steps fault 4,000-16,000 pages, and in one run of many, fewer than half of them did.
+    assert steady(heap["faults"]) < steady(default["faults"]) / 4, (default, heap)
 
 
 def test_is_a_no_op_where_the_c_library_has_no_mallopt(monkeypatch):

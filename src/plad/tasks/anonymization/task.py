@@ -43,7 +43,7 @@ from plad.tasks.anonymization.generator import (
     template_types,
 )
 from plad.tasks.anonymization.metrics import leaked, quality, split_metrics
-from plad.tasks.anonymization.ood import DEV_FILE, ood_path, ood_split, read_ood
+from plad.tasks.anonymization.ood import DEV_FILE, ood_path, ood_split
 from plad.tasks.anonymization.rule_based import anonymize
 from plad.tasks.anonymization.spans import derive_pii
 from plad.tasks.base import SPLITS, DataTask, PeerSystem
@@ -181,8 +181,7 @@ class AnonymizationTask(DataTask):
         """The shipped hand-written validation rows (``ood.DEV_FILE``), added to validation by
         ``task.validation_dev``: generator text alone cannot tell a model that copies real text
         from one that copies templates, and the OOD test set must not be what choices are made on."""
-        rows = [{**r, "prompt": self.format_prompt(r["text"]), "templates": []} for r in read_ood(ood_path(DEV_FILE))]
-        return [{k: r[k] for k in self.features} for r in rows]
+        return ood_split(self.format_prompt, self.features, ood_path(DEV_FILE)).remove_columns("register").to_list()
 
     def _pool(self, split: str, rng: random.Random, train_templates: list[int]) -> list[int]:
         """Templates of one example. A ``heldout_share`` of test examples is made only of held-out

@@ -30,7 +30,7 @@ from plad.evaluation.degenerate import degenerate_share
 from plad.evaluation.judges import win_rate
 from plad.jsonable import plain, strict
 from plad.models.ref import ModelRef
-from plad.tasks.base import Task
+from plad.tasks.base import PostEdit, Task
 
 log = logging.getLogger(__name__)
 MAX_PLOTTED_METRICS = 6
@@ -200,9 +200,12 @@ def evaluate(
     output_cache: dict[str, Path] | None = None,
     extra: dict[str, Any] | None = None,
     backend: Backend | None = None,
+    post_edits: dict[str, PostEdit] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every system on the test split and write metrics.json, samples.jsonl and plots.
     ``backend`` samples the outputs (default: HF in this process); it holds one model at a time.
+    ``post_edits`` {system: edit}: that system's outputs are edited before scoring (a teacher
+    chained with rules, ``model.teacher.post_edit``); its cached outputs stay the model's own.
 
     Returns the content of metrics.json: task, main_system, main_metric, higher_is_better, judge,
     split, decoding ("greedy" | "rerank", with the rerank settings under "rerank"), n_examples,
@@ -227,6 +230,10 @@ def evaluate(
     with backend:
         outputs, gen_stats = _generate_all(backend, systems, prompts, cfg, progress, output_cache)
         calibration, points = _calibrate_all(backend, systems, task, examples, cfg, progress)
+    for name, edit in (post_edits or {}).items():
+        outputs[name] = [str(o) for o in edit(outputs[name])]
+        if len(outputs[name]) != len(examples):
+            raise InputError(f"model.teacher.post_edit: expected {len(examples)} outputs, got {len(outputs[name])}")
     peers = peer_outputs(task, examples)
     for name, outs in peers.items():
         if name in outputs:

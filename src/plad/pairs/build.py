@@ -37,7 +37,7 @@ from plad.models.ref import ModelRef
 from plad.pairs import store
 from plad.pairs.rows import CUT_SAMPLES_DEFAULT, check_cut_samples
 from plad.pairs.shards import build_shards
-from plad.tasks.base import Task
+from plad.tasks.base import Task, post_edit_of
 
 log = logging.getLogger(__name__)
 # Keys that change how a run proceeds but not what it produces (never part of the cache key).
@@ -158,10 +158,12 @@ def obtain_pairs(
     lookup_only: bool = False,
     backend: Backend | None = None,
     precision: str | int = "32-true",
+    post_edit: str | None = None,
 ) -> PairSet | None:
     """The pair set for these prompts and models: from the cache when it is complete and intact.
     ``backend`` draws the samples (default: HF in this process); ``precision`` is the trainer's, in
-    which the reference log-probs are computed. ``lookup_only``: never build; None when the cache
+    which the reference log-probs are computed. ``post_edit``: the task's edit applied to every
+    teacher sample (``model.teacher.post_edit``). ``lookup_only``: never build; None when the cache
     has no such entry (loads no model)."""
     if backend is None:
         from plad.backends.hf import HFBackend
@@ -186,6 +188,9 @@ def obtain_pairs(
         scorer.bind(teacher.load, teacher.fingerprint, max_prompt_tokens, max_new_tokens, cfg.batch_size)
     black_box = cfg.get("teacher_outputs")
     teacher_key = {"file": file_hash(black_box)} if black_box else {"model": teacher.fingerprint}
+    edit = post_edit_of(task, post_edit)
+    if edit is not None:  # keyed only when set: entries without an edit keep their keys
+        teacher_key["post_edit"] = post_edit
     generation_cfg = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RUN_KEYS}
     precision = canonical_precision(precision)
     fp = stage_key(
@@ -239,6 +244,7 @@ def obtain_pairs(
                 mine,
                 examples,
                 teacher_outputs,
+                edit,
                 task,
                 scorer,
                 teacher,

@@ -19,11 +19,12 @@ from tqdm.auto import tqdm
 
 from plad.backends.base import Backend
 from plad.cache import fingerprint
+from plad.checks import InputError
 from plad.models.precision import scoring_precision
 from plad.models.ref import ModelRef
 from plad.pairs import store
 from plad.pairs.rows import CUT_SAMPLES_DEFAULT, Sample
-from plad.tasks.base import Task
+from plad.tasks.base import PostEdit, Task
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def build_shards(
     mine: list[int],
     examples: list[dict[str, Any]],
     teacher_outputs: list[list[str]] | None,
+    post_edit: PostEdit | None,
     task: Task,
     scorer: Any,
     teacher: ModelRef,
@@ -53,7 +55,8 @@ def build_shards(
     precision: str,
 ) -> None:
     """Phases 1-2: each role's samples per shard (one model in the backend at a time), with their
-    generated ids; phase 3: pair rows per shard, scored by the student's HF model."""
+    generated ids; phase 3: pair rows per shard, scored by the student's HF model. ``post_edit``
+    edits the teacher's samples (stored as sampled) before they enter the rows."""
     from plad.backends.base import Sampling, sampled
     from plad.models.likelihood import score_completions
     from plad.models.tokenizer import tokenizer_fingerprint
@@ -144,6 +147,14 @@ def build_shards(
             for i, ts in enumerate(texts)
         ]
 
+    def edited(texts: list[list[str]]) -> list[list[str]]:
+        if post_edit is None:
+            return texts
+        out = [[str(t) for t in post_edit(ts)] for ts in texts]
+        if [len(o) for o in out] != [len(ts) for ts in texts]:
+            raise InputError("model.teacher.post_edit: expected one edited output per teacher sample")
+        return out
+
     def logp_fn(ps: list[str], cs: list, finished: list[bool]) -> list[float]:  # training's layout and precision
         with scoring_precision(precision, model) as scoring_model:
             return score_completions(
@@ -168,14 +179,15 @@ def build_shards(
                 "empty": sum(not t.strip() for ts in t_texts for t in ts),
                 "cut": 0,
             }
-            t_samples = encoded(t_texts, None, None)
+            t_samples = encoded(edited(t_texts), None, None)
         else:
             t_tables, t_meta = store.read_shard(entry, "teacher", k)
             t_out = t_tables["outputs"]
-            # The teacher's generated ids serve the student when both tokenizers encode alike; else
-            # its texts are tokenised once by the student's tokenizer, as a black-box teacher's are.
-            same = set(t_meta.get("tokenizers", {})) == {student_tokenizer}
-            t_samples = encoded(t_out["texts"], t_out["ids"] if same else None, t_out["finished"])
+            # The teacher's generated ids serve the student when both tokenizers encode alike and no
+            # edit changed the texts; else its texts are tokenised once by the student's tokenizer,
+            # as a black-box teacher's are.
+            same = set(t_meta.get("tokenizers", {})) == {student_tokenizer} and post_edit is None
+            t_samples = encoded(edited(t_out["texts"]), t_out["ids"] if same else None, t_out["finished"])
         s_tables, s_meta = store.read_shard(entry, "student", k)
         s_out = s_tables["outputs"]
         t0 = time.perf_counter()

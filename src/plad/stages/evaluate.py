@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from plad.cache import entry_dir, stage_key
 from plad.models.ref import ModelRef
-from plad.tasks.base import Task
+from plad.tasks.base import Task, post_edit_of
 
 
 def output_cache_entries(
@@ -78,6 +78,10 @@ def _evaluate(
 
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     main = "student" if "student" in systems else "student_init"
+    edit_name = cfg.model.teacher.get("post_edit")
+    edit = post_edit_of(task, edit_name) if "teacher" in systems else None
+    if edit is not None:  # the teacher system distilled from: the model, then the edit
+        extra = {**extra, "post_edits": {"teacher": edit_name}}
     output_cache = output_cache_entries(eval_cfg, task, systems, cache, backend.key())
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = run_evaluation(
@@ -92,6 +96,7 @@ def _evaluate(
         output_cache=output_cache,
         extra=extra,
         backend=backend,
+        post_edits={"teacher": edit} if edit is not None else None,
     )
     log_results(loggers, metrics, run_dir)
     return metrics

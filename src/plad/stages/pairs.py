@@ -1,6 +1,6 @@
 """Stage 4: pseudo-preference pairs on the unlabeled prompts (cached by ``plad.pairs.build``, keyed
-by both models' fingerprints, the run seed, the generation backend and the trainer's precision),
-and the diagnostics that explain a run's outcome."""
+by both models' fingerprints, the teacher's post-edit, the run seed, the generation backend and the
+trainer's precision), and the diagnostics that explain a run's outcome."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ def run(
         lookup_only=lookup_only,
         backend=make_backend(cfg.get("generation")),
         precision=cfg.trainer.get("precision"),
+        post_edit=cfg.model.teacher.get("post_edit"),
     )
 
 

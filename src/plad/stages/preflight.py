@@ -25,7 +25,7 @@ from plad.backends.base import Sampling, check_sampling
 from plad.checks import InputError, integer, number
 from plad.distributed import check_trainer
 from plad.stages import plan
-from plad.tasks.base import SPLITS, Task
+from plad.tasks.base import SPLITS, Task, post_edit_of
 
 # Plain values every run has. Objects built with ``instantiate`` (task, loss, judge) check their own.
 POSITIVE_INTS = [
@@ -79,6 +79,7 @@ def preflight(cfg: DictConfig) -> tuple[Task, type]:
     check_lora(cfg)  # distill.reference against the student's lora
     make_backend(cfg.get("generation")).check(cfg.model)  # vLLM missing or no GPU: one line, now
     check_white_box(cfg, loss_cls)
+    post_edit_of(task, cfg.model.teacher.get("post_edit"))
     check_teacher_logits(cfg.distill.get("teacher_logits", "online"), cfg.distill.get("topk", 20))
     check_on_policy(cfg, loss_cls)
     check_sft_selection(cfg.sft_selection)
@@ -258,6 +259,12 @@ def check_white_box(cfg: DictConfig, loss_cls: type) -> None:
             f"pairs.teacher_outputs: {loss_cls.__name__} reads the teacher model's token "
             "distributions (white-box), which a file of texts lacks; expected null, "
             f"got {cfg.pairs.teacher_outputs!r}"
+        )
+    if cfg.model.teacher.get("post_edit") is not None:
+        raise InputError(
+            f"model.teacher.post_edit: {loss_cls.__name__} reads the teacher model's token "
+            "distributions (white-box), which an edit of its texts does not change; expected null, "
+            f"got {cfg.model.teacher.post_edit!r}"
         )
     from plad.models.build import tokenizer_source
 

@@ -58,6 +58,7 @@ def _keyed_spec(cfg: DictConfig, role: str) -> dict[str, Any]:
 
     spec = OmegaConf.to_container(cfg.model[role], resolve=True)
     spec.pop("gradient_checkpointing", None)  # the same math, the same weights
+    spec.pop("post_edit", None)  # edits the teacher's outputs (pairs, evaluation), not its weights
     if not (spec.get("pretrain") or {}).get("max_steps"):
         spec.pop("pretrain", None)  # models without copy pretraining key as before the option existed
     if (spec.get("sft") or {}).get("train_examples", 0) is None:

@@ -31,6 +31,7 @@ from plad.tasks.source_checks import check_unique_ids, check_value, warn_long_te
 
 SPLITS = ("train", "unlabeled", "validation", "test")
 PeerSystem = Callable[[Sequence[dict[str, Any]]], list[str]]  # rows of a split -> one output per row
+PostEdit = Callable[[Sequence[str]], list[str]]  # a model's outputs -> the edited outputs, one each
 
 
 class Task(ABC):
@@ -79,6 +80,25 @@ class Task(ABC):
         """Model-free systems that evaluation scores, judges and plots next to the trained ones
         (anonymization: its rule-based anonymizer), by name. Default: none."""
         return {}
+
+    def post_edits(self) -> dict[str, PostEdit]:
+        """Model-free edits of a model's outputs, by name (``model.teacher.post_edit``): the teacher
+        system a run distills from and evaluates is then the teacher model followed by the edit, as a
+        practitioner would chain an LLM with rules; a black box returning text either way. Default: none."""
+        return {}
+
+
+def post_edit_of(task: Task, name: str | None) -> PostEdit | None:
+    """The task's post-edit called ``name`` (``model.teacher.post_edit``); None for null."""
+    if name is None:
+        return None
+    edits = task.post_edits()
+    if name not in edits:
+        raise InputError(
+            f"model.teacher.post_edit: expected null or one of {sorted(edits)} (the post-edits of task "
+            f"{task.name}), got {name!r}"
+        )
+    return edits[name]
 
 
 class DataTask(Task):

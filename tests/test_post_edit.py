@@ -17,6 +17,7 @@ from plad.stages import sft
 from plad.stages.preflight import preflight
 from plad.tasks.anonymization import AnonymizationTask
 from plad.tasks.anonymization.rule_based import anonymize
+from plad.tasks.base import post_edit_of
 
 
 class EditTask(FakeTask):
@@ -71,6 +72,17 @@ def test_the_rule_based_edit_masks_what_a_model_leaked_and_keeps_its_placeholder
     leaked = "Payee [NAME], IBAN GB29 NWBK 6016 1331 9268 19, mail ana.ruiz@example.org, on [DATE]."
     assert edit([leaked]) == [anonymize(leaked)]
     assert edit([leaked])[0] == "Payee [NAME], IBAN [IBAN], mail [EMAIL], on [DATE]."
+
+
+def test_an_edit_that_loses_an_output_is_an_error_naming_the_field():
+    class Dropping(FakeTask):
+        name = "dropping"
+
+        def post_edits(self):
+            return {"drop": lambda outputs: list(outputs)[1:]}
+
+    with pytest.raises(ValueError, match=r"^model\.teacher\.post_edit: expected 2 outputs, got 1$"):
+        post_edit_of(Dropping(), "drop")(["a", "b"])
 
 
 def test_the_teacher_sft_key_ignores_the_edit(tmp_path):

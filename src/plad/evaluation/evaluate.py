@@ -205,7 +205,8 @@ def evaluate(
     """Evaluate every system on the test split and write metrics.json, samples.jsonl and plots.
     ``backend`` samples the outputs (default: HF in this process); it holds one model at a time.
     ``post_edits`` {system: edit}: that system's outputs are edited before scoring (a teacher
-    chained with rules, ``model.teacher.post_edit``); its cached outputs stay the model's own.
+    chained with rules, ``model.teacher.post_edit``, checked by ``post_edit_of``); its cached
+    outputs stay the model's own.
 
     Returns the content of metrics.json: task, main_system, main_metric, higher_is_better, judge,
     split, decoding ("greedy" | "rerank", with the rerank settings under "rerank"), n_examples,
@@ -231,9 +232,7 @@ def evaluate(
         outputs, gen_stats = _generate_all(backend, systems, prompts, cfg, progress, output_cache)
         calibration, points = _calibrate_all(backend, systems, task, examples, cfg, progress)
     for name, edit in (post_edits or {}).items():
-        outputs[name] = [str(o) for o in edit(outputs[name])]
-        if len(outputs[name]) != len(examples):
-            raise InputError(f"model.teacher.post_edit: expected {len(examples)} outputs, got {len(outputs[name])}")
+        outputs[name] = edit(outputs[name])
     peers = peer_outputs(task, examples)
     for name, outs in peers.items():
         if name in outputs:

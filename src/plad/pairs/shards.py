@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 
 from plad.backends.base import Backend
 from plad.cache import fingerprint
-from plad.checks import InputError
 from plad.models.precision import scoring_precision
 from plad.models.ref import ModelRef
 from plad.pairs import store
@@ -148,12 +147,7 @@ def build_shards(
         ]
 
     def edited(texts: list[list[str]]) -> list[list[str]]:
-        if post_edit is None:
-            return texts
-        out = [[str(t) for t in post_edit(ts)] for ts in texts]
-        if [len(o) for o in out] != [len(ts) for ts in texts]:
-            raise InputError("model.teacher.post_edit: expected one edited output per teacher sample")
-        return out
+        return texts if post_edit is None else [post_edit(ts) for ts in texts]
 
     def logp_fn(ps: list[str], cs: list, finished: list[bool]) -> list[float]:  # training's layout and precision
         with scoring_precision(precision, model) as scoring_model:

@@ -89,7 +89,8 @@ class Task(ABC):
 
 
 def post_edit_of(task: Task, name: str | None) -> PostEdit | None:
-    """The task's post-edit called ``name`` (``model.teacher.post_edit``); None for null."""
+    """The task's post-edit called ``name`` (``model.teacher.post_edit``); None for null. Every
+    caller gets it checked here: strings out, one per output in."""
     if name is None:
         return None
     edits = task.post_edits()
@@ -98,7 +99,14 @@ def post_edit_of(task: Task, name: str | None) -> PostEdit | None:
             f"model.teacher.post_edit: expected null or one of {sorted(edits)} (the post-edits of task "
             f"{task.name}), got {name!r}"
         )
-    return edits[name]
+
+    def checked(outputs: Sequence[str]) -> list[str]:
+        edited = [str(o) for o in edits[name](outputs)]
+        if len(edited) != len(outputs):
+            raise InputError(f"model.teacher.post_edit: expected {len(outputs)} outputs, got {len(edited)}")
+        return edited
+
+    return checked
 
 
 class DataTask(Task):

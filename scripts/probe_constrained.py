@@ -85,17 +85,21 @@ class CopyOrMask(LogitsProcessor):
         text = self.texts[row]
         if self.eos in generated:  # finished rows only pad
             return self.eos
-        so_far = self.tok.decode(generated).lstrip()
-        states = advance(text, {("copy", 0)}, so_far.rstrip("\ufffd"), self.max_span)
+        # A multi-byte character split across tokens decodes to U+FFFD until it is complete.
+        so_far = self.tok.decode(generated).lstrip().rstrip("\ufffd")
+        states = advance(text, {("copy", 0)}, so_far, self.max_span)
         complete = ("copy", len(text)) in states
         for t in torch.topk(scores, min(self.top_k, scores.shape[-1])).indices.tolist():
             if t == self.eos:
                 if complete:
                     return t
                 continue
-            # A multi-byte character split across tokens decodes to U+FFFD until it is complete.
             new = self.tok.decode(generated + [t]).lstrip().rstrip("\ufffd")
-            if len(new) > len(so_far.rstrip("\ufffd")) and advance(text, {("copy", 0)}, new, self.max_span):
+            if len(new) <= len(so_far):
+                continue
+            # Decoding appends: read only the new characters, from the prefix's states.
+            start, chars = (states, new[len(so_far) :]) if new.startswith(so_far) else ({("copy", 0)}, new)
+            if advance(text, start, chars, self.max_span):
                 return t
         return self.eos
 

@@ -68,7 +68,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         if "pairs" in stages or "pairs" in plan.needed_from_cache(stages, loss_cls):
             with timed("pairs"):
                 pairs = pairs_stage.run(cfg, teacher, student0, data, task, cache)
-                results["diagnostics"] = pairs_stage.diagnostics(pairs, data["unlabeled"], task)
+                results["diagnostics"] = pairs_stage.diagnostics(pairs, data[pairs_stage.prompt_split(cfg)], task)
             results["pairs"] = {"path": str(pairs.path), "stats": pairs.stats}
             results["reused"]["pairs"] = pairs.reused
         if "distill" in stages:

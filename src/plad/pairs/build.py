@@ -40,8 +40,9 @@ from plad.pairs.shards import build_shards
 from plad.tasks.base import Task, post_edit_of
 
 log = logging.getLogger(__name__)
-# Keys that change how a run proceeds but not what it produces (never part of the cache key).
-RUN_KEYS = ("rebuild", "batch_size", "wait_timeout_s", "poll_s", "teacher_outputs", "scorer")
+# Keys never part of the cache key as written: they change how a run proceeds, not what it produces,
+# or the key holds what they yield (the teacher file's hash, the scorer's fingerprint, the prompts of `split`).
+RUN_KEYS = ("rebuild", "batch_size", "wait_timeout_s", "poll_s", "teacher_outputs", "scorer", "split")
 SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k")
 
 

@@ -1,6 +1,7 @@
-"""Stage 4: pseudo-preference pairs on the unlabeled prompts (cached by ``plad.pairs.build``, keyed
-by both models' fingerprints, the teacher's post-edit, the run seed, the generation backend and the
-trainer's precision), and the diagnostics that explain a run's outcome."""
+"""Stage 4: pseudo-preference pairs on the unlabeled prompts of ``pairs.split`` (cached by
+``plad.pairs.build``, keyed by the prompts, both models' fingerprints, the teacher's post-edit, the run
+seed, the generation backend and the trainer's precision), and the diagnostics that explain a run's
+outcome."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def run(
 
     return obtain_pairs(
         cfg.pairs,
-        data["unlabeled"],
+        data[prompt_split(cfg)],
         task,
         teacher,
         student0,
@@ -42,6 +43,11 @@ def run(
         precision=cfg.trainer.get("precision"),
         post_edit=cfg.model.teacher.get("post_edit"),
     )
+
+
+def prompt_split(cfg: DictConfig) -> str:
+    """The split whose prompts the pairs are built on (``pairs.split``; checked by the preflight)."""
+    return cfg.pairs.get("split", "unlabeled")
 
 
 def diagnostics(pairs: Any, unlabeled: Any, task: Task) -> dict[str, Any]:

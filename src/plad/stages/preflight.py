@@ -69,6 +69,7 @@ def preflight(cfg: DictConfig) -> tuple[Task, type]:
             "prompts (an oracle); expected true, got false"
         )
     check_pairs(cfg.pairs)
+    check_pair_split(cfg.pairs.get("split", "unlabeled"), task)
     if cfg.pairs.get("teacher_outputs"):  # the teacher file's format, before rules that mention it
         check_teacher_file(cfg.pairs.teacher_outputs)
     if cfg.pairs.get("scorer") is not None:
@@ -97,6 +98,16 @@ def preflight(cfg: DictConfig) -> tuple[Task, type]:
     if cfg.get("judge") is not None:
         import_target(cfg.judge, "judge")
     return task, loss_cls
+
+
+def check_pair_split(split: Any, task: Task) -> None:
+    """``pairs.split`` names one of the task's splits of prompts used without labels: the pairs must
+    never be built on an evaluation split (validation, test, ood, ...)."""
+    if split not in task.pair_splits:
+        raise InputError(
+            f"pairs.split: expected one of {list(task.pair_splits)} (prompts used without labels; "
+            f"an evaluation split never feeds training), got {split!r}"
+        )
 
 
 def check_task_lrs(task: Task) -> None:
@@ -298,7 +309,7 @@ def _source(source: tuple[str, str | None] | None) -> str:
 
 def load_checked(cfg: DictConfig, task: Task, cache: str | os.PathLike) -> Any:
     """The task's splits (``task.load``), checked against the run's other inputs (the black-box
-    teacher file must answer exactly the unlabeled prompts) before they are cached and before SFT."""
+    teacher file must answer exactly the prompts of `pairs.split`) before they are cached and before SFT."""
     return task.load(cache, validate=lambda data: check_data(cfg, data))
 
 
@@ -313,8 +324,9 @@ def check_data(cfg: DictConfig, data: Any) -> None:
                 f"model.{role}.sft.train_examples: expected at most the {len(data['train'])} rows "
                 f"of the train split, got {budget}"
             )
+    split = cfg.pairs.get("split", "unlabeled")
     readers = [f"model.{r}.pretrain" for r in ("teacher", "student") if pretrain_spec(cfg.model[r]) is not None]
-    readers += ["pairs"] if "pairs" in cfg.stages else []
+    readers += ["pairs"] if "pairs" in cfg.stages and split == "unlabeled" else []
     if readers and len(data["unlabeled"]) == 0:
         raise InputError(
             f"task.n_unlabeled: expected unlabeled prompts ({' and '.join(readers)} read them), "
@@ -324,8 +336,8 @@ def check_data(cfg: DictConfig, data: Any) -> None:
     if path and "pairs" in cfg.stages:
         from plad.pairs.teacher_file import read_teacher_outputs
 
-        unlabeled = data["unlabeled"]
-        read_teacher_outputs(path, [str(i) for i in unlabeled["id"]], list(unlabeled["prompt"]))
+        prompts = data[split]
+        read_teacher_outputs(path, [str(i) for i in prompts["id"]], list(prompts["prompt"]))
 
 
 def oracle_references(cfg: DictConfig) -> bool:

@@ -49,12 +49,15 @@ class Task(ABC):
     # Splits ``load`` returns beyond SPLITS, for evaluation only (``eval.split``, ``eval.extra_splits``),
     # e.g. anonymization's hand-written ``ood`` set. Default: none.
     extra_splits: tuple[str, ...] = ()
+    # Splits whose prompts may feed the pair stage (``pairs.split``): prompts used without labels, never
+    # an evaluation split. Default: ``unlabeled``; anonymization adds its hand-written unlabeled set.
+    pair_splits: tuple[str, ...] = ("unlabeled",)
 
     @abstractmethod
     def load(
         self, cache_root: str | os.PathLike | None = None, validate: Callable[[DatasetDict], None] | None = None
     ) -> DatasetDict:
-        """Splits train / unlabeled / validation / test (+ ``extra_splits``) with columns prompt,
+        """Splits train / unlabeled / validation / test (+ ``extra_splits``, ``pair_splits``) with columns prompt,
         reference (+ extras). With ``cache_root`` the splits may be stored there, keyed by
         ``fingerprint``. ``validate`` (checks against the run's other inputs, ``plad.stages.preflight``)
         must be called on the splits before anything is stored, so a bad input is never cached."""

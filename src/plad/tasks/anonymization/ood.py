@@ -27,6 +27,10 @@ OOD_FILE = "ood.jsonl"
 # term shared; a test checks): validation rows in the OOD style (``task.validation_dev``), so that
 # choices made on validation see the kind of text the OOD test set holds, without seeing that set.
 DEV_FILE = "dev.jsonl"
+# A third, written apart from both (a test checks): 128 texts in the same registers, used only as
+# prompts without labels (``pairs.split=unlabeled_handwritten``), so the pairs can hold the kind of
+# text the teacher's advantage is on. Their gold is read for the pair diagnostics alone.
+UNLABELED_FILE = "unlabeled.jsonl"
 FIELDS = {"id": str, "text": str, "reference": str, "pii_values": list, "pii_types": list, "register": str}
 TYPE_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 

@@ -11,9 +11,10 @@ phrasings with new words and PII (the copy-and-mask skill, where model size show
 
 Real data is any (text, masked text) pair dataset; the gold PII strings, needed for the leak
 rate, are read from columns when mapped, else derived by diffing the text against the masked one.
-Whatever the source, ``load`` adds the hand-written out-of-distribution split ``ood``
-(``ood.py``), and ``peer_systems`` offers the rule-based anonymizer (and Presidio, with the
-``presidio`` extra: ``presidio.py``) as model-free systems that evaluation scores next to the trained ones.
+Whatever the source, ``load`` adds the hand-written sets (``ood.py``): the out-of-distribution split
+``ood``, the ``dev`` rows and ``unlabeled_handwritten`` (prompts for the pairs); ``peer_systems``
+offers the rule-based anonymizer (and Presidio, with the ``presidio`` extra: ``presidio.py``) as
+model-free systems that evaluation scores next to the trained ones.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from plad.tasks.anonymization.generator import (
     template_types,
 )
 from plad.tasks.anonymization.metrics import leaked, quality, split_metrics
-from plad.tasks.anonymization.ood import DEV_FILE, ood_path, ood_split
+from plad.tasks.anonymization.ood import DEV_FILE, UNLABELED_FILE, ood_path, ood_split
 from plad.tasks.anonymization.rule_based import anonymize
 from plad.tasks.anonymization.spans import derive_pii
 from plad.tasks.base import SPLITS, DataTask, PeerSystem, PostEdit
@@ -54,6 +55,7 @@ class AnonymizationTask(DataTask):
     main_metric = "quality"  # leak_rate alone rewards empty or garbage outputs, which leak nothing
     higher_is_better = True
     extra_splits = ("ood", "dev")  # eval.split=ood / dev: the shipped hand-written sets (``ood.py``)
+    pair_splits = ("unlabeled", "unlabeled_handwritten")  # pairs.split: generated, or the shipped hand-written texts
     CODE_VERSION = "anonymization-5"
     required_columns = ("text", "reference")
     optional_columns = ("id", "pii_values", "pii_types")
@@ -136,16 +138,23 @@ class AnonymizationTask(DataTask):
     def load(
         self, cache_root: str | os.PathLike | None = None, validate: Callable[[DatasetDict], None] | None = None
     ) -> DatasetDict:
-        """The four splits (cached as ``DataTask.load`` does) plus ``ood`` and ``dev``, read from the
-        shipped files on every load and never cached: a few hundred rows read in milliseconds, and the
-        cache key of the four splits (which SFT models and pairs build on) stays independent of them
-        (unless ``validation_dev`` puts the dev rows in validation). ``eval.split=dev`` scores any
-        model on the dev rows alone, e.g. one whose choices did not see them. Evaluation outputs
-        cached for these splits are reused only for identical prompts."""
-        data = super().load(cache_root, validate)
-        data["ood"] = ood_split(self.format_prompt, self.features)
-        data["dev"] = ood_split(self.format_prompt, self.features, ood_path(DEV_FILE))
-        return data
+        """The four splits (cached as ``DataTask.load`` does) plus the shipped hand-written sets, read
+        on every load and never cached: ``ood`` and ``dev`` (evaluation) and ``unlabeled_handwritten``
+        (prompts for the pairs, ``pairs.split``). A few hundred rows read in milliseconds, and the cache
+        key of the four splits (which SFT models and pairs build on) stays independent of them (unless
+        ``validation_dev`` puts the dev rows in validation). ``validate`` sees them too. ``eval.split=dev``
+        scores any model on the dev rows alone, e.g. one whose choices did not see them. Evaluation
+        outputs cached for these splits are reused only for identical prompts."""
+        check = None if validate is None else lambda splits: validate(self._with_shipped(splits))
+        return self._with_shipped(super().load(cache_root, check))
+
+    def _with_shipped(self, data: DatasetDict) -> DatasetDict:
+        """``data`` plus the shipped sets, as a new dict: the splits about to be cached stay the four."""
+        out = DatasetDict(dict(data))
+        out["ood"] = ood_split(self.format_prompt, self.features)
+        out["dev"] = ood_split(self.format_prompt, self.features, ood_path(DEV_FILE))
+        out["unlabeled_handwritten"] = ood_split(self.format_prompt, self.features, ood_path(UNLABELED_FILE))
+        return out
 
     def peer_systems(self) -> dict[str, PeerSystem]:
         """Model-free systems evaluated next to the trained ones, each mapping rows of a split to

@@ -25,6 +25,7 @@ from plad.backends.base import Sampling, check_sampling
 from plad.checks import InputError, integer, number
 from plad.distributed import check_trainer
 from plad.stages import plan
+from plad.stages.pairs import prompt_split
 from plad.tasks.base import SPLITS, Task, post_edit_of
 
 # Plain values every run has. Objects built with ``instantiate`` (task, loss, judge) check their own.
@@ -69,7 +70,7 @@ def preflight(cfg: DictConfig) -> tuple[Task, type]:
             "prompts (an oracle); expected true, got false"
         )
     check_pairs(cfg.pairs)
-    check_pair_split(cfg.pairs.get("split", "unlabeled"), task)
+    check_pair_split(prompt_split(cfg), task)
     if cfg.pairs.get("teacher_outputs"):  # the teacher file's format, before rules that mention it
         check_teacher_file(cfg.pairs.teacher_outputs)
     if cfg.pairs.get("scorer") is not None:
@@ -324,7 +325,7 @@ def check_data(cfg: DictConfig, data: Any) -> None:
                 f"model.{role}.sft.train_examples: expected at most the {len(data['train'])} rows "
                 f"of the train split, got {budget}"
             )
-    split = cfg.pairs.get("split", "unlabeled")
+    split = prompt_split(cfg)
     readers = [f"model.{r}.pretrain" for r in ("teacher", "student") if pretrain_spec(cfg.model[r]) is not None]
     readers += ["pairs"] if "pairs" in cfg.stages and split == "unlabeled" else []
     if readers and len(data["unlabeled"]) == 0:

@@ -145,16 +145,13 @@ class AnonymizationTask(DataTask):
         ``validation_dev`` puts the dev rows in validation). ``validate`` sees them too. ``eval.split=dev``
         scores any model on the dev rows alone, e.g. one whose choices did not see them. Evaluation
         outputs cached for these splits are reused only for identical prompts."""
-        check = None if validate is None else lambda splits: validate(self._with_shipped(splits))
-        return self._with_shipped(super().load(cache_root, check))
-
-    def _with_shipped(self, data: DatasetDict) -> DatasetDict:
-        """``data`` plus the shipped sets, as a new dict: the splits about to be cached stay the four."""
-        out = DatasetDict(dict(data))
-        out["ood"] = ood_split(self.format_prompt, self.features)
-        out["dev"] = ood_split(self.format_prompt, self.features, ood_path(DEV_FILE))
-        out["unlabeled_handwritten"] = ood_split(self.format_prompt, self.features, ood_path(UNLABELED_FILE))
-        return out
+        shipped = {  # read once; new dicts below, so the splits about to be cached stay the four
+            "ood": ood_split(self.format_prompt, self.features),
+            "dev": ood_split(self.format_prompt, self.features, ood_path(DEV_FILE)),
+            "unlabeled_handwritten": ood_split(self.format_prompt, self.features, ood_path(UNLABELED_FILE)),
+        }
+        check = None if validate is None else lambda splits: validate(DatasetDict({**splits, **shipped}))
+        return DatasetDict({**super().load(cache_root, check), **shipped})
 
     def peer_systems(self) -> dict[str, PeerSystem]:
         """Model-free systems evaluated next to the trained ones, each mapping rows of a split to

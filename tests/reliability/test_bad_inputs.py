@@ -191,7 +191,7 @@ BAD_INPUTS = [
     ("empty teacher file", ["pairs.teacher_outputs={d}/teacher_empty.jsonl"], "pairs.teacher_outputs|empty"),
     ("malformed teacher line", ["pairs.teacher_outputs={d}/teacher_malformed.jsonl"], "pairs.teacher_outputs|line 2"),
     ("empty teacher output", ["pairs.teacher_outputs={d}/teacher_empty_output.jsonl"], "pairs.teacher_outputs|line 2"),
-    # needs the loaded splits: checked by plad.stages.preflight.load_checked, before they are cached
+    # needs the loaded splits: checked by plad.stages.data.load_checked, before they are cached
     (
         "teacher output for an unknown id",
         [NO_SCORER, "pairs.teacher_outputs={d}/teacher_unknown_id.jsonl"],
@@ -313,7 +313,8 @@ def test_bad_input_stops_before_expensive_work(overrides, expected, data_dir, pr
 
 def test_load_checked_stops_before_caching(data_dir, tmp_path):
     """The data-dependent check (teacher file vs unlabeled prompts) runs before the splits are cached."""
-    from plad.stages.preflight import load_checked, preflight
+    from plad.stages.data import load_checked
+    from plad.stages.preflight import preflight
 
     cfg = configure(
         tmp_path / "logs",

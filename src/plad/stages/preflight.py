@@ -8,12 +8,10 @@ one line naming the field (``plad.checks.InputError``). ``preflight`` runs them 
 4. the protocol's rules: an oracle loss needs the oracle switch, a white-box loss needs the teacher
    model (``check_white_box``), prompts and completions fit the models' positions.
 
-``load_checked`` is the one check that needs the loaded splits: call it instead of ``task.load``, so
-the splits are checked against the run's other inputs before they are cached."""
+The checks that need the loaded splits live with the stage that loads them (``plad.stages.data``)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -306,39 +304,6 @@ def _source(source: tuple[str, str | None] | None) -> str:
     if source is None:
         return "a BPE trained on the task"
     return repr(source[0]) + (f" ({source[1]})" if source[1] else "")
-
-
-def load_checked(cfg: DictConfig, task: Task, cache: str | os.PathLike) -> Any:
-    """The task's splits (``task.load``), checked against the run's other inputs (the black-box
-    teacher file must answer exactly the prompts of `pairs.split`) before they are cached and before SFT."""
-    return task.load(cache, validate=lambda data: check_data(cfg, data))
-
-
-def check_data(cfg: DictConfig, data: Any) -> None:
-    """Checks that need the loaded splits (cheap; run before they are cached and before SFT)."""
-    from plad.models.build import pretrain_spec
-
-    for role in ("teacher", "student"):  # a label budget the train split can meet
-        budget = (cfg.model[role].get("sft") or {}).get("train_examples")
-        if budget is not None and budget > len(data["train"]):
-            raise InputError(
-                f"model.{role}.sft.train_examples: expected at most the {len(data['train'])} rows "
-                f"of the train split, got {budget}"
-            )
-    split = prompt_split(cfg)
-    readers = [f"model.{r}.pretrain" for r in ("teacher", "student") if pretrain_spec(cfg.model[r]) is not None]
-    readers += ["pairs"] if "pairs" in cfg.stages and split == "unlabeled" else []
-    if readers and len(data["unlabeled"]) == 0:
-        raise InputError(
-            f"task.n_unlabeled: expected unlabeled prompts ({' and '.join(readers)} read them), "
-            "got an empty unlabeled split"
-        )
-    path = cfg.pairs.get("teacher_outputs")
-    if path and "pairs" in cfg.stages:
-        from plad.pairs.teacher_file import read_teacher_outputs
-
-        prompts = data[split]
-        read_teacher_outputs(path, [str(i) for i in prompts["id"]], list(prompts["prompt"]))
 
 
 def oracle_references(cfg: DictConfig) -> bool:

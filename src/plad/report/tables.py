@@ -30,7 +30,7 @@ def comparison_table(comps: list[dict[str, Any]]) -> list[str]:
         "Difference of per-example quality (PLaD − baseline) on the same test texts, paired within "
         "each seed, resampled within seed, pooled over seeds.",
         "",
-        "| PLaD | baseline | Δ mean | 95% CI | excludes 0 | seeds | n | notes |",
+        "| PLaD | baseline | Δ mean | 95% CI | excludes 0 | seed ids | n | notes |",
         "|---" * 8 + "|",
     ]
     for c in comps:

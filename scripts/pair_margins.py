@@ -29,7 +29,8 @@ from plad.models.likelihood import score_completions  # noqa: E402
 
 
 def per_token(sum_logp: np.ndarray, ids: list[list[int]], finished: list[bool]) -> np.ndarray:
-    """Summed log-probs over scored tokens: the completion, plus its EOS when it ended."""
+    """The stored summed log-probs per scored token: the completion, plus its EOS when it ended
+    (what ``score_completions`` counts; ``--check-initial`` compares the two)."""
     return sum_logp / np.array([len(i) + bool(f) for i, f in zip(ids, finished)])
 
 
@@ -64,13 +65,9 @@ def score_model(model_dir: Path, cfg, pairs, label: str) -> tuple[np.ndarray, np
         model, tok, [prompt[k[0]] for k in unique], [list(k[1]) for k in unique],
         finished=[k[2] for k in unique], desc=label, **kw,
     )  # fmt: skip
-    logp = dict(zip(unique, s.sum_logp))
+    mean = dict(zip(unique, s.mean_logp))  # over the tokens scoring counted (a check of per_token's count)
     n = len(pairs)
-    out = [np.array([logp[k] for k in keys[:n]]), np.array([logp[k] for k in keys[n:]])]
-    return (
-        per_token(out[0], pairs["chosen_ids"], pairs["chosen_finished"]),
-        per_token(out[1], pairs["rejected_ids"], pairs["rejected_finished"]),
-    )
+    return np.array([mean[k] for k in keys[:n]]), np.array([mean[k] for k in keys[n:]])
 
 
 def main(argv: list[str] | None = None) -> dict:

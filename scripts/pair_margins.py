@@ -83,15 +83,15 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
 
     pairs = load_from_disk(str(a.pairs / "pairwise"))
-    cfg = OmegaConf.load(a.runs[0] / ".hydra" / "config.yaml")
+    cfgs = {run: OmegaConf.load(run / ".hydra" / "config.yaml") for run in a.runs}
+    cfg = cfgs[a.runs[0]]
     held_ids = val_ids(pairs["id"], cfg.distill.val_size, int(cfg.seed))
     if a.prompts:  # every held-out prompt, and a seeded draw of the training split's
         trained = sorted(set(pairs["id"]) - held_ids)
         keep = held_ids | set(np.random.default_rng(0).choice(trained, min(a.prompts, len(trained)), replace=False))
         pairs = pairs.filter(lambda r: r["id"] in keep)
     held = np.array([i in held_ids for i in pairs["id"]])
-    for run in a.runs[1:]:  # the training/held-out split must be the same for every run
-        c = OmegaConf.load(run / ".hydra" / "config.yaml")
+    for run, c in cfgs.items():  # the training/held-out split must be the same for every run
         if (c.distill.val_size, int(c.seed)) != (cfg.distill.val_size, int(cfg.seed)):
             sys.exit(f"runs: expected one distill.val_size and seed for all runs; {run} differs from {a.runs[0]}")
     init = (
@@ -105,9 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
         rescored = score_model(Path(summ["systems"]["student_init"]), cfg, pairs, "initial")
         gap = max(float(np.abs(rescored[k] - init[k]).max()) for k in (0, 1))
         print(f"initial student rescored: largest per-token difference to the stored log-probs {gap:.2e}")
-    for run in a.runs:
-        cfg_run = OmegaConf.load(run / ".hydra" / "config.yaml")
-        results[run.name] = summary(*score_model(run / "student", cfg_run, pairs, run.name), held)
+    for run, c in cfgs.items():
+        results[run.name] = summary(*score_model(run / "student", c, pairs, run.name), held)
 
     a.out.mkdir(parents=True, exist_ok=True)
     written = {"systems": results, "initial_rescore_gap": gap, "n_pairs": len(pairs)}

@@ -59,7 +59,7 @@ class Task(ABC):
     ) -> DatasetDict:
         """Splits train / unlabeled / validation / test (+ ``extra_splits``, ``pair_splits``) with columns prompt,
         reference (+ extras). With ``cache_root`` the splits may be stored there, keyed by
-        ``fingerprint``. ``validate`` (checks against the run's other inputs, ``plad.stages.preflight``)
+        ``fingerprint``. ``validate`` (checks against the run's other inputs, ``plad.stages.data.check_data``)
         must be called on the splits before anything is stored, so a bad input is never cached."""
 
     @abstractmethod

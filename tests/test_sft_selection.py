@@ -9,7 +9,7 @@ import pytest
 import torch
 from datasets import Dataset
 from helpers.pairs import tiny_llama, train_tokenizer
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from plad.data.sft_datamodule import SFTDataModule
 from plad.models.build import load_saved, save_model
@@ -192,3 +192,26 @@ def test_the_student_sees_its_label_budget_and_copy_pretrains_on_unlabeled_texts
     assert all(r["reference"] != u["reference"] for r, u in zip(rows, data["unlabeled"]))
     dm = SFTDataModule.for_distillation(data, train_tokenizer(), False, 8, 32, 12, val_size=4, train_examples=32)
     assert dm.train["id"] == data["train"]["id"][:32]
+
+
+@pytest.mark.parametrize("model", ["llama", "smollm2"])
+def test_a_listed_null_monitor_keys_as_an_absent_one_and_a_set_one_rebuilds(model, tmp_path):
+    """Every model config lists ``sft.monitor: null`` (so ``model.teacher.sft.monitor=val_quality``
+    needs no ``+``); null falls back to ``sft_selection.monitor``, which the key already holds, so the
+    cached SFT models of configs written before the field was listed are still found."""
+    from helpers.configs import compose_run_config
+
+    from plad.stages import sft
+    from plad.stages.preflight import preflight
+
+    keys = {}
+    for name in ("listed", "absent", "set"):
+        extra = ["model.teacher.sft.monitor=val_quality"] if name == "set" else []
+        cfg = compose_run_config(tmp_path / "logs", tmp_path / name, "debug=fast", f"model={model}", *extra)
+        assert cfg.model.teacher.sft.monitor == (None if name != "set" else "val_quality")
+        if name == "absent":  # the config as written before the field was listed
+            with open_dict(cfg):
+                del cfg.model.teacher.sft.monitor
+        task = preflight(cfg)[0]
+        keys[name] = sft.entry(cfg, "teacher", task, tmp_path).fingerprint
+    assert keys["listed"] == keys["absent"] != keys["set"]

@@ -72,6 +72,8 @@ def _keyed_spec(cfg: DictConfig, role: str) -> dict[str, Any]:
     if (spec.get("lora") or {}).get("r") is None:
         spec.pop("lora", None)  # full fine-tuning keys as before the lora option existed
     sft = spec.get("sft") or {}
+    if "monitor" in sft and sft["monitor"] is None:
+        sft.pop("monitor")  # null = sft_selection.monitor, keyed below: keyed as before the field was listed
     factor = processes(cfg.trainer) * int(sft.pop("accumulate_grad_batches", 1))
     if factor > 1:
         sft["batch_size"] = sft["batch_size"] * factor

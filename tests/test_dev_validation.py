@@ -1,19 +1,22 @@
-"""Two data options aimed at the OOD gap of real models: ``task.validation_dev`` (hand-written
-OOD-style rows in validation, kept apart from the OOD test set) and ``task.proper_share`` (fillers
-that look like PII and must be copied). Both leave the data, and so every cache key, unchanged when off."""
+"""Data options aimed at the OOD gap of real models: ``task.validation_dev`` (hand-written
+OOD-style rows in validation, kept apart from the OOD test set), ``task.proper_share`` (fillers
+that look like PII and must be copied) and ``task.pii_format_share`` (cards and IBANs in spaced
+groups, IPv6). Each leaves the data, and so every cache key, unchanged when off."""
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import re
 
 import pytest
+from faker import Faker
 from faker.providers.person.en_US import Provider as Person
 from helpers.tasks import replaced
 
 from plad.checks import InputError
 from plad.tasks.anonymization import AnonymizationTask
-from plad.tasks.anonymization.generator import FILLERS, SLOT, TEMPLATES, filler
+from plad.tasks.anonymization.generator import FILLERS, SLOT, TEMPLATES, filler, printed
 from plad.tasks.anonymization.ood import DEV_FILE, ood_path, read_ood
 from plad.tasks.anonymization.pools import PROPER_TERMS, WORD_FIRST_NAMES, WORD_LAST_NAMES
 from plad.tasks.anonymization.spans import contains
@@ -101,6 +104,47 @@ def test_proper_share_puts_pii_like_words_in_training_text_to_copy():
     for bad in (1.5, "half", True):
         with pytest.raises(InputError, match="task.proper_share"):
             AnonymizationTask(proper_share=bad, **KW)
+
+
+def test_pii_format_share_writes_cards_and_ibans_spaced_and_ips_as_ipv6_in_training_text_only():
+    """Train and unlabeled get the formats real text uses (the dev rows' "4526 0181 5908 3012",
+    "2001:db8:7c2::15"), still masked whole in the reference; validation and test stay text for
+    text, and at 0 the data (and its fingerprint) is the plain task's."""
+    kw = {**KW, "n_train": 400}
+    plain, spaced = AnonymizationTask(**kw), AnonymizationTask(pii_format_share=0.5, **kw)
+    assert AnonymizationTask(pii_format_share=0.0, **kw).fingerprint() == plain.fingerprint()
+    assert spaced.fingerprint() != plain.fingerprint()
+    a, b = plain.generate(), spaced.generate()
+    for split in ("validation", "test"):
+        assert a[split]["text"] == b[split]["text"]
+
+    def values(rows, kind):
+        return [v for r in rows for v, t in zip(r["pii_values"], r["pii_types"]) if t == kind]
+
+    for kind in ("CARD", "IBAN"):
+        assert not any(" " in v for v in values(a["train"], kind))
+        grouped = [
+            v for v in values(b["train"], kind) if re.fullmatch(r"[0-9A-Z]{4}( [0-9A-Z]{4,6})+( [0-9A-Z]{1,5})?", v)
+        ]
+        assert 0.25 < len(grouped) / len(values(b["train"], kind)) < 0.75, kind  # about half, each one grouped
+    assert all(":" not in v for v in values(a["train"], "IP"))
+    v6 = [v for v in values(b["train"], "IP") if ":" in v]
+    assert v6 and any("::" in v for v in v6) and 0.25 < len(v6) / len(values(b["train"], "IP")) < 0.75
+    for row in b["train"]:  # the reference is still the text with its PII masked
+        assert replaced(row) == row["reference"]
+    for bad in (-0.1, "half", True):
+        with pytest.raises(InputError, match="task.pii_format_share"):
+            AnonymizationTask(pii_format_share=bad, **KW)
+
+
+def test_printed_groups_a_card_or_iban_by_four_and_keeps_its_characters():
+    f = Faker("en_US")
+    f.seed_instance(0)
+    assert printed("CARD", "4526018159083012", f) == "4526 0181 5908 3012"
+    assert printed("CARD", "378282246310005", f) == "3782 822463 10005"  # 15 digits: 4-6-5, as on the card
+    assert printed("IBAN", "GB29NWBK60161331926819", f) == "GB29 NWBK 6016 1331 9268 19"
+    ips = [printed("IP", "10.0.0.5", f) for _ in range(40)]
+    assert all(str(ipaddress.IPv6Address(ip)) == ip for ip in ips)  # valid, in the compressed form
 
 
 def test_filler_at_share_zero_draws_exactly_what_the_plain_fillers_draw():

@@ -11,6 +11,7 @@ leaks exactly these, so leak rate separates weak systems from strong ones.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import re
 from collections.abc import Callable
@@ -181,6 +182,28 @@ def pii_values(wordlike_share: float = WORDLIKE_SHARE) -> dict[str, Callable[[Fa
         "IP": lambda f: f.ipv4(),
         "USER": _user,
     }
+
+
+PRINTED_SLOTS = ("CARD", "IBAN", "IP")  # the slots ``task.pii_format_share`` may write in their other format
+
+
+def printed(slot: str, value: str, f: Faker) -> str:
+    """``value`` of a ``PRINTED_SLOTS`` slot in its other common format: a card number or IBAN in
+    groups of four separated by spaces, as printed on cards and statements (a 15-digit card 4-6-5),
+    an IP address as IPv6 (half of them with a run of zero groups written "::"). Faker writes cards
+    and IBANs as one unbroken string and IPs as IPv4 only; students trained on those alone repeat
+    digit groups inside spaced numbers and IPv6 addresses of real text (RESULTS)."""
+    if slot == "IP":
+        groups = [f.random.randrange(1 << 16) for _ in range(8)]
+        if f.random.random() < 0.5:
+            start = f.random.randint(1, 5)
+            length = f.random.randint(2, 7 - start)  # the first and last groups stay
+            groups[start : start + length] = [0] * length
+        return str(ipaddress.IPv6Address(":".join(f"{g:x}" for g in groups)))
+    compact = value.replace(" ", "").replace("-", "")
+    if slot == "CARD" and len(compact) == 15:
+        return f"{compact[:4]} {compact[4:10]} {compact[10:]}"
+    return " ".join(compact[i : i + 4] for i in range(0, len(compact), 4))
 
 
 FILLERS: dict[str, Callable[[random.Random], str]] = {  # slot -> non-PII value, from large pools

@@ -34,12 +34,14 @@ from plad.tasks.anonymization.generator import (
     N_PHRASINGS,
     N_SENTENCES,
     PII_TYPES,
+    PRINTED_SLOTS,
     SLOT,
     SLOT_TYPES,
     TEMPLATES,
     WORDLIKE_SHARE,
     filler,
     pii_values,
+    printed,
     scramble,
     template_types,
 )
@@ -71,6 +73,7 @@ class AnonymizationTask(DataTask):
         probe_share: float | None = None,
         scramble_share: float = 0.0,
         proper_share: float = 0.0,
+        pii_format_share: float = 0.0,
         validation_dev: bool = False,
         prompt_template: str = "Anonymize: {text}\nOutput:",
         **kwargs: Any,
@@ -99,6 +102,9 @@ class AnonymizationTask(DataTask):
         self.proper_share = share(proper_share, "task.proper_share")
         if self.proper_share:  # absent at 0, as above
             self.config["proper_share"] = self.proper_share
+        self.pii_format_share = share(pii_format_share, "task.pii_format_share")
+        if self.pii_format_share:  # absent at 0, as above
+            self.config["pii_format_share"] = self.pii_format_share
         if not isinstance(validation_dev, bool):
             raise InputError(f"task.validation_dev: expected true or false, got {validation_dev!r}")
         if validation_dev and self.source is not None:
@@ -180,11 +186,9 @@ class AnonymizationTask(DataTask):
             fake.seed_instance(f"{self.seed}:{split}")
             rng = random.Random(f"{self.seed}:{split}")
             learn = split in ("train", "unlabeled")  # shuffled words and PII-like fillers: evaluation data unchanged
-            shuffle, proper = (self.scramble_share, self.proper_share) if learn else (0.0, 0.0)
+            shares = (self.scramble_share, self.proper_share, self.pii_format_share) if learn else (0.0, 0.0, 0.0)
             rows = [
-                self._example(
-                    fake, rng, self._pool(split, rng, train_templates), f"anon-{split}-{i:05d}", shuffle, proper
-                )
+                self._example(fake, rng, self._pool(split, rng, train_templates), f"anon-{split}-{i:05d}", *shares)
                 for i in range(self.sizes[split])
             ]
             if split == "validation" and self.validation_dev:
@@ -230,15 +234,20 @@ class AnonymizationTask(DataTask):
         pii: dict[tuple[str, int], tuple[str, str]],
         sentence: int,
         proper: float = 0.0,
+        formats: float = 0.0,
     ) -> tuple[str, str]:
-        """(text, reference) of one template; a PII slot repeated in the sentence keeps its value."""
+        """(text, reference) of one template; a PII slot repeated in the sentence keeps its value.
+        ``formats`` (``task.pii_format_share``) of the card, IBAN and IP values are ``printed``."""
         text, reference, last = [], [], 0
         for m in SLOT.finditer(template):
             text.append(template[last : m.start()])
             reference.append(template[last : m.start()])
             slot, last = m.group(1), m.end()
             if slot in SLOT_TYPES:
-                value, kind = pii.setdefault((m.group(0), sentence), (self.pii_values[slot](fake), SLOT_TYPES[slot]))
+                drawn = self.pii_values[slot](fake)
+                if formats and slot in PRINTED_SLOTS and fake.random.random() < formats:  # no draw at 0
+                    drawn = printed(slot, drawn, fake)
+                value, kind = pii.setdefault((m.group(0), sentence), (drawn, SLOT_TYPES[slot]))
                 text.append(value)
                 reference.append(f"[{kind}]")
             else:
@@ -255,6 +264,7 @@ class AnonymizationTask(DataTask):
         row_id: str,
         shuffle: float = 0.0,
         proper: float = 0.0,
+        formats: float = 0.0,
     ) -> dict[str, Any]:
         """One text of 1-3 sentences; with ``shuffle`` > 0 each sentence has its words shuffled with
         that probability (``generator.scramble``), so training shows phrasings beyond the templates."""
@@ -265,7 +275,7 @@ class AnonymizationTask(DataTask):
             phrasings = [
                 scramble(TEMPLATES[t], rng) if shuffle and rng.random() < shuffle else TEMPLATES[t] for t in ids
             ]
-            parts = [self._sentence(fake, rng, p, pii, k, proper) for k, p in enumerate(phrasings)]
+            parts = [self._sentence(fake, rng, p, pii, k, proper, formats) for k, p in enumerate(phrasings)]
             text, reference = " ".join(p[0] for p in parts), " ".join(p[1] for p in parts)
             unique = list(dict.fromkeys(pii.values()))
             if len(text) > MAX_TEXT_CHARS and n > 1:

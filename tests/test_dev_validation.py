@@ -87,54 +87,50 @@ def test_validation_dev_rejects_a_non_boolean_and_a_real_source():
         AnonymizationTask(validation_dev=True, source="data/pii.jsonl")
 
 
+def training_only_option(option: str, kw: dict) -> tuple[list[dict], list[dict]]:
+    """The train splits without and with ``option`` at 0.5, after what every training-text option
+    owes: at 0 the fingerprint (so every cache key) is the plain task's, at 0.5 it differs;
+    validation and test stay text for text; each reference is still its text with the PII masked;
+    a value that is not a share is refused naming the field."""
+    plain, on = AnonymizationTask(**kw), AnonymizationTask(**{option: 0.5}, **kw)
+    assert AnonymizationTask(**{option: 0.0}, **kw).fingerprint() == plain.fingerprint()
+    assert on.fingerprint() != plain.fingerprint()
+    a, b = plain.generate(), on.generate()
+    for split in ("validation", "test"):
+        assert a[split]["text"] == b[split]["text"]
+    for row in b["train"]:
+        assert replaced(row) == row["reference"]
+    for bad in (1.5, -0.1, "half", True):
+        with pytest.raises(InputError, match=f"task.{option}"):
+            AnonymizationTask(**{option: bad}, **KW)
+    return list(a["train"]), list(b["train"])
+
+
 def test_proper_share_puts_pii_like_words_in_training_text_to_copy():
     """Train and unlabeled texts get capitalised terms, codes and numbers with units where fillers
     stand, copied into the reference (not masked); validation and test stay text for text."""
-    plain, proper = AnonymizationTask(**KW), AnonymizationTask(proper_share=0.5, **KW)
-    assert AnonymizationTask(proper_share=0.0, **KW).fingerprint() == plain.fingerprint()
-    assert proper.fingerprint() != plain.fingerprint()
-    a, b = plain.generate(), proper.generate()
-    for split in ("validation", "test"):
-        assert a[split]["text"] == b[split]["text"]
-    terms = [t for t in PROPER_TERMS if any(contains(r["reference"], t) for r in b["train"])]
+    a, b = training_only_option("proper_share", KW)
+    terms = [t for t in PROPER_TERMS if any(contains(r["reference"], t) for r in b)]
     assert len(terms) >= 10  # in the reference: copied, not masked
-    assert not any(contains(r["reference"], t) for r in a["train"] for t in terms)
-    for row in b["train"]:  # the reference is still the text with its PII masked
-        assert replaced(row) == row["reference"]
-    for bad in (1.5, "half", True):
-        with pytest.raises(InputError, match="task.proper_share"):
-            AnonymizationTask(proper_share=bad, **KW)
+    assert not any(contains(r["reference"], t) for r in a for t in terms)
 
 
 def test_pii_format_share_writes_cards_and_ibans_spaced_and_ips_as_ipv6_in_training_text_only():
     """Train and unlabeled get the formats real text uses (the dev rows' "4526 0181 5908 3012",
     "2001:db8:7c2::15"), still masked whole in the reference; validation and test stay text for
     text, and at 0 the data (and its fingerprint) is the plain task's."""
-    kw = {**KW, "n_train": 400}
-    plain, spaced = AnonymizationTask(**kw), AnonymizationTask(pii_format_share=0.5, **kw)
-    assert AnonymizationTask(pii_format_share=0.0, **kw).fingerprint() == plain.fingerprint()
-    assert spaced.fingerprint() != plain.fingerprint()
-    a, b = plain.generate(), spaced.generate()
-    for split in ("validation", "test"):
-        assert a[split]["text"] == b[split]["text"]
+    a, b = training_only_option("pii_format_share", {**KW, "n_train": 400})
 
     def values(rows, kind):
         return [v for r in rows for v, t in zip(r["pii_values"], r["pii_types"]) if t == kind]
 
     for kind in ("CARD", "IBAN"):
-        assert not any(" " in v for v in values(a["train"], kind))
-        grouped = [
-            v for v in values(b["train"], kind) if re.fullmatch(r"[0-9A-Z]{4}( [0-9A-Z]{4,6})+( [0-9A-Z]{1,5})?", v)
-        ]
-        assert 0.25 < len(grouped) / len(values(b["train"], kind)) < 0.75, kind  # about half, each one grouped
-    assert all(":" not in v for v in values(a["train"], "IP"))
-    v6 = [v for v in values(b["train"], "IP") if ":" in v]
-    assert v6 and any("::" in v for v in v6) and 0.25 < len(v6) / len(values(b["train"], "IP")) < 0.75
-    for row in b["train"]:  # the reference is still the text with its PII masked
-        assert replaced(row) == row["reference"]
-    for bad in (-0.1, "half", True):
-        with pytest.raises(InputError, match="task.pii_format_share"):
-            AnonymizationTask(pii_format_share=bad, **KW)
+        assert not any(" " in v for v in values(a, kind))
+        grouped = [v for v in values(b, kind) if re.fullmatch(r"[0-9A-Z]{4}( [0-9A-Z]{4,6})+( [0-9A-Z]{1,5})?", v)]
+        assert 0.25 < len(grouped) / len(values(b, kind)) < 0.75, kind  # about half, each one grouped
+    assert all(":" not in v for v in values(a, "IP"))
+    v6 = [v for v in values(b, "IP") if ":" in v]
+    assert v6 and any("::" in v for v in v6) and 0.25 < len(v6) / len(values(b, "IP")) < 0.75
 
 
 def test_printed_groups_a_card_or_iban_by_four_and_keeps_its_characters():

@@ -185,10 +185,9 @@ class AnonymizationTask(DataTask):
         for split in SPLITS:
             fake.seed_instance(f"{self.seed}:{split}")
             rng = random.Random(f"{self.seed}:{split}")
-            learn = split in ("train", "unlabeled")  # shuffled words and PII-like fillers: evaluation data unchanged
-            shares = (self.scramble_share, self.proper_share, self.pii_format_share) if learn else (0.0, 0.0, 0.0)
+            learn = split in ("train", "unlabeled")  # the *_share options: evaluation data unchanged
             rows = [
-                self._example(fake, rng, self._pool(split, rng, train_templates), f"anon-{split}-{i:05d}", *shares)
+                self._example(fake, rng, self._pool(split, rng, train_templates), f"anon-{split}-{i:05d}", learn)
                 for i in range(self.sizes[split])
             ]
             if split == "validation" and self.validation_dev:
@@ -233,11 +232,12 @@ class AnonymizationTask(DataTask):
         template: str,
         pii: dict[tuple[str, int], tuple[str, str]],
         sentence: int,
-        proper: float = 0.0,
-        formats: float = 0.0,
+        learn: bool = False,
     ) -> tuple[str, str]:
         """(text, reference) of one template; a PII slot repeated in the sentence keeps its value.
-        ``formats`` (``task.pii_format_share``) of the card, IBAN and IP values are ``printed``."""
+        In training text (``learn``) ``proper_share`` of the filler words are ``proper`` and
+        ``pii_format_share`` of the card, IBAN and IP values are ``printed``."""
+        proper, formats = (self.proper_share, self.pii_format_share) if learn else (0.0, 0.0)
         text, reference, last = [], [], 0
         for m in SLOT.finditer(template):
             text.append(template[last : m.start()])
@@ -262,12 +262,12 @@ class AnonymizationTask(DataTask):
         rng: random.Random,
         pool: Sequence[int],
         row_id: str,
-        shuffle: float = 0.0,
-        proper: float = 0.0,
-        formats: float = 0.0,
+        learn: bool = False,
     ) -> dict[str, Any]:
-        """One text of 1-3 sentences; with ``shuffle`` > 0 each sentence has its words shuffled with
-        that probability (``generator.scramble``), so training shows phrasings beyond the templates."""
+        """One text of 1-3 sentences; in training text (``learn``) each sentence has its words shuffled
+        with probability ``scramble_share`` (``generator.scramble``), so training shows phrasings
+        beyond the templates."""
+        shuffle = self.scramble_share if learn else 0.0
         n = rng.choice(N_SENTENCES)
         while True:  # redraw a too-long text, or a PII value that also occurs in the kept text ("May")
             ids = self._templates(rng, pool, min(n, len(pool)))
@@ -275,7 +275,7 @@ class AnonymizationTask(DataTask):
             phrasings = [
                 scramble(TEMPLATES[t], rng) if shuffle and rng.random() < shuffle else TEMPLATES[t] for t in ids
             ]
-            parts = [self._sentence(fake, rng, p, pii, k, proper, formats) for k, p in enumerate(phrasings)]
+            parts = [self._sentence(fake, rng, p, pii, k, learn) for k, p in enumerate(phrasings)]
             text, reference = " ".join(p[0] for p in parts), " ".join(p[1] for p in parts)
             unique = list(dict.fromkeys(pii.values()))
             if len(text) > MAX_TEXT_CHARS and n > 1:

@@ -7,7 +7,8 @@ pools (Faker's ~900-word English list, numbers, clock times, weekdays, items), s
 the PII is new in almost every example and has to be copied. PII values come from Faker. A seeded
 subset of sentence templates never occurs in train / unlabeled / validation; a ``heldout_share`` of
 the test texts is made only of those (generalisation to unseen phrasings), the rest of seen
-phrasings with new words and PII (the copy-and-mask skill, where model size shows).
+phrasings with new words and PII (the copy-and-mask skill, where model size shows). The pools and
+value makers are in ``generator.py``, the writing of one row in ``examples.py``.
 
 Real data is any (text, masked text) pair dataset; the gold PII strings, needed for the leak
 rate, are read from columns when mapped, else derived by diffing the text against the masked one.
@@ -29,20 +30,13 @@ from faker import Faker
 
 from plad.checks import InputError, integer, share
 from plad.tasks.anonymization import presidio
+from plad.tasks.anonymization.examples import ExampleWriter
 from plad.tasks.anonymization.generator import (
-    MAX_TEXT_CHARS,
     N_PHRASINGS,
-    N_SENTENCES,
     PII_TYPES,
-    PRINTED_SLOTS,
-    SLOT,
-    SLOT_TYPES,
     TEMPLATES,
     WORDLIKE_SHARE,
-    filler,
     pii_values,
-    printed,
-    scramble,
     template_types,
 )
 from plad.tasks.anonymization.metrics import leaked, quality, split_metrics
@@ -179,15 +173,25 @@ class AnonymizationTask(DataTask):
 
     # ----------------------------------------------------------------------------- embedded data
     def generate(self) -> DatasetDict:
+        """The four embedded splits, each seeded by (task seed, split): which templates a row may use
+        is chosen here (``_pool``), the row itself is written by ``examples.ExampleWriter``."""
         train_templates = [i for i in range(len(TEMPLATES)) if i not in self.heldout + self.val_heldout]
         fake = Faker("en_US")
+        writer = ExampleWriter(
+            self.pii_values,
+            self.format_prompt,
+            self.probe_share,
+            self.scramble_share,
+            self.proper_share,
+            self.pii_format_share,
+        )
         out = {}
         for split in SPLITS:
             fake.seed_instance(f"{self.seed}:{split}")
             rng = random.Random(f"{self.seed}:{split}")
             learn = split in ("train", "unlabeled")  # the *_share options: evaluation data unchanged
             rows = [
-                self._example(fake, rng, self._pool(split, rng, train_templates), f"anon-{split}-{i:05d}", learn)
+                writer.example(fake, rng, self._pool(split, rng, train_templates), f"anon-{split}-{i:05d}", learn)
                 for i in range(self.sizes[split])
             ]
             if split == "validation" and self.validation_dev:
@@ -211,86 +215,6 @@ class AnonymizationTask(DataTask):
         if heldout and rng.random() < self.heldout_share:
             return list(heldout)
         return train_templates
-
-    def _templates(self, rng: random.Random, pool: Sequence[int], n: int) -> list[int]:
-        """``n`` distinct templates of one text. With ``probe_share`` set, each sentence is a leak probe
-        with that probability (word-like PII where free words stand: the leaks a copying model makes);
-        null draws every template of the pool alike (10 probes of 50 in training: 20%)."""
-        if self.probe_share is None:
-            return rng.sample(pool, n)
-        ids: list[int] = []
-        for _ in range(n):
-            probe = rng.random() < self.probe_share
-            choices = [t for t in pool if t not in ids and (t >= N_PHRASINGS) == probe]
-            ids.append(rng.choice(choices or [t for t in pool if t not in ids]))
-        return ids
-
-    def _sentence(
-        self,
-        fake: Faker,
-        rng: random.Random,
-        template: str,
-        pii: dict[tuple[str, int], tuple[str, str]],
-        sentence: int,
-        learn: bool = False,
-    ) -> tuple[str, str]:
-        """(text, reference) of one template; a PII slot repeated in the sentence keeps its value.
-        In training text (``learn``) ``proper_share`` of the filler words are ``proper`` and
-        ``pii_format_share`` of the card, IBAN and IP values are ``printed``."""
-        proper, formats = (self.proper_share, self.pii_format_share) if learn else (0.0, 0.0)
-        text, reference, last = [], [], 0
-        for m in SLOT.finditer(template):
-            text.append(template[last : m.start()])
-            reference.append(template[last : m.start()])
-            slot, last = m.group(1), m.end()
-            if slot in SLOT_TYPES:
-                drawn = self.pii_values[slot](fake)
-                if formats and slot in PRINTED_SLOTS and fake.random.random() < formats:  # no draw at 0
-                    drawn = printed(slot, drawn, fake)
-                value, kind = pii.setdefault((m.group(0), sentence), (drawn, SLOT_TYPES[slot]))
-                text.append(value)
-                reference.append(f"[{kind}]")
-            else:
-                value = filler(slot, rng, proper)
-                text.append(value)
-                reference.append(value)
-        return "".join(text + [template[last:]]), "".join(reference + [template[last:]])
-
-    def _example(
-        self,
-        fake: Faker,
-        rng: random.Random,
-        pool: Sequence[int],
-        row_id: str,
-        learn: bool = False,
-    ) -> dict[str, Any]:
-        """One text of 1-3 sentences; in training text (``learn``) each sentence has its words shuffled
-        with probability ``scramble_share`` (``generator.scramble``), so training shows phrasings
-        beyond the templates."""
-        shuffle = self.scramble_share if learn else 0.0
-        n = rng.choice(N_SENTENCES)
-        while True:  # redraw a too-long text, or a PII value that also occurs in the kept text ("May")
-            ids = self._templates(rng, pool, min(n, len(pool)))
-            pii: dict[tuple[str, int], tuple[str, str]] = {}
-            phrasings = [
-                scramble(TEMPLATES[t], rng) if shuffle and rng.random() < shuffle else TEMPLATES[t] for t in ids
-            ]
-            parts = [self._sentence(fake, rng, p, pii, k, learn) for k, p in enumerate(phrasings)]
-            text, reference = " ".join(p[0] for p in parts), " ".join(p[1] for p in parts)
-            unique = list(dict.fromkeys(pii.values()))
-            if len(text) > MAX_TEXT_CHARS and n > 1:
-                n -= 1
-            elif not any(v in reference for v, _ in unique):
-                break
-        return {
-            "id": row_id,
-            "prompt": self.format_prompt(text),
-            "reference": reference,
-            "text": text,
-            "templates": ids,
-            "pii_values": [v for v, _ in unique],
-            "pii_types": [t for _, t in unique],
-        }
 
     # ---------------------------------------------------------------------------------- real data
     def convert(self, row: dict[str, Any]) -> dict[str, Any]:

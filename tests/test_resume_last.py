@@ -13,7 +13,7 @@ import torch
 from helpers import HANG_S, forkserver
 from omegaconf import OmegaConf
 
-from plad.training.resume import config_key, unfinished_runs
+from plad.training.resume import unfinished_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,24 @@ def test_only_unfinished_runs_of_the_same_configuration_are_candidates(tmp_path)
     _run_dir(tmp_path, "other_seed", {**cfg, "seed": 1})
     newer = _run_dir(tmp_path, "newer", cfg)
     _age(newer / "checkpoints" / "last.ckpt", 1)
-    assert unfinished_runs(tmp_path, config_key(OmegaConf.create(cfg))) == [newer, same]
+    assert unfinished_runs(tmp_path, OmegaConf.create(cfg)) == [newer, same]
+
+
+def test_a_run_saved_before_a_field_was_added_is_found_while_the_field_is_off(tmp_path):
+    """Fields added later (``monitor: null``, ``pii_format_share: 0.0``) are absent from older runs'
+    saved configs: today's run finds them while it holds those fields off, and not once it turns one on."""
+    old = {"seed": 0, "task": {"proper_share": 0.3}, "model": {"student": {"sft": {"lr": 2e-4}}}}
+    run = _run_dir(tmp_path, "old", old)
+    today = {
+        "seed": 0,
+        "task": {"proper_share": 0.3, "pii_format_share": 0.0},
+        "model": {"student": {"sft": {"lr": 2e-4, "monitor": None}}},
+    }
+    assert unfinished_runs(tmp_path, today) == [run]
+    assert unfinished_runs(tmp_path, {**today, "task": {"proper_share": 0.3, "pii_format_share": 0.5}}) == []
+    sft = {"lr": 2e-4, "monitor": "val_quality"}
+    assert unfinished_runs(tmp_path, {**today, "model": {"student": {"sft": sft}}}) == []
+    assert unfinished_runs(tmp_path, {**today, "task": {"proper_share": 0.0, "pii_format_share": 0.0}}) == []
 
 
 def _wait_for_checkpoint(path: Path, proc: "subprocess.Popen | forkserver.ForkedProcess") -> None:

@@ -23,20 +23,54 @@ log = logging.getLogger("plad")
 FINISHED = "run_summary.json"  # written by plad.pipeline at the end of a job
 
 
+def _plain(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else dict(cfg)
+    return {k: v for k, v in plain.items() if k not in VOLATILE}
+
+
 def config_key(cfg: DictConfig | dict[str, Any]) -> str:
     """What makes two runs 'the same configuration': everything but paths and the resume switch.
     A run saved before the training code moved names its old ``_target_`` paths: read as today's."""
-    plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else dict(cfg)
-    return fingerprint(current_targets({k: v for k, v in plain.items() if k not in VOLATILE}))
+    return fingerprint(current_targets(_plain(cfg)))
+
+
+def _neutral(value: Any) -> bool:
+    """The value a new option takes when it is off (null, false, 0, empty): the project adds options
+    that way, so that runs and caches from before the option behave as if it had been there."""
+    if isinstance(value, dict):
+        return all(_neutral(v) for v in value.values())
+    return value is None or value in ("", [], {}) or (isinstance(value, int | float) and value == 0)
+
+
+def _without_added(cfg: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` less the fields ``other`` lacks that ``cfg`` holds at their neutral value, at any depth."""
+    out = {}
+    for k, v in cfg.items():
+        if k not in other:
+            if not _neutral(v):
+                out[k] = v
+        elif isinstance(v, dict) and isinstance(other[k], dict):
+            out[k] = _without_added(v, other[k])
+        else:
+            out[k] = v
+    return out
+
+
+def same_configuration(a: DictConfig | dict[str, Any], b: DictConfig | dict[str, Any]) -> bool:
+    """Whether two runs are the same configuration (``config_key``), a field one of them lacks
+    counting as equal when the other holds it at its neutral value: a run saved before a config
+    field was added (``monitor: null``, ``pii_format_share: 0.0``) is still found by ``last``."""
+    pa, pb = _plain(a), _plain(b)
+    return config_key(_without_added(pa, pb)) == config_key(_without_added(pb, pa))
 
 
 def _last_ckpt(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "last.ckpt"
 
 
-def unfinished_runs(log_dir: Path, key: str, exclude: Path | None = None) -> list[Path]:
-    """Run dirs (single runs and multirun jobs) of configuration ``key`` with a last.ckpt and no
-    run summary, newest checkpoint first."""
+def unfinished_runs(log_dir: Path, cfg: DictConfig | dict[str, Any], exclude: Path | None = None) -> list[Path]:
+    """Run dirs (single runs and multirun jobs) of the same configuration as ``cfg``
+    (``same_configuration``) with a last.ckpt and no run summary, newest checkpoint first."""
     found = []
     for saved in list(log_dir.glob("runs/*/*/.hydra/config.yaml")) + list(
         log_dir.glob("multiruns/*/*/*/.hydra/config.yaml")
@@ -47,7 +81,7 @@ def unfinished_runs(log_dir: Path, key: str, exclude: Path | None = None) -> lis
         if (run_dir / FINISHED).exists() or not _last_ckpt(run_dir).is_file():
             continue
         try:
-            if config_key(read_saved_config(run_dir).config) == key:
+            if same_configuration(read_saved_config(run_dir).config, cfg):
                 found.append(run_dir)
         except Exception as e:  # an unreadable config of another run is not this run's concern
             log.warning("resume: skipping %s (%s)", saved, type(e).__name__)
@@ -75,7 +109,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if ck == "last":
         runs = [
             r
-            for r in unfinished_runs(Path(cfg.paths.log_dir), config_key(cfg), exclude=Path(cfg.paths.output_dir))
+            for r in unfinished_runs(Path(cfg.paths.log_dir), cfg, exclude=Path(cfg.paths.output_dir))
             if readable(_last_ckpt(r))
         ]
         if not runs:

@@ -102,7 +102,7 @@ def training_only_option(option: str, kw: dict) -> tuple[list[dict], list[dict]]
         assert replaced(row) == row["reference"]
     for bad in (1.5, -0.1, "half", True):
         with pytest.raises(InputError, match=f"task.{option}"):
-            AnonymizationTask(**{option: bad}, **KW)
+            AnonymizationTask(**{option: bad}, **kw)
     return list(a["train"]), list(b["train"])
 
 

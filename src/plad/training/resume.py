@@ -39,7 +39,7 @@ def _neutral(value: Any) -> bool:
     that way, so that runs and caches from before the option behave as if it had been there."""
     if isinstance(value, dict):
         return all(_neutral(v) for v in value.values())
-    return value is None or value in ("", [], {}) or (isinstance(value, int | float) and value == 0)
+    return value is None or value in ("", []) or (isinstance(value, int | float) and value == 0)
 
 
 def _without_added(cfg: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def _last_ckpt(run_dir: Path) -> Path:
 def unfinished_runs(log_dir: Path, cfg: DictConfig | dict[str, Any], exclude: Path | None = None) -> list[Path]:
     """Run dirs (single runs and multirun jobs) of the same configuration as ``cfg``
     (``same_configuration``) with a last.ckpt and no run summary, newest checkpoint first."""
-    found = []
+    found, mine = [], _plain(cfg)  # today's config made plain once, not once per saved run
     for saved in list(log_dir.glob("runs/*/*/.hydra/config.yaml")) + list(
         log_dir.glob("multiruns/*/*/*/.hydra/config.yaml")
     ):
@@ -81,7 +81,7 @@ def unfinished_runs(log_dir: Path, cfg: DictConfig | dict[str, Any], exclude: Pa
         if (run_dir / FINISHED).exists() or not _last_ckpt(run_dir).is_file():
             continue
         try:
-            if same_configuration(read_saved_config(run_dir).config, cfg):
+            if same_configuration(read_saved_config(run_dir).config, mine):
                 found.append(run_dir)
         except Exception as e:  # an unreadable config of another run is not this run's concern
             log.warning("resume: skipping %s (%s)", saved, type(e).__name__)

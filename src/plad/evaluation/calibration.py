@@ -8,6 +8,7 @@ agree: per-prompt Spearman correlation and pairwise ranking accuracy.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from itertools import combinations
 from typing import Any
@@ -20,6 +21,8 @@ from plad.checks import InputError
 from plad.models.likelihood import score_completions
 from plad.models.ref import ModelRef
 from plad.tasks.base import Task
+
+log = logging.getLogger(__name__)
 
 
 def spearman_per_prompt(scores: Sequence[Sequence[float]], qualities: Sequence[Sequence[float]]) -> dict[str, float]:
@@ -118,3 +121,54 @@ def calibration_diagnostics(
         "mean_quality": float(np.mean([q for qs in qualities for q in qs])),
         "points": {"scores": scores, "qualities": qualities},
     }
+
+
+# The model systems a run can have; calibration needs a model (peers such as rule_based have none).
+MODEL_SYSTEMS = ("teacher", "student_init", "student")
+
+
+def check_calibration_systems(names: Any) -> list[str]:
+    """eval.calibration.systems: model systems only, so a misspelled one fails instead of vanishing."""
+    names = list(names or [])
+    unknown = [n for n in names if n not in MODEL_SYSTEMS]
+    if unknown:
+        raise InputError(f"eval.calibration.systems: expected names among {list(MODEL_SYSTEMS)}, got {unknown}")
+    return names
+
+
+def calibrate_systems(
+    backend: Backend,
+    systems: dict[str, ModelRef],
+    task: Task,
+    examples: list[dict[str, Any]],
+    cfg: dict[str, Any],
+    progress: bool,
+) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Calibration summary and raw (score, quality) points for each configured system with a model."""
+    cal, gen = dict(cfg.get("calibration") or {}), dict(cfg.get("generation") or {})
+    summaries, points = {}, {}
+    if not cal.get("enabled", False):
+        return summaries, points
+    for name in check_calibration_systems(cal.get("systems")):
+        if name not in systems:  # e.g. student, in a run without distillation (stages=[sft,evaluate])
+            log.info("calibration: this run has no %r, skipped", name)
+            continue
+        res = calibration_diagnostics(
+            backend,
+            systems[name],
+            task,
+            examples[: int(cal.get("n_prompts", len(examples)))],
+            k=int(cal.get("k", 8)),
+            temperature=float(cal.get("temperature", 1.0)),
+            top_p=float(cal.get("top_p", 1.0)),
+            top_k=int(cal.get("top_k", 0)),
+            max_new_tokens=int(cal.get("max_new_tokens") or gen.get("max_new_tokens", 64)),
+            batch_size=int(cfg.get("batch_size", 16)),
+            seed=int(cal.get("seed", gen.get("seed", 0))),
+            max_prompt_tokens=int(gen.get("max_prompt_tokens", 256)),
+            progress=progress,
+            name=name,
+        )
+        points[name] = res.pop("points")
+        summaries[name] = res
+    return summaries, points

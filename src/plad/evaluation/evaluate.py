@@ -24,7 +24,7 @@ from plad.backends.base import Backend
 from plad.cache import atomic_dir, atomic_write, is_complete
 from plad.checks import InputError
 from plad.evaluation import plots
-from plad.evaluation.calibration import calibration_diagnostics
+from plad.evaluation.calibration import calibrate_systems
 from plad.evaluation.decoding import DECODERS, decoding_settings
 from plad.evaluation.degenerate import degenerate_share
 from plad.evaluation.judges import win_rate
@@ -137,57 +137,6 @@ def _judge_all(
     return scores, rates
 
 
-# The model systems a run can have; calibration needs a model (peers such as rule_based have none).
-MODEL_SYSTEMS = ("teacher", "student_init", "student")
-
-
-def check_calibration_systems(names: Any) -> list[str]:
-    """eval.calibration.systems: model systems only, so a misspelled one fails instead of vanishing."""
-    names = list(names or [])
-    unknown = [n for n in names if n not in MODEL_SYSTEMS]
-    if unknown:
-        raise InputError(f"eval.calibration.systems: expected names among {list(MODEL_SYSTEMS)}, got {unknown}")
-    return names
-
-
-def _calibrate_all(
-    backend: Backend,
-    systems: dict[str, ModelRef],
-    task: Task,
-    examples: list[dict[str, Any]],
-    cfg: dict[str, Any],
-    progress: bool,
-) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Calibration summary and raw (score, quality) points for each configured system with a model."""
-    cal, gen = dict(cfg.get("calibration") or {}), dict(cfg.get("generation") or {})
-    summaries, points = {}, {}
-    if not cal.get("enabled", False):
-        return summaries, points
-    for name in check_calibration_systems(cal.get("systems")):
-        if name not in systems:  # e.g. student, in a run without distillation (stages=[sft,evaluate])
-            log.info("calibration: this run has no %r, skipped", name)
-            continue
-        res = calibration_diagnostics(
-            backend,
-            systems[name],
-            task,
-            examples[: int(cal.get("n_prompts", len(examples)))],
-            k=int(cal.get("k", 8)),
-            temperature=float(cal.get("temperature", 1.0)),
-            top_p=float(cal.get("top_p", 1.0)),
-            top_k=int(cal.get("top_k", 0)),
-            max_new_tokens=int(cal.get("max_new_tokens") or gen.get("max_new_tokens", 64)),
-            batch_size=int(cfg.get("batch_size", 16)),
-            seed=int(cal.get("seed", gen.get("seed", 0))),
-            max_prompt_tokens=int(gen.get("max_prompt_tokens", 256)),
-            progress=progress,
-            name=name,
-        )
-        points[name] = res.pop("points")
-        summaries[name] = res
-    return summaries, points
-
-
 def evaluate(
     systems: dict[str, ModelRef],
     task: Task,
@@ -230,7 +179,7 @@ def evaluate(
         backend = HFBackend()
     with backend:
         outputs, gen_stats = _generate_all(backend, systems, prompts, cfg, progress, output_cache)
-        calibration, points = _calibrate_all(backend, systems, task, examples, cfg, progress)
+        calibration, points = calibrate_systems(backend, systems, task, examples, cfg, progress)
     for name, edit in (post_edits or {}).items():
         outputs[name] = edit(outputs[name])
     peers = peer_outputs(task, examples)

@@ -207,7 +207,7 @@ def check_eval(ev: DictConfig, task: Task | None = None) -> None:
         if cal.get("max_new_tokens") is not None:
             integer(cal.max_new_tokens, "eval.calibration.max_new_tokens")
         check_sampling(cal, "eval.calibration")
-        from plad.evaluation.evaluate import check_calibration_systems
+        from plad.evaluation.calibration import check_calibration_systems
 
         check_calibration_systems(cal.get("systems"))
     if "bootstrap" in ev:
